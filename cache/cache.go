@@ -1,0 +1,175 @@
+// Package cache is nodedns's packet cache: replies are stored packed and
+// served by copying and patching a few bytes (ID, question case, TTLs), the
+// way dnsdist's packet cache works, so a hit costs no unpacking, no message
+// building and no allocation.
+//
+// It has two layers: Sharded, a byte- and entry-bounded store of LRU shards
+// that knows nothing of DNS, and Cache, which adds the DNS rules: the key,
+// the TTLs of positive and negative answers (RFC 2308) and what must never
+// be cached.
+package cache
+
+import (
+	"bytes"
+	"fmt"
+	"hash/maphash"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodedns/nodedns/dnswire"
+)
+
+// Config sizes a Cache.
+type Config struct {
+	// MaxBytes bounds the accounted size of all entries.
+	MaxBytes int64
+	// MaxEntries bounds the number of entries; 0 means MaxBytes/256.
+	MaxEntries int
+	// Shards is the number of independently locked shards, a power of two;
+	// 0 means 256.
+	Shards int
+	Policy Policy
+}
+
+// Cache maps a question (see dnswire.AppendKey) to a stored reply. It is
+// safe for concurrent use.
+type Cache struct {
+	store   *Sharded[*Entry]
+	seed    maphash.Seed
+	policy  atomic.Pointer[Policy] // swapped by SetPolicy on a config reload
+	metrics *metrics
+}
+
+// New returns an empty cache and registers its metrics with reg.
+func New(cfg Config, reg prometheus.Registerer) (*Cache, error) {
+	if cfg.MaxBytes <= 0 {
+		return nil, fmt.Errorf("cache size must be positive, got %d bytes", cfg.MaxBytes)
+	}
+	if cfg.Shards == 0 {
+		cfg.Shards = 256
+	}
+	if cfg.Shards < 0 || cfg.Shards&(cfg.Shards-1) != 0 {
+		return nil, fmt.Errorf("cache shards must be a power of two, got %d", cfg.Shards)
+	}
+	// A shard must hold at least a few large replies.
+	for cfg.Shards > 1 && cfg.MaxBytes/int64(cfg.Shards) < 64<<10 {
+		cfg.Shards /= 2
+	}
+	if cfg.MaxEntries == 0 {
+		cfg.MaxEntries = int(cfg.MaxBytes / 256)
+	}
+	if cfg.MaxEntries < cfg.Shards {
+		cfg.MaxEntries = cfg.Shards
+	}
+	c := &Cache{
+		store: NewSharded[*Entry](cfg.Shards, cfg.MaxBytes, cfg.MaxEntries),
+		seed:  maphash.MakeSeed(),
+	}
+	c.policy.Store(&cfg.Policy)
+	c.metrics = newMetrics(reg, c)
+	return c, nil
+}
+
+// Policy returns the TTL rules the cache applies.
+func (c *Cache) Policy() Policy { return *c.policy.Load() }
+
+// SetPolicy changes the TTL rules for replies stored from now on; entries
+// already stored keep the TTLs they were stored with.
+func (c *Cache) SetPolicy(p Policy) { c.policy.Store(&p) }
+
+func (c *Cache) hash(key []byte) uint64 { return maphash.Bytes(c.seed, key) }
+
+// Get returns the entry stored for key, fresh or not; the caller decides
+// what an expired entry is good for. The stored key is compared in full, so
+// a hash collision is a miss, never a wrong answer.
+func (c *Cache) Get(key []byte) (*Entry, bool) {
+	e, ok := c.store.Get(c.hash(key))
+	if !ok || !bytes.Equal(e.key, key) {
+		return nil, false
+	}
+	return e, true
+}
+
+// Lookup returns a fresh entry for key at now (UnixNano) and counts the hit
+// or the miss.
+func (c *Cache) Lookup(key []byte, now int64) (*Entry, bool) {
+	e, ok := c.Get(key)
+	if !ok || !e.Fresh(now) {
+		c.metrics.misses.Inc()
+		return nil, false
+	}
+	c.metrics.hits.Inc()
+	return e, true
+}
+
+// Store caches resp, the upstream's reply to the question with key, if the
+// policy allows it, and returns the new entry (nil when it was not cached).
+func (c *Cache) Store(key []byte, resp *dns.Msg, now time.Time) (*Entry, error) {
+	e, err := c.policy.Load().NewEntry(key, resp, now)
+	if err != nil || e == nil {
+		return nil, err
+	}
+	c.store.Add(c.hash(key), e)
+	c.metrics.stores.WithLabelValues(e.kind.String()).Inc()
+	return e, nil
+}
+
+// Len returns the number of entries.
+func (c *Cache) Len() int { return c.store.Len() }
+
+// Bytes returns the accounted size of all entries.
+func (c *Cache) Bytes() int64 { return c.store.Bytes() }
+
+// KeyOf returns the cache key of a parsed message's question, for paths
+// that have a *dns.Msg rather than wire bytes.
+func KeyOf(dst []byte, m *dns.Msg) []byte {
+	q := m.Question[0]
+	var name [dnswire.MaxNameLen + 1]byte
+	n, err := dns.PackDomainName(dns.Fqdn(q.Name), name[:], 0, nil, false)
+	if err != nil {
+		return nil
+	}
+	opt := m.IsEdns0()
+	do := opt != nil && opt.Do()
+	return dnswire.AppendKey(dst, name[:n], q.Qtype, q.Qclass, do, m.CheckingDisabled)
+}
+
+type metrics struct {
+	hits, misses prometheus.Counter
+	stores       *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, c *Cache) *metrics {
+	m := &metrics{
+		hits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nodedns_cache_hits_total", Help: "Queries answered from a fresh cache entry.",
+		}),
+		misses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nodedns_cache_misses_total", Help: "Cacheable queries with no fresh entry.",
+		}),
+		stores: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodedns_cache_stores_total", Help: "Replies stored in the cache, by kind.",
+		}, []string{"kind"}),
+	}
+	for _, k := range []Kind{KindPositive, KindNXDomain, KindNoData, KindServFail} {
+		m.stores.WithLabelValues(k.String())
+	}
+	if reg == nil {
+		return m
+	}
+	reg.MustRegister(m.hits, m.misses, m.stores,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "nodedns_cache_evictions_total", Help: "Entries evicted to keep the cache within its byte and entry bounds.",
+		}, func() float64 { return float64(c.store.Evictions()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "nodedns_cache_entries", Help: "Entries in the cache, fresh or expired.",
+		}, func() float64 { return float64(c.store.Len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "nodedns_cache_bytes", Help: "Accounted size of the cache entries in bytes.",
+		}, func() float64 { return float64(c.store.Bytes()) }),
+	)
+	return m
+}

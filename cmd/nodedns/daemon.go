@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/nodedns/nodedns/cache"
+	"github.com/nodedns/nodedns/config"
+	"github.com/nodedns/nodedns/resolver"
+	"github.com/nodedns/nodedns/upstream"
+)
+
+// run is the whole daemon; main only maps its error to an exit status.
+func run(ctx context.Context, args []string) error {
+	cfg, err := config.Parse(args, os.Stderr)
+	if err != nil {
+		if errors.Is(err, config.ErrHelp) {
+			return err
+		}
+		return &usageError{err}
+	}
+	level := zap.NewAtomicLevel()
+	log, err := newLogger(cfg, level)
+	if err != nil {
+		return &usageError{err}
+	}
+	defer func() { _ = log.Sync() }()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	c, err := cache.New(cacheConfig(cfg), reg)
+	if err != nil {
+		return &usageError{err}
+	}
+	upMetrics := upstream.NewMetrics(reg)
+	upCtx, stopUpstreams := context.WithCancel(context.Background())
+	defer stopUpstreams()
+	router, err := buildRouter(upCtx, cfg, upMetrics, log)
+	if err != nil {
+		return &usageError{err}
+	}
+	var current atomic.Pointer[upstream.Router]
+	current.Store(router)
+	fwd := resolver.ForwarderFunc(func(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
+		return current.Load().Route(req.Question[0].Name).Exchange(ctx, req)
+	})
+
+	srv, err := resolver.New(serverConfig(cfg), c, fwd, log, reg)
+	if err != nil {
+		return &usageError{err}
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+
+	var draining atomic.Bool
+	var httpSrv *http.Server
+	if cfg.HTTPListen != "" {
+		httpSrv, err = startHTTP(cfg.HTTPListen, reg, func() error {
+			if draining.Load() || !srv.Ready() {
+				return errors.New("not serving")
+			}
+			if !current.Load().Route(".").Healthy() {
+				return errors.New("no healthy upstream for \".\"")
+			}
+			return nil
+		}, log)
+		if err != nil {
+			_ = srv.Shutdown(context.Background())
+			return err
+		}
+	}
+	log.Info("nodedns started", zap.Strings("listen", cfg.Listen), zap.String("http", cfg.HTTPListen))
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-hup:
+			old := current.Load()
+			if r, err := reload(upCtx, args, cfg, srv, level, upMetrics, log); err != nil {
+				log.Error("config reload rejected; keeping the running configuration", zap.Error(err))
+			} else {
+				current.Store(r)
+				// Queries in flight may still use the old groups: close them once
+				// every such query has reached its deadline.
+				time.AfterFunc(cfg.RequestTimeout, func() { closeRouter(old) })
+				log.Info("config reloaded")
+			}
+		}
+	}
+
+	log.Info("stopping")
+	draining.Store(true)
+	if cfg.Lameduck > 0 {
+		time.Sleep(cfg.Lameduck) // keep answering while load balancers notice we are not ready
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	shutdownErr := srv.Shutdown(sctx)
+	if httpSrv != nil {
+		_ = httpSrv.Shutdown(sctx)
+	}
+	stopUpstreams()
+	closeRouter(current.Load())
+	if shutdownErr != nil {
+		log.Warn("stopped with queries unanswered", zap.Error(shutdownErr))
+	} else {
+		log.Info("stopped")
+	}
+	return nil
+}
+
+func newLogger(cfg config.Config, level zap.AtomicLevel) (*zap.Logger, error) {
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return nil, fmt.Errorf("log_level: %w", err)
+	}
+	zc := zap.NewProductionConfig()
+	zc.Level = level
+	zc.Sampling = nil // query logs are sampled by --query-log-sample, not dropped silently
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	if cfg.LogFormat == "console" {
+		zc.Encoding = "console"
+	}
+	return zc.Build()
+}
+
+func cacheConfig(cfg config.Config) cache.Config {
+	return cache.Config{
+		MaxBytes:   cfg.CacheSize,
+		MaxEntries: cfg.CacheMaxEntries,
+		Shards:     cfg.CacheShards,
+		Policy:     cachePolicy(cfg),
+	}
+}
+
+func cachePolicy(cfg config.Config) cache.Policy {
+	return cache.Policy{
+		MinTTL:      cfg.CacheMinTTL,
+		MaxTTL:      cfg.CacheMaxTTL,
+		NegativeTTL: cfg.CacheNegativeTTL,
+		ServFailTTL: cfg.CacheServFailTTL,
+	}
+}
+
+func serverConfig(cfg config.Config) resolver.Config {
+	return resolver.Config{
+		Listen:         cfg.Listen,
+		Allow:          cfg.Allow,
+		UDPSockets:     cfg.UDPSockets,
+		MaxUDPSize:     uint16(cfg.MaxUDPSize),
+		TCPMaxConns:    cfg.TCPMaxConns,
+		TCPIdleTimeout: cfg.TCPIdleTimeout,
+		MaxInflight:    cfg.MaxInflight,
+		RequestTimeout: cfg.RequestTimeout,
+		QueryLogSample: cfg.QueryLogSample,
+	}
+}
+
+// buildRouter builds and starts the upstream groups of cfg.
+func buildRouter(ctx context.Context, cfg config.Config, m *upstream.Metrics, log *zap.Logger) (*upstream.Router, error) {
+	var groups []*upstream.Group
+	closeAll := func() {
+		for _, g := range groups {
+			_ = g.Close()
+		}
+	}
+	for _, gc := range cfg.Upstreams {
+		g, err := upstream.NewGroup(upstream.GroupConfig{
+			Name: gc.Name, Zones: gc.Zones, Addrs: gc.Servers, ForceTCP: gc.ForceTCP,
+			Timeout: gc.Timeout, MaxFails: gc.MaxFails, HealthInterval: gc.HealthInterval,
+		}, m, log)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		groups = append(groups, g)
+	}
+	r, err := upstream.NewRouter(groups)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	for _, g := range groups {
+		g.Start(ctx)
+	}
+	return r, nil
+}
+
+// reload re-reads the configuration for SIGHUP. Upstreams, the allow list,
+// the cache TTL rules, the log level and the query log sample change at
+// once; the cache keeps its entries. Settings that need new sockets or a
+// new cache are reported and left as they are until a restart.
+func reload(ctx context.Context, args []string, old config.Config, srv *resolver.Server, level zap.AtomicLevel,
+	m *upstream.Metrics, log *zap.Logger) (*upstream.Router, error) {
+	cfg, err := config.Reload(args)
+	if err != nil {
+		return nil, err
+	}
+	var lvl zap.AtomicLevel = zap.NewAtomicLevel()
+	if err := lvl.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return nil, err
+	}
+	r, err := buildRouter(ctx, cfg, m, log)
+	if err != nil {
+		return nil, err
+	}
+	for _, restart := range []struct {
+		name    string
+		changed bool
+	}{
+		{"listen", fmt.Sprint(cfg.Listen) != fmt.Sprint(old.Listen)},
+		{"http_listen", cfg.HTTPListen != old.HTTPListen},
+		{"cache.size", cfg.CacheSize != old.CacheSize},
+		{"cache.shards", cfg.CacheShards != old.CacheShards},
+		{"server", serverConfig(cfg).UDPSockets != serverConfig(old).UDPSockets ||
+			cfg.TCPMaxConns != old.TCPMaxConns || cfg.MaxInflight != old.MaxInflight},
+	} {
+		if restart.changed {
+			log.Warn("setting changed in the config file takes effect only after a restart", zap.String("field", restart.name))
+		}
+	}
+	level.SetLevel(lvl.Level())
+	srv.Reconfigure(cfg.Allow, cfg.QueryLogSample, cachePolicy(cfg))
+	return r, nil
+}
+
+// startHTTP serves /metrics, /health (liveness: the process answers) and
+// /ready (readiness: serving DNS with a healthy default upstream) on its own
+// mux, never the global one.
+func startHTTP(addr string, reg *prometheus.Registry, ready func() error, log *zap.Logger) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http_listen: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP server stopped", zap.Error(err))
+		}
+	}()
+	return srv, nil
+}
+
+// closeRouter stops the groups of a router that is no longer in use.
+func closeRouter(r *upstream.Router) {
+	for _, g := range r.Groups() {
+		_ = g.Close()
+	}
+}

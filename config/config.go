@@ -1,0 +1,397 @@
+// Package config reads nodedns's settings from defaults, a YAML file and
+// command-line flags, in that order of precedence, and checks them. Every
+// error names the field or flag it is about, in one line, so an operator
+// can fix a bad rollout without reading code.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// File is the YAML configuration file. Durations are Go durations ("1.5s",
+// "1h"), sizes take a binary suffix ("32MiB"). Every key is optional.
+type File struct {
+	Listen         []string     `json:"listen,omitempty"`
+	HTTPListen     string       `json:"http_listen,omitempty"`
+	Allow          []string     `json:"allow,omitempty"`
+	LogLevel       string       `json:"log_level,omitempty"`
+	LogFormat      string       `json:"log_format,omitempty"`
+	QueryLogSample *float64     `json:"query_log_sample,omitempty"`
+	Cache          CacheFile    `json:"cache,omitempty"`
+	Server         ServerFile   `json:"server,omitempty"`
+	Upstreams      []GroupFile  `json:"upstreams,omitempty"`
+	Shutdown       ShutdownFile `json:"shutdown,omitempty"`
+}
+
+// CacheFile is the `cache` section.
+type CacheFile struct {
+	Size        string `json:"size,omitempty"`
+	MaxEntries  *int   `json:"max_entries,omitempty"`
+	Shards      *int   `json:"shards,omitempty"`
+	MinTTL      string `json:"min_ttl,omitempty"`
+	MaxTTL      string `json:"max_ttl,omitempty"`
+	NegativeTTL string `json:"negative_ttl,omitempty"`
+	ServFailTTL string `json:"servfail_ttl,omitempty"`
+}
+
+// ServerFile is the `server` section.
+type ServerFile struct {
+	UDPSockets     *int   `json:"udp_sockets,omitempty"`
+	MaxUDPSize     *int   `json:"max_udp_size,omitempty"`
+	TCPMaxConns    *int   `json:"tcp_max_conns,omitempty"`
+	TCPIdleTimeout string `json:"tcp_idle_timeout,omitempty"`
+	MaxInflight    *int   `json:"max_inflight,omitempty"`
+	RequestTimeout string `json:"request_timeout,omitempty"`
+}
+
+// GroupFile is one entry of `upstreams`: the servers that answer a set of
+// zones. The group whose zones include "." gets every other name.
+type GroupFile struct {
+	Name           string   `json:"name,omitempty"`
+	Zones          []string `json:"zones"`
+	Servers        []string `json:"servers"`
+	ForceTCP       bool     `json:"force_tcp,omitempty"`
+	Timeout        string   `json:"timeout,omitempty"`
+	MaxFails       *int     `json:"max_fails,omitempty"`
+	HealthInterval string   `json:"health_interval,omitempty"`
+}
+
+// ShutdownFile is the `shutdown` section.
+type ShutdownFile struct {
+	Lameduck string `json:"lameduck,omitempty"`
+	Timeout  string `json:"timeout,omitempty"`
+}
+
+// Config is the checked, typed result.
+type Config struct {
+	Listen         []string
+	HTTPListen     string
+	Allow          []netip.Prefix // nil: the resolver's default
+	LogLevel       string
+	LogFormat      string
+	QueryLogSample float64
+
+	CacheSize        int64
+	CacheMaxEntries  int
+	CacheShards      int
+	CacheMinTTL      time.Duration
+	CacheMaxTTL      time.Duration
+	CacheNegativeTTL time.Duration
+	CacheServFailTTL time.Duration
+
+	UDPSockets     int
+	MaxUDPSize     int
+	TCPMaxConns    int
+	TCPIdleTimeout time.Duration
+	MaxInflight    int
+	RequestTimeout time.Duration
+
+	Upstreams []Group
+
+	Lameduck        time.Duration
+	ShutdownTimeout time.Duration
+
+	// ConfigFile is the path given with --config, "" for none.
+	ConfigFile string
+}
+
+// Group is one checked upstream group.
+type Group struct {
+	Name           string
+	Zones          []string
+	Servers        []string
+	ForceTCP       bool
+	Timeout        time.Duration
+	MaxFails       int
+	HealthInterval time.Duration
+}
+
+// Defaults returns the built-in settings: a resolver that works on a fresh
+// machine without root (loopback, port 5353) and forwards to the host's
+// resolvers. The DaemonSet overrides listen with the node-local address.
+func Defaults() Config {
+	return Config{
+		Listen:           []string{"127.0.0.1:5353"},
+		HTTPListen:       "127.0.0.1:9253",
+		LogLevel:         "info",
+		LogFormat:        "json",
+		CacheSize:        32 << 20,
+		CacheMaxTTL:      time.Hour,
+		CacheNegativeTTL: time.Minute,
+		CacheServFailTTL: 2 * time.Second,
+		MaxUDPSize:       1232,
+		TCPMaxConns:      1000,
+		TCPIdleTimeout:   10 * time.Second,
+		MaxInflight:      1000,
+		RequestTimeout:   4 * time.Second,
+		ShutdownTimeout:  5 * time.Second,
+	}
+}
+
+// DefaultGroupTimeout and friends are the per-group defaults.
+const (
+	DefaultGroupTimeout   = 1500 * time.Millisecond
+	DefaultMaxFails       = 2
+	DefaultHealthInterval = 2 * time.Second
+)
+
+// ErrHelp is returned when -h or --help was asked for.
+var ErrHelp = flag.ErrHelp
+
+// flagValues holds what the flags set; only flags given on the command line
+// are applied, so the file keeps the values the flags do not override.
+type flagValues struct {
+	configFile string
+	set        map[string]string
+}
+
+// Parse reads args (without the program name), the config file named by
+// --config if any, and returns the checked configuration.
+func Parse(args []string, usage io.Writer) (Config, error) {
+	fs, fv := newFlagSet(usage)
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q (flags take the form --name=value)", fs.Arg(0))
+	}
+	fv.set = map[string]string{}
+	fs.Visit(func(f *flag.Flag) { fv.set[f.Name] = f.Value.String() })
+	return load(fv)
+}
+
+// Reload reads the config file again and applies the same flags, for SIGHUP.
+func Reload(args []string) (Config, error) { return Parse(args, io.Discard) }
+
+func load(fv *flagValues) (Config, error) {
+	var f File
+	if fv.configFile != "" {
+		b, err := os.ReadFile(fv.configFile)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+		if err := yaml.UnmarshalStrict(b, &f); err != nil {
+			return Config{}, fmt.Errorf("config %s: %s", fv.configFile, cleanYAMLError(err))
+		}
+	}
+	c := Defaults()
+	c.ConfigFile = fv.configFile
+	if err := apply(&c, &f); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", fv.configFile, err)
+	}
+	if err := applyFlags(&c, fv.set); err != nil {
+		return Config{}, err
+	}
+	if err := validate(&c); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// cleanYAMLError drops the decoder's layers of prefixes, keeping the part
+// that names the field.
+func cleanYAMLError(err error) string {
+	s := err.Error()
+	for _, p := range []string{"error unmarshaling JSON: ", "while decoding JSON: ", "json: "} {
+		s = strings.ReplaceAll(s, p, "")
+	}
+	return strings.ReplaceAll(s, "\n", " ")
+}
+
+// fieldError names the field a value came from.
+type fieldError struct {
+	field string
+	err   error
+}
+
+func (e *fieldError) Error() string { return e.field + ": " + e.err.Error() }
+func (e *fieldError) Unwrap() error { return e.err }
+
+func fieldErr(field string, err error) error { return &fieldError{field: field, err: err} }
+
+func apply(c *Config, f *File) error {
+	if len(f.Listen) > 0 {
+		c.Listen = f.Listen
+	}
+	setStr(&c.HTTPListen, f.HTTPListen)
+	setStr(&c.LogLevel, f.LogLevel)
+	setStr(&c.LogFormat, f.LogFormat)
+	if f.QueryLogSample != nil {
+		c.QueryLogSample = *f.QueryLogSample
+	}
+	if len(f.Allow) > 0 {
+		p, err := parsePrefixes(f.Allow)
+		if err != nil {
+			return fieldErr("allow", err)
+		}
+		c.Allow = p
+	}
+	var err error
+	if f.Cache.Size != "" {
+		if c.CacheSize, err = ParseSize(f.Cache.Size); err != nil {
+			return fieldErr("cache.size", err)
+		}
+	}
+	setInt(&c.CacheMaxEntries, f.Cache.MaxEntries)
+	setInt(&c.CacheShards, f.Cache.Shards)
+	for _, d := range []struct {
+		field string
+		s     string
+		dst   *time.Duration
+	}{
+		{"cache.min_ttl", f.Cache.MinTTL, &c.CacheMinTTL},
+		{"cache.max_ttl", f.Cache.MaxTTL, &c.CacheMaxTTL},
+		{"cache.negative_ttl", f.Cache.NegativeTTL, &c.CacheNegativeTTL},
+		{"cache.servfail_ttl", f.Cache.ServFailTTL, &c.CacheServFailTTL},
+		{"server.tcp_idle_timeout", f.Server.TCPIdleTimeout, &c.TCPIdleTimeout},
+		{"server.request_timeout", f.Server.RequestTimeout, &c.RequestTimeout},
+		{"shutdown.lameduck", f.Shutdown.Lameduck, &c.Lameduck},
+		{"shutdown.timeout", f.Shutdown.Timeout, &c.ShutdownTimeout},
+	} {
+		if d.s == "" {
+			continue
+		}
+		if *d.dst, err = parseDuration(d.s); err != nil {
+			return fieldErr(d.field, err)
+		}
+	}
+	setInt(&c.UDPSockets, f.Server.UDPSockets)
+	setInt(&c.MaxUDPSize, f.Server.MaxUDPSize)
+	setInt(&c.TCPMaxConns, f.Server.TCPMaxConns)
+	setInt(&c.MaxInflight, f.Server.MaxInflight)
+	for i, g := range f.Upstreams {
+		grp, err := group(g)
+		if err != nil {
+			return fieldErr(fmt.Sprintf("upstreams[%d].%s", i, err.(*fieldError).field), err.(*fieldError).err)
+		}
+		c.Upstreams = append(c.Upstreams, grp)
+	}
+	return nil
+}
+
+func group(g GroupFile) (Group, error) {
+	out := Group{
+		Name: g.Name, Zones: g.Zones, Servers: g.Servers, ForceTCP: g.ForceTCP,
+		Timeout: DefaultGroupTimeout, MaxFails: DefaultMaxFails, HealthInterval: DefaultHealthInterval,
+	}
+	if len(g.Zones) == 0 {
+		return out, fieldErr("zones", errors.New("must list at least one zone"))
+	}
+	if len(g.Servers) == 0 {
+		return out, fieldErr("servers", errors.New("must list at least one server"))
+	}
+	var err error
+	if g.Timeout != "" {
+		if out.Timeout, err = parseDuration(g.Timeout); err != nil {
+			return out, fieldErr("timeout", err)
+		}
+	}
+	if g.HealthInterval != "" {
+		if out.HealthInterval, err = parseDuration(g.HealthInterval); err != nil {
+			return out, fieldErr("health_interval", err)
+		}
+	}
+	if g.MaxFails != nil {
+		if *g.MaxFails < 1 {
+			return out, fieldErr("max_fails", fmt.Errorf("must be at least 1, got %d", *g.MaxFails))
+		}
+		out.MaxFails = *g.MaxFails
+	}
+	if out.Name == "" {
+		out.Name = g.Zones[0]
+	}
+	return out, nil
+}
+
+func setStr(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+func setInt(dst *int, v *int) {
+	if v != nil {
+		*dst = *v
+	}
+}
+
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration (e.g. 1.5s, 1h)", s)
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("%q is negative", s)
+	}
+	return d, nil
+}
+
+// ParseSize parses a byte size: a number with an optional suffix B, KiB,
+// MiB, GiB (or KB, MB, GB, K, M, G, taken as binary too).
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{
+		{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+		{"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10},
+		{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1},
+	} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.m
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(t, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size (e.g. 32MiB)", s)
+	}
+	return int64(n * float64(mult)), nil
+}
+
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !strings.Contains(s, "/") {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a CIDR or an address", s)
+			}
+			a = a.Unmap()
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,333 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// flagDef is one command-line flag: its name, what it sets, and how.
+// Flags are kept as strings until applied, so that a bad value is reported
+// with the flag's name and nothing else.
+type flagDef struct {
+	name, usage string
+	isBool      bool
+	apply       func(c *Config, v string) error
+}
+
+func durationFlag(dst func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) (err error) {
+		*dst(c), err = parseDuration(v)
+		return err
+	}
+}
+
+func intFlag(dst func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", v)
+		}
+		*dst(c) = n
+		return nil
+	}
+}
+
+// ResolvConf is the file read for upstream servers when no group serves ".".
+var ResolvConf = "/etc/resolv.conf"
+
+var flagDefs = []flagDef{
+	{name: "listen", usage: "IP:port[,IP:port...] to serve DNS on, over UDP and TCP (default 127.0.0.1:5353)",
+		apply: func(c *Config, v string) error { c.Listen = splitList(v); return nil }},
+	{name: "upstream", usage: "servers for the default zone \".\", IP[:port][,...] (default: the nameservers of /etc/resolv.conf)",
+		apply: func(c *Config, v string) error { return setDefaultUpstream(c, splitList(v)) }},
+	{name: "upstream-force-tcp", isBool: true, usage: "talk TCP, over reused connections, to the default zone's servers",
+		apply: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a boolean", v)
+			}
+			for i := range c.Upstreams {
+				if hasRoot(c.Upstreams[i].Zones) {
+					c.Upstreams[i].ForceTCP = b
+				}
+			}
+			return nil
+		}},
+	{name: "upstream-timeout", usage: "per-try timeout of the default zone's servers (default 1.5s)",
+		apply: func(c *Config, v string) error {
+			d, err := parseDuration(v)
+			for i := range c.Upstreams {
+				if hasRoot(c.Upstreams[i].Zones) {
+					c.Upstreams[i].Timeout = d
+				}
+			}
+			return err
+		}},
+	{name: "http-listen", usage: "IP:port for /metrics, /health and /ready; empty to disable (default 127.0.0.1:9253)",
+		apply: func(c *Config, v string) error { c.HTTPListen = v; return nil }},
+	{name: "allow", usage: "client networks answered, CIDR[,CIDR...]; others get REFUSED (default: loopback, RFC 1918, link-local, ULA)",
+		apply: func(c *Config, v string) (err error) { c.Allow, err = parsePrefixes(splitList(v)); return err }},
+	{name: "log-level", usage: "debug, info, warn or error (default info)",
+		apply: func(c *Config, v string) error { c.LogLevel = v; return nil }},
+	{name: "log-format", usage: "json or console (default json)",
+		apply: func(c *Config, v string) error { c.LogFormat = v; return nil }},
+	{name: "query-log-sample", usage: "fraction of queries to log at info level, 0 to 1 (default 0)",
+		apply: func(c *Config, v string) (err error) {
+			c.QueryLogSample, err = strconv.ParseFloat(v, 64)
+			if err != nil {
+				return fmt.Errorf("%q is not a number", v)
+			}
+			return nil
+		}},
+	{name: "cache-size", usage: "cache memory bound, e.g. 32MiB (default 32MiB)",
+		apply: func(c *Config, v string) (err error) { c.CacheSize, err = ParseSize(v); return err }},
+	{name: "cache-max-entries", usage: "cache entry bound (default: cache-size / 256)",
+		apply: intFlag(func(c *Config) *int { return &c.CacheMaxEntries })},
+	{name: "cache-shards", usage: "independently locked cache shards, a power of two (default 256)",
+		apply: intFlag(func(c *Config) *int { return &c.CacheShards })},
+	{name: "cache-min-ttl", usage: "lower bound on the TTL of cached positive answers (default 0s)",
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.CacheMinTTL })},
+	{name: "cache-max-ttl", usage: "upper bound on the TTL of cached positive answers (default 1h)",
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.CacheMaxTTL })},
+	{name: "cache-negative-ttl", usage: "upper bound on caching NXDOMAIN and NODATA (default 1m)",
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.CacheNegativeTTL })},
+	{name: "cache-servfail-ttl", usage: "how long an upstream SERVFAIL is cached, 0 to never (default 2s)",
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.CacheServFailTTL })},
+	{name: "udp-sockets", usage: "SO_REUSEPORT UDP sockets (and readers) per listen address (default GOMAXPROCS)",
+		apply: intFlag(func(c *Config) *int { return &c.UDPSockets })},
+	{name: "max-udp-size", usage: "EDNS UDP payload size advertised and largest UDP reply (default 1232)",
+		apply: intFlag(func(c *Config) *int { return &c.MaxUDPSize })},
+	{name: "tcp-max-conns", usage: "cap on open client TCP connections (default 1000)",
+		apply: intFlag(func(c *Config) *int { return &c.TCPMaxConns })},
+	{name: "tcp-idle-timeout", usage: "close client TCP connections idle this long (default 10s)",
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.TCPIdleTimeout })},
+	{name: "max-inflight", usage: "cap on cache misses resolved at once; beyond it SERVFAIL at once (default 1000)",
+		apply: intFlag(func(c *Config) *int { return &c.MaxInflight })},
+	{name: "request-timeout", usage: "overall deadline for resolving a miss, across upstream tries (default 4s)",
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.RequestTimeout })},
+	{name: "lameduck", usage: "on SIGTERM, report not ready and keep serving this long before stopping (default 0s)",
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.Lameduck })},
+	{name: "shutdown-timeout", usage: "on SIGTERM, how long queries in flight may take to finish (default 5s)",
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+}
+
+// strFlag records a flag's value as given.
+type strFlag struct {
+	v      string
+	isBool bool
+}
+
+func (f *strFlag) String() string     { return f.v }
+func (f *strFlag) Set(v string) error { f.v = v; return nil }
+func (f *strFlag) IsBoolFlag() bool   { return f.isBool }
+
+func newFlagSet(usage io.Writer) (*flag.FlagSet, *flagValues) {
+	fv := &flagValues{}
+	fs := flag.NewFlagSet("nodedns", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		fmt.Fprintln(usage, "Usage: nodedns [flags]\n\nnodedns is a node-local caching DNS resolver. Flags override the config file.\n\nFlags:")
+		fmt.Fprintf(usage, "  --%-20s %s\n", "config FILE", "YAML configuration file (see README); re-read on SIGHUP")
+		for _, d := range flagDefs {
+			fmt.Fprintf(usage, "  --%-20s %s\n", d.name, d.usage)
+		}
+	}
+	fs.StringVar(&fv.configFile, "config", "", "YAML configuration file")
+	for _, d := range flagDefs {
+		fs.Var(&strFlag{isBool: d.isBool}, d.name, d.usage)
+	}
+	return fs, fv
+}
+
+// FlagNames lists every flag, for the documentation test.
+func FlagNames() []string {
+	out := []string{"config"}
+	for _, d := range flagDefs {
+		out = append(out, d.name)
+	}
+	return out
+}
+
+func applyFlags(c *Config, set map[string]string) error {
+	// --upstream first: --upstream-timeout and --upstream-force-tcp apply to
+	// the group it creates.
+	order := make([]flagDef, 0, len(flagDefs))
+	for _, d := range flagDefs {
+		if d.name == "upstream" {
+			order = append([]flagDef{d}, order...)
+		} else {
+			order = append(order, d)
+		}
+	}
+	for _, d := range order {
+		v, ok := set[d.name]
+		if !ok {
+			continue
+		}
+		if err := d.apply(c, v); err != nil {
+			return fmt.Errorf("flag --%s: %w", d.name, err)
+		}
+	}
+	return nil
+}
+
+func hasRoot(zones []string) bool {
+	for _, z := range zones {
+		if dns.Fqdn(z) == "." {
+			return true
+		}
+	}
+	return false
+}
+
+func setDefaultUpstream(c *Config, servers []string) error {
+	if len(servers) == 0 {
+		return errors.New("empty list")
+	}
+	for i := range c.Upstreams {
+		if hasRoot(c.Upstreams[i].Zones) {
+			c.Upstreams[i].Servers = servers
+			return nil
+		}
+	}
+	c.Upstreams = append(c.Upstreams, Group{
+		Name: "default", Zones: []string{"."}, Servers: servers,
+		Timeout: DefaultGroupTimeout, MaxFails: DefaultMaxFails, HealthInterval: DefaultHealthInterval,
+	})
+	return nil
+}
+
+// validate checks the merged configuration and fills in the default
+// upstream from resolv.conf when no group serves ".".
+func validate(c *Config) error {
+	if len(c.Listen) == 0 {
+		return errors.New("listen: no address given")
+	}
+	for _, a := range c.Listen {
+		if _, err := netip.ParseAddrPort(a); err != nil {
+			return fmt.Errorf("listen: %q is not IP:port (IPv6 as [::1]:53)", a)
+		}
+	}
+	if c.HTTPListen != "" {
+		if _, err := netip.ParseAddrPort(c.HTTPListen); err != nil {
+			return fmt.Errorf("http_listen: %q is not IP:port", c.HTTPListen)
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "json", "console":
+	default:
+		return fmt.Errorf("log_format: %q is not json or console", c.LogFormat)
+	}
+	if c.QueryLogSample < 0 || c.QueryLogSample > 1 {
+		return fmt.Errorf("query_log_sample: %v is not between 0 and 1", c.QueryLogSample)
+	}
+	if c.CacheSize < 64<<10 {
+		return fmt.Errorf("cache.size: %d bytes is below the minimum of 64KiB", c.CacheSize)
+	}
+	if c.CacheShards < 0 || c.CacheShards&(c.CacheShards-1) != 0 {
+		return fmt.Errorf("cache.shards: %d is not a power of two", c.CacheShards)
+	}
+	if c.CacheMaxEntries < 0 {
+		return fmt.Errorf("cache.max_entries: %d is negative", c.CacheMaxEntries)
+	}
+	if c.CacheMaxTTL > 0 && c.CacheMinTTL > c.CacheMaxTTL {
+		return fmt.Errorf("cache.min_ttl: %v is above cache.max_ttl %v", c.CacheMinTTL, c.CacheMaxTTL)
+	}
+	if c.MaxUDPSize < 512 || c.MaxUDPSize > 65535 {
+		return fmt.Errorf("server.max_udp_size: %d is not between 512 and 65535", c.MaxUDPSize)
+	}
+	for _, n := range []struct {
+		field string
+		v     int
+	}{{"server.udp_sockets", c.UDPSockets}, {"server.tcp_max_conns", c.TCPMaxConns}, {"server.max_inflight", c.MaxInflight}} {
+		if n.v < 0 {
+			return fmt.Errorf("%s: %d is negative", n.field, n.v)
+		}
+	}
+	if c.RequestTimeout <= 0 {
+		return errors.New("server.request_timeout: must be positive")
+	}
+	if !anyRoot(c.Upstreams) {
+		servers, err := systemNameservers(ResolvConf)
+		if err != nil {
+			return fmt.Errorf("upstream: no --upstream and no group for \".\", and %v", err)
+		}
+		if err := setDefaultUpstream(c, servers); err != nil {
+			return fmt.Errorf("upstream: %v", err)
+		}
+	}
+	seen := map[string]string{}
+	for i, g := range c.Upstreams {
+		for _, z := range g.Zones {
+			if _, ok := dns.IsDomainName(z); !ok {
+				return fmt.Errorf("upstreams[%d].zones: %q is not a domain name", i, z)
+			}
+			fz := strings.ToLower(dns.Fqdn(z))
+			if other, dup := seen[fz]; dup {
+				return fmt.Errorf("upstreams[%d].zones: %q is already served by group %q", i, z, other)
+			}
+			seen[fz] = g.Name
+		}
+		for j, s := range g.Servers {
+			if err := checkServer(s); err != nil {
+				return fmt.Errorf("upstreams[%d].servers[%d]: %v", i, j, err)
+			}
+		}
+		if g.Timeout <= 0 {
+			return fmt.Errorf("upstreams[%d].timeout: must be positive", i)
+		}
+		if g.HealthInterval <= 0 {
+			return fmt.Errorf("upstreams[%d].health_interval: must be positive", i)
+		}
+	}
+	return nil
+}
+
+func anyRoot(gs []Group) bool {
+	for _, g := range gs {
+		if hasRoot(g.Zones) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkServer accepts IP, IP:port and [IPv6]:port.
+func checkServer(s string) error {
+	if _, err := netip.ParseAddr(s); err == nil {
+		return nil
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil && ap.Port() != 0 {
+		return nil
+	}
+	return fmt.Errorf("%q is not IP, IP:port or [IPv6]:port", s)
+}
+
+// systemNameservers reads the nameserver lines of a resolv.conf file.
+func systemNameservers(path string) ([]string, error) {
+	cc, err := dns.ClientConfigFromFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %v", path, err)
+	}
+	if len(cc.Servers) == 0 {
+		return nil, fmt.Errorf("%s lists no nameserver", path)
+	}
+	out := make([]string, 0, len(cc.Servers))
+	for _, s := range cc.Servers {
+		out = append(out, netip.AddrPortFrom(netip.MustParseAddr(strings.Split(s, "%")[0]), 53).String())
+	}
+	return out, nil
+}

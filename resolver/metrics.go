@@ -1,0 +1,129 @@
+package resolver
+
+import (
+	"sync/atomic"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Protocol indexes.
+const (
+	protoUDP = iota
+	protoTCP
+	numProtos
+)
+
+var protoNames = [numProtos]string{"udp", "tcp"}
+
+// qtypeLabels are the query types that get their own label value; every
+// other type is counted as "other", so a client cannot create series at will.
+var qtypeLabels = []uint16{
+	dns.TypeA, dns.TypeAAAA, dns.TypePTR, dns.TypeSRV, dns.TypeCNAME, dns.TypeMX,
+	dns.TypeTXT, dns.TypeNS, dns.TypeSOA, dns.TypeHTTPS, dns.TypeSVCB, dns.TypeANY,
+}
+
+const (
+	numQtypeLabels = 13 // len(qtypeLabels) + "other"
+	numRcodeLabels = 16 // header RCODEs; extended ones count as 15
+)
+
+func qtypeIndex(t uint16) int {
+	for i, q := range qtypeLabels {
+		if q == t {
+			return i
+		}
+	}
+	return numQtypeLabels - 1
+}
+
+func qtypeName(i int) string {
+	if i < len(qtypeLabels) {
+		return dns.TypeToString[qtypeLabels[i]]
+	}
+	return "other"
+}
+
+func rcodeName(rc int) string {
+	if s, ok := dns.RcodeToString[rc]; ok {
+		return s
+	}
+	return "other"
+}
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	// reqCounters caches the children of requests so the hot path does not
+	// hash label values; a nil slot is filled on first use.
+	reqCounters [numProtos][numQtypeLabels][numRcodeLabels]atomic.Pointer[prometheus.Counter]
+	duration    [numProtos]prometheus.Observer
+	dropped     *prometheus.CounterVec
+	shed        *prometheus.CounterVec
+	tcpConns    prometheus.Gauge
+	tcpRejected prometheus.Counter
+	inflight    prometheus.Gauge
+	panics      prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodedns_requests_total",
+			Help: "Queries answered, by transport, query type and response code.",
+		}, []string{"proto", "qtype", "rcode"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodedns_dropped_total",
+			Help: "Packets dropped without an answer, by reason.",
+		}, []string{"reason"}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nodedns_shed_total",
+			Help: "Queries answered at once with SERVFAIL because a bound was reached, by reason.",
+		}, []string{"reason"}),
+		tcpConns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nodedns_tcp_connections", Help: "Open client TCP connections.",
+		}),
+		tcpRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nodedns_tcp_rejected_total", Help: "Client TCP connections closed at once because the connection cap was reached.",
+		}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nodedns_inflight_misses", Help: "Cache misses being resolved.",
+		}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nodedns_panics_total", Help: "Queries whose handling panicked; each was answered SERVFAIL.",
+		}),
+	}
+	dur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "nodedns_request_duration_seconds",
+		Help:    "Time from reading a query to writing its answer.",
+		Buckets: []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5},
+	}, []string{"proto"})
+	for i, p := range protoNames {
+		m.duration[i] = dur.WithLabelValues(p)
+	}
+	for _, r := range []string{"malformed", "response", "refused_unparsable"} {
+		m.dropped.WithLabelValues(r)
+	}
+	for _, r := range []string{"inflight", "shutdown"} {
+		m.shed.WithLabelValues(r)
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, dur, m.dropped, m.shed, m.tcpConns, m.tcpRejected, m.inflight, m.panics)
+	}
+	return m
+}
+
+// countRequest counts one answered query.
+func (m *metrics) countRequest(proto int, qtype uint16, rcode int) {
+	qi := qtypeIndex(qtype)
+	if rcode < 0 || rcode >= numRcodeLabels {
+		rcode = numRcodeLabels - 1
+	}
+	slot := &m.reqCounters[proto][qi][rcode]
+	c := slot.Load()
+	if c == nil {
+		cc := m.requests.WithLabelValues(protoNames[proto], qtypeName(qi), rcodeName(rcode))
+		slot.Store(&cc)
+		c = &cc
+	}
+	(*c).Inc()
+}

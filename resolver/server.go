@@ -1,0 +1,298 @@
+// Package resolver serves DNS to clients: it owns the sockets, reads and
+// writes every packet, answers cache hits on the spot and hands misses to a
+// bounded pipeline that forwards them upstream.
+//
+// The hot path is a cache hit over UDP: one read, a parse of the header and
+// question without unpacking (package dnswire), a lookup, a copy of the
+// stored packet with the ID, question case and TTLs patched, one write. It
+// allocates nothing. Everything else (misses, odd queries) takes the full
+// miekg/dns path on a bounded number of goroutines.
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/nodedns/nodedns/cache"
+)
+
+// Config holds the server's settings. Zero values take the defaults noted.
+type Config struct {
+	// Listen lists the IP:port addresses served over both UDP and TCP.
+	Listen []string
+	// Allow lists the client networks that get answers; others get REFUSED.
+	// Empty means DefaultAllow.
+	Allow []netip.Prefix
+	// UDPSockets is the number of SO_REUSEPORT sockets per listen address,
+	// each with its own reader; 0 means GOMAXPROCS.
+	UDPSockets int
+	// MaxUDPSize is the EDNS payload size advertised and the largest UDP
+	// reply sent; 0 means 1232 (the DNS flag day 2020 value, which avoids IP
+	// fragmentation on any usual path).
+	MaxUDPSize uint16
+	// TCPMaxConns caps open client TCP connections; 0 means 1000.
+	TCPMaxConns int
+	// TCPIdleTimeout closes a client TCP connection with no query for this
+	// long (RFC 7766 section 6.2.3); 0 means 10s.
+	TCPIdleTimeout time.Duration
+	// MaxInflight caps cache misses being resolved at once; beyond it a miss
+	// is answered SERVFAIL at once. 0 means 1000.
+	MaxInflight int
+	// RequestTimeout is the overall deadline for resolving a miss, across
+	// every upstream try; 0 means 4s, under glibc's 5 s resolver timeout.
+	RequestTimeout time.Duration
+	// QueryLogSample is the fraction of queries logged at Info (0 = none).
+	QueryLogSample float64
+}
+
+func (c *Config) setDefaults() {
+	if len(c.Allow) == 0 {
+		c.Allow = DefaultAllow
+	}
+	if c.UDPSockets <= 0 {
+		c.UDPSockets = runtime.GOMAXPROCS(0)
+	}
+	if c.MaxUDPSize == 0 {
+		c.MaxUDPSize = 1232
+	}
+	if c.MaxUDPSize < 512 {
+		c.MaxUDPSize = 512
+	}
+	if c.TCPMaxConns <= 0 {
+		c.TCPMaxConns = 1000
+	}
+	if c.TCPIdleTimeout <= 0 {
+		c.TCPIdleTimeout = 10 * time.Second
+	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = 1000
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 4 * time.Second
+	}
+}
+
+// Server answers DNS queries on UDP and TCP.
+type Server struct {
+	cfg   Config
+	allow atomic.Pointer[allowList] // swapped by Reconfigure
+	// queryLogSample holds math.Float64bits of the fraction of queries logged.
+	queryLogSample atomic.Uint64
+	cache          *cache.Cache
+	pipeline       Handler
+	log            *zap.Logger
+	metrics        *metrics
+	now            func() time.Time
+
+	// sem holds one token per miss being resolved (a bounded semaphore).
+	sem chan struct{}
+	// misses tracks goroutines resolving misses, for a graceful stop.
+	misses sync.WaitGroup
+	// readers tracks the UDP reader and TCP accept goroutines.
+	readers sync.WaitGroup
+
+	ctx    context.Context // cancelled when Shutdown gives up waiting
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	udp      []*net.UDPConn
+	tcp      []net.Listener
+	tcpConns map[net.Conn]struct{} // guarded by mu
+	closing  atomic.Bool
+	started  atomic.Bool
+}
+
+// New builds a server that answers from c and forwards misses with fwd.
+// Metrics are registered with reg (nil to skip).
+func New(cfg Config, c *cache.Cache, fwd Forwarder, log *zap.Logger, reg prometheus.Registerer) (*Server, error) {
+	cfg.setDefaults()
+	if len(cfg.Listen) == 0 {
+		return nil, errors.New("listen: no address to serve on")
+	}
+	for _, a := range cfg.Listen {
+		if _, err := netip.ParseAddrPort(a); err != nil {
+			return nil, fmt.Errorf("listen: %q is not IP:port: %v", a, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:      cfg,
+		cache:    c,
+		log:      log.Named("resolver"),
+		metrics:  newMetrics(reg),
+		now:      time.Now,
+		sem:      make(chan struct{}, cfg.MaxInflight),
+		ctx:      ctx,
+		cancel:   cancel,
+		tcpConns: make(map[net.Conn]struct{}),
+	}
+	s.allow.Store(&allowList{prefixes: cfg.Allow})
+	s.queryLogSample.Store(math.Float64bits(cfg.QueryLogSample))
+	s.pipeline = chain(c, fwd, s.now)
+	return s, nil
+}
+
+// Start binds every listen address and starts serving. On error nothing is
+// left bound.
+func (s *Server) Start() error {
+	for _, a := range s.cfg.Listen {
+		if err := s.bind(netip.MustParseAddrPort(a)); err != nil {
+			s.closeAll()
+			return err
+		}
+	}
+	for _, c := range s.udp {
+		s.readers.Add(1)
+		go s.serveUDP(c)
+	}
+	for _, l := range s.tcp {
+		s.readers.Add(1)
+		go s.serveTCP(l)
+	}
+	s.started.Store(true)
+	s.log.Info("serving", zap.Strings("listen", s.cfg.Listen), zap.Int("udp_sockets_per_address", s.cfg.UDPSockets))
+	return nil
+}
+
+// bind opens the UDP sockets and the TCP listener of one address. With port
+// 0 the kernel picks the port of the first socket and the others follow it.
+func (s *Server) bind(ap netip.AddrPort) error {
+	lc := net.ListenConfig{Control: reusePort}
+	network := "udp4"
+	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
+		network = "udp6"
+	}
+	for i := 0; i < s.cfg.UDPSockets; i++ {
+		pc, err := lc.ListenPacket(context.Background(), network, ap.String())
+		if err != nil {
+			return fmt.Errorf("listen: udp %s: %w", ap, err)
+		}
+		conn := pc.(*net.UDPConn)
+		if ap.Port() == 0 {
+			ap = netip.AddrPortFrom(ap.Addr(), conn.LocalAddr().(*net.UDPAddr).AddrPort().Port())
+		}
+		s.udp = append(s.udp, conn)
+	}
+	tcpNet := "tcp4"
+	if network == "udp6" {
+		tcpNet = "tcp6"
+	}
+	l, err := lc.Listen(context.Background(), tcpNet, ap.String())
+	if err != nil {
+		return fmt.Errorf("listen: tcp %s: %w", ap, err)
+	}
+	s.tcp = append(s.tcp, l)
+	return nil
+}
+
+// reusePort sets SO_REUSEPORT so that several sockets (and, during a
+// hand-over, a new process) share one address, the kernel spreading
+// datagrams between them by flow hash.
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// Addrs returns the bound UDP addresses, one per listen address, with the
+// port the kernel chose for port 0.
+func (s *Server) Addrs() []netip.AddrPort {
+	var out []netip.AddrPort
+	seen := map[netip.AddrPort]bool{}
+	for _, c := range s.udp {
+		ap := c.LocalAddr().(*net.UDPAddr).AddrPort()
+		if !seen[ap] {
+			seen[ap] = true
+			out = append(out, ap)
+		}
+	}
+	return out
+}
+
+// Ready reports whether the server is serving and not shutting down.
+func (s *Server) Ready() bool { return s.started.Load() && !s.closing.Load() }
+
+// Shutdown stops reading new queries, lets misses in flight finish and
+// answer until ctx is done, then closes every socket. It returns ctx's
+// error if misses were still running when it gave up.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.closing.CompareAndSwap(false, true) {
+		return nil
+	}
+	// Stop the readers but keep the UDP sockets open: misses in flight
+	// still write their answers through them.
+	for _, c := range s.udp {
+		_ = c.SetReadDeadline(time.Now())
+	}
+	for _, l := range s.tcp {
+		_ = l.Close()
+	}
+	s.mu.Lock()
+	for c := range s.tcpConns {
+		// Wake readers blocked on an idle connection; a query being read
+		// now still gets its answer, the next read ends the connection.
+		_ = c.SetReadDeadline(time.Now())
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		s.readers.Wait()
+		s.misses.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("shutdown: %w with %d misses in flight", ctx.Err(), len(s.sem))
+		s.cancel()
+		<-done // cancelled misses return promptly: every wait takes s.ctx
+	}
+	s.cancel()
+	s.closeAll()
+	return err
+}
+
+func (s *Server) closeAll() {
+	for _, c := range s.udp {
+		_ = c.Close()
+	}
+	for _, l := range s.tcp {
+		_ = l.Close()
+	}
+	s.mu.Lock()
+	for c := range s.tcpConns {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+}
+
+// Reconfigure applies the settings a config reload may change while
+// serving: the allow list, the query log sample and the cache TTL rules.
+func (s *Server) Reconfigure(allow []netip.Prefix, queryLogSample float64, p cache.Policy) {
+	if len(allow) == 0 {
+		allow = DefaultAllow
+	}
+	s.allow.Store(&allowList{prefixes: allow})
+	s.queryLogSample.Store(math.Float64bits(queryLogSample))
+	s.cache.SetPolicy(p)
+}

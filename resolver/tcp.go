@@ -1,0 +1,109 @@
+package resolver
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// tcpWriteTimeout bounds how long a slow client can hold a writer.
+const tcpWriteTimeout = 5 * time.Second
+
+// serveTCP accepts client connections. Over the cap a connection is closed
+// at once rather than left waiting in the backlog, so the client moves on.
+func (s *Server) serveTCP(l net.Listener) {
+	defer s.readers.Done()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("accepting TCP connection", zap.Error(err))
+			time.Sleep(10 * time.Millisecond) // e.g. EMFILE: do not spin
+			continue
+		}
+		s.mu.Lock()
+		if len(s.tcpConns) >= s.cfg.TCPMaxConns || s.closing.Load() {
+			s.mu.Unlock()
+			s.metrics.tcpRejected.Inc()
+			_ = c.Close()
+			continue
+		}
+		s.tcpConns[c] = struct{}{}
+		s.mu.Unlock()
+		s.metrics.tcpConns.Inc()
+		s.readers.Add(1)
+		go s.serveConn(c)
+	}
+}
+
+// serveConn reads the queries of one connection (RFC 7766: several per
+// connection, pipelined). Hits are answered in order by this goroutine;
+// misses are answered when they resolve, possibly out of order, which
+// RFC 7766 section 7 allows.
+func (s *Server) serveConn(c net.Conn) {
+	var pending sync.WaitGroup // misses of this connection
+	defer func() {
+		pending.Wait()
+		s.mu.Lock()
+		delete(s.tcpConns, c)
+		s.mu.Unlock()
+		_ = c.Close()
+		s.metrics.tcpConns.Dec()
+		s.readers.Done()
+	}()
+	src := remoteAddrPort(c)
+	var wmu sync.Mutex
+	writeFramed := func(b []byte) {
+		wmu.Lock()
+		defer wmu.Unlock()
+		_ = c.SetWriteDeadline(time.Now().Add(tcpWriteTimeout))
+		if _, err := c.Write(b); err != nil {
+			_ = c.Close() // the reader sees the error and ends the connection
+		}
+	}
+	writeMiss := func(b []byte) {
+		defer pending.Done()
+		writeFramed(frame(b))
+	}
+	w := s.newWorker()
+	in := make([]byte, 0, 512)
+	var lenBuf [2]byte
+	for !s.closing.Load() {
+		_ = c.SetReadDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+		if _, err := io.ReadFull(c, lenBuf[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint16(lenBuf[:]))
+		if cap(in) < n {
+			in = make([]byte, n)
+		}
+		pkt := in[:n]
+		if _, err := io.ReadFull(c, pkt); err != nil {
+			return
+		}
+		out, act := w.fast(pkt, src, protoTCP, w.out[:2])
+		switch act {
+		case actReply:
+			binary.BigEndian.PutUint16(out, uint16(len(out)-2))
+			writeFramed(out)
+		case actMiss:
+			pending.Add(1)
+			s.dispatch(w, append([]byte(nil), pkt...), src, protoTCP, writeMiss)
+		}
+	}
+}
+
+func remoteAddrPort(c net.Conn) netip.AddrPort {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort()
+	}
+	return netip.AddrPort{}
+}

@@ -1,0 +1,48 @@
+package resolver
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+
+	"go.uber.org/zap"
+)
+
+// serveUDP is the read loop of one UDP socket. Each socket has exactly one
+// reader, which answers cache hits itself; the kernel spreads clients over
+// the SO_REUSEPORT sockets of an address.
+func (s *Server) serveUDP(conn *net.UDPConn) {
+	defer s.readers.Done()
+	w := s.newWorker()
+	in := make([]byte, 65535)
+	write := func(dst netip.AddrPort) func([]byte) {
+		return func(b []byte) { s.writeUDP(conn, b, dst) }
+	}
+	for {
+		n, src, err := conn.ReadFromUDPAddrPort(in)
+		if err != nil {
+			if s.closing.Load() || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+				return
+			}
+			s.log.Warn("reading from UDP socket", zap.Error(err))
+			continue
+		}
+		pkt := in[:n]
+		out, act := w.fast(pkt, src, protoUDP, w.out[:0])
+		switch act {
+		case actReply:
+			s.writeUDP(conn, out, src)
+		case actMiss:
+			s.dispatch(w, append([]byte(nil), pkt...), src, protoUDP, write(src))
+		}
+	}
+}
+
+func (s *Server) writeUDP(conn *net.UDPConn, b []byte, dst netip.AddrPort) {
+	if _, err := conn.WriteToUDPAddrPort(b, dst); err != nil {
+		if ce := s.log.Check(zap.DebugLevel, "writing UDP reply"); ce != nil {
+			ce.Write(zap.Stringer("client", dst), zap.Error(err))
+		}
+	}
+}
