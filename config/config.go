@@ -158,8 +158,11 @@ type flagValues struct {
 // Parse reads args (without the program name), the config file named by
 // --config if any, and returns the checked configuration.
 func Parse(args []string, usage io.Writer) (Config, error) {
-	fs, fv := newFlagSet(usage)
+	fs, fv := newFlagSet()
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(usage)
+		}
 		return Config{}, err
 	}
 	if fs.NArg() > 0 {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodedns/nodedns/upstream"
 )
 
 // flagDef is one command-line flag: its name, what it sets, and how.
@@ -129,17 +131,20 @@ func (f *strFlag) String() string     { return f.v }
 func (f *strFlag) Set(v string) error { f.v = v; return nil }
 func (f *strFlag) IsBoolFlag() bool   { return f.isBool }
 
-func newFlagSet(usage io.Writer) (*flag.FlagSet, *flagValues) {
+// printUsage writes the --help text.
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: nodedns [flags]\n\nnodedns is a node-local caching DNS resolver. Flags override the config file.\n\nFlags:")
+	fmt.Fprintf(w, "  --%-20s %s\n", "config FILE", "YAML configuration file (see README); re-read on SIGHUP")
+	for _, d := range flagDefs {
+		fmt.Fprintf(w, "  --%-20s %s\n", d.name, d.usage)
+	}
+}
+
+func newFlagSet() (*flag.FlagSet, *flagValues) {
 	fv := &flagValues{}
 	fs := flag.NewFlagSet("nodedns", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
-		fmt.Fprintln(usage, "Usage: nodedns [flags]\n\nnodedns is a node-local caching DNS resolver. Flags override the config file.\n\nFlags:")
-		fmt.Fprintf(usage, "  --%-20s %s\n", "config FILE", "YAML configuration file (see README); re-read on SIGHUP")
-		for _, d := range flagDefs {
-			fmt.Fprintf(usage, "  --%-20s %s\n", d.name, d.usage)
-		}
-	}
+	fs.Usage = func() {} // errors are one line; --help prints printUsage
 	fs.StringVar(&fv.configFile, "config", "", "YAML configuration file")
 	for _, d := range flagDefs {
 		fs.Var(&strFlag{isBool: d.isBool}, d.name, d.usage)
@@ -261,7 +266,7 @@ func validate(c *Config) error {
 		return errors.New("server.request_timeout: must be positive")
 	}
 	if !anyRoot(c.Upstreams) {
-		servers, err := systemNameservers(ResolvConf)
+		servers, err := upstream.SystemNameservers(ResolvConf)
 		if err != nil {
 			return fmt.Errorf("upstream: no --upstream and no group for \".\", and %v", err)
 		}
@@ -282,7 +287,7 @@ func validate(c *Config) error {
 			seen[fz] = g.Name
 		}
 		for j, s := range g.Servers {
-			if err := checkServer(s); err != nil {
+			if _, err := upstream.ParseAddr(s); err != nil {
 				return fmt.Errorf("upstreams[%d].servers[%d]: %v", i, j, err)
 			}
 		}
@@ -303,31 +308,4 @@ func anyRoot(gs []Group) bool {
 		}
 	}
 	return false
-}
-
-// checkServer accepts IP, IP:port and [IPv6]:port.
-func checkServer(s string) error {
-	if _, err := netip.ParseAddr(s); err == nil {
-		return nil
-	}
-	if ap, err := netip.ParseAddrPort(s); err == nil && ap.Port() != 0 {
-		return nil
-	}
-	return fmt.Errorf("%q is not IP, IP:port or [IPv6]:port", s)
-}
-
-// systemNameservers reads the nameserver lines of a resolv.conf file.
-func systemNameservers(path string) ([]string, error) {
-	cc, err := dns.ClientConfigFromFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %v", path, err)
-	}
-	if len(cc.Servers) == 0 {
-		return nil, fmt.Errorf("%s lists no nameserver", path)
-	}
-	out := make([]string, 0, len(cc.Servers))
-	for _, s := range cc.Servers {
-		out = append(out, netip.AddrPortFrom(netip.MustParseAddr(strings.Split(s, "%")[0]), 53).String())
-	}
-	return out, nil
 }

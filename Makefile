@@ -1,0 +1,56 @@
+# nodedns build, run and test entry points. `make help` lists them.
+
+GO          ?= go
+BIN         := bin
+VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -s -w -X main.version=$(VERSION)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+FUZZTIME    ?= 10s
+# Fuzz targets, as package:Target. go test -fuzz runs one target at a time.
+FUZZ_TARGETS := ./dnswire:FuzzParseQuery ./dnswire:FuzzTTLOffsets ./resolver:FuzzRequestPath \
+                ./upstream:FuzzParseAddr ./bench:FuzzParseQueryFile
+
+.PHONY: help build run test vet staticcheck unit fuzz bench clean tools
+
+help:
+	@echo "make build        build bin/nodedns and bin/nodedns-bench"
+	@echo "make run          run nodedns on 127.0.0.1:5353 forwarding to /etc/resolv.conf's nameservers"
+	@echo "make test         everything CI checks: vet, staticcheck, go test -race, short fuzzing"
+	@echo "make fuzz         each fuzz target for FUZZTIME (default $(FUZZTIME))"
+	@echo "make bench        Go benchmarks of the hot path, then the side-by-side suite (see bench/README.md)"
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/nodedns ./cmd/nodedns-bench
+
+run: build
+	./$(BIN)/nodedns --log-format console
+
+test: tools vet staticcheck unit fuzz
+
+# tools installs what the tests use from outside Go: dig (a real DNS client)
+# and dnsperf. It does nothing when they are already there.
+tools:
+	@./.ci/install-tools
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GO) run $(STATICCHECK) ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./dnswire ./cache ./resolver
+	@if [ -x bench/run-suite ]; then bench/run-suite; fi
+
+clean:
+	rm -rf $(BIN)

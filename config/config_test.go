@@ -1,0 +1,167 @@
+package config
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeConfig(t *testing.T, s string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "nodedns.yaml")
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func withResolvConf(t *testing.T, content string) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := ResolvConf
+	ResolvConf = p
+	t.Cleanup(func() { ResolvConf = old })
+}
+
+func TestPrecedenceDefaultsFileFlags(t *testing.T) {
+	withResolvConf(t, "nameserver 192.0.2.53\n")
+	file := writeConfig(t, `
+listen: ["127.0.0.1:1053"]
+cache:
+  size: 8MiB
+  negative_ttl: 30s
+upstreams:
+  - zones: [cluster.local]
+    servers: ["10.96.0.10"]
+    force_tcp: true
+`)
+	c, err := Parse([]string{"--config", file, "--cache-size", "16MiB"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen[0] != "127.0.0.1:1053" {
+		t.Errorf("listen %v: the file should win over the default", c.Listen)
+	}
+	if c.CacheSize != 16<<20 {
+		t.Errorf("cache size %d: the flag should win over the file", c.CacheSize)
+	}
+	if c.CacheNegativeTTL != 30*time.Second || c.CacheMaxTTL != time.Hour {
+		t.Errorf("negative %v max %v", c.CacheNegativeTTL, c.CacheMaxTTL)
+	}
+	if len(c.Upstreams) != 2 {
+		t.Fatalf("upstreams %+v: want the cluster group and a default from resolv.conf", c.Upstreams)
+	}
+	if g := c.Upstreams[0]; !g.ForceTCP || g.Timeout != DefaultGroupTimeout || g.Name != "cluster.local" {
+		t.Errorf("cluster group %+v", g)
+	}
+	if g := c.Upstreams[1]; g.Servers[0] != "192.0.2.53:53" || g.Zones[0] != "." {
+		t.Errorf("default group %+v", g)
+	}
+}
+
+func TestUpstreamFlagReplacesTheRootGroupServers(t *testing.T) {
+	file := writeConfig(t, "upstreams:\n  - zones: [\".\"]\n    servers: [\"127.0.0.2\"]\n    timeout: 3s\n")
+	c, err := Parse([]string{"--config", file, "--upstream", "127.0.0.3:5300,[::1]:53", "--upstream-force-tcp"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := c.Upstreams[0]
+	if len(c.Upstreams) != 1 || strings.Join(g.Servers, ",") != "127.0.0.3:5300,[::1]:53" || !g.ForceTCP || g.Timeout != 3*time.Second {
+		t.Errorf("got %+v", c.Upstreams)
+	}
+}
+
+func TestErrorsNameTheField(t *testing.T) {
+	withResolvConf(t, "nameserver 192.0.2.53\n")
+	tests := []struct {
+		name string
+		args []string
+		file string
+		want string
+	}{
+		{"unknown flag", []string{"--nope"}, "", "nope"},
+		{"flag size", []string{"--cache-size", "big"}, "", "flag --cache-size"},
+		{"flag int", []string{"--max-inflight", "many"}, "", "flag --max-inflight"},
+		{"flag float", []string{"--query-log-sample", "2"}, "", "query_log_sample"},
+		{"flag allow", []string{"--allow", "10.0.0.0/33"}, "", "flag --allow"},
+		{"listen hostname", []string{"--listen", "localhost:53"}, "", "listen"},
+		{"log level", []string{"--log-level", "loud"}, "", "log_level"},
+		{"positional", []string{"extra"}, "", "unexpected argument"},
+		{"unknown key", nil, "cahce: {}\n", "cahce"},
+		{"wrong type", nil, "listen: 5\n", "listen"},
+		{"cache size", nil, "cache:\n  size: 1KiB\n", "cache.size"},
+		{"shards", nil, "cache:\n  shards: 3\n", "cache.shards"},
+		{"ttl order", nil, "cache:\n  min_ttl: 2h\n  max_ttl: 1h\n", "cache.min_ttl"},
+		{"udp size", nil, "server:\n  max_udp_size: 100\n", "server.max_udp_size"},
+		{"group zones", nil, "upstreams:\n  - servers: [\"127.0.0.1\"]\n", "upstreams[0].zones"},
+		{"group timeout", nil, "upstreams:\n  - zones: [a.]\n    servers: [\"127.0.0.1\"]\n    timeout: x\n", "upstreams[0].timeout"},
+		{"group max_fails", nil, "upstreams:\n  - zones: [a.]\n    servers: [\"127.0.0.1\"]\n    max_fails: 0\n", "upstreams[0].max_fails"},
+		{"bad zone", nil, "upstreams:\n  - zones: [\"a..b\"]\n    servers: [\"127.0.0.1\"]\n", "upstreams[0].zones"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := tc.args
+			if tc.file != "" {
+				args = append(args, "--config", writeConfig(t, tc.file))
+			}
+			_, err := Parse(args, io.Discard)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if msg := err.Error(); !strings.Contains(msg, tc.want) || strings.Contains(msg, "\n") {
+				t.Errorf("error %q: want one line naming %q", msg, tc.want)
+			}
+		})
+	}
+}
+
+func TestNoUpstreamAnywhere(t *testing.T) {
+	withResolvConf(t, "# nothing\n")
+	if _, err := Parse(nil, io.Discard); err == nil || !strings.Contains(err.Error(), "upstream") {
+		t.Errorf("err = %v, want one about the missing upstream", err)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"32MiB", 32 << 20, true}, {"1GiB", 1 << 30, true}, {"512KiB", 512 << 10, true},
+		{"100", 100, true}, {"1.5MiB", 3 << 19, true}, {"2M", 2 << 20, true}, {"64 KB", 64 << 10, true},
+		{"", 0, false}, {"MiB", 0, false}, {"-1MiB", 0, false}, {"lots", 0, false},
+	} {
+		got, err := ParseSize(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d, ok=%v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+// TestEveryFlagIsDocumented keeps the README's flag table complete.
+func TestEveryFlagIsDocumented(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range FlagNames() {
+		if !strings.Contains(string(readme), "`--"+name) {
+			t.Errorf("README does not document --%s", name)
+		}
+	}
+	for _, key := range []string{"listen", "http_listen", "allow", "log_level", "log_format", "query_log_sample",
+		"size", "max_entries", "shards", "min_ttl", "max_ttl", "negative_ttl", "servfail_ttl",
+		"udp_sockets", "max_udp_size", "tcp_max_conns", "tcp_idle_timeout", "max_inflight", "request_timeout",
+		"zones", "servers", "force_tcp", "timeout", "max_fails", "health_interval", "lameduck"} {
+		if !strings.Contains(string(readme), "`"+key+"`") {
+			t.Errorf("README does not document config key %s", key)
+		}
+	}
+}

@@ -1,0 +1,680 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+
+	"github.com/nodedns/nodedns/cache"
+)
+
+// fakeUpstream is a real DNS server on loopback whose answers come from a
+// handler; it counts the queries it receives.
+type fakeUpstream struct {
+	addr    string
+	queries atomic.Int64
+}
+
+func startUpstream(t testing.TB, h func(w dns.ResponseWriter, r *dns.Msg)) *fakeUpstream {
+	t.Helper()
+	u := &fakeUpstream{}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.addr = pc.LocalAddr().String()
+	l, err := net.Listen("tcp", u.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		u.queries.Add(1)
+		h(w, r)
+	})
+	udp := &dns.Server{PacketConn: pc, Handler: handler}
+	tcp := &dns.Server{Listener: l, Handler: handler}
+	for _, s := range []*dns.Server{udp, tcp} {
+		started := make(chan struct{})
+		s.NotifyStartedFunc = func() { close(started) }
+		go func() { _ = s.ActivateAndServe() }()
+		<-started
+		t.Cleanup(func() { _ = s.Shutdown() })
+	}
+	return u
+}
+
+// zone answers from records written as zone-file text, by name and type;
+// names listed in nx get NXDOMAIN with an SOA.
+func zone(t testing.TB, records ...string) func(w dns.ResponseWriter, r *dns.Msg) {
+	t.Helper()
+	var rrs []dns.RR
+	for _, s := range records {
+		rr, err := dns.NewRR(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rrs = append(rrs, rr)
+	}
+	soa, _ := dns.NewRR("test. 3600 IN SOA ns.test. host.test. 1 7200 3600 1209600 30")
+	return func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		q := r.Question[0]
+		found := false
+		for _, rr := range rrs {
+			if strings.EqualFold(rr.Header().Name, q.Name) {
+				found = true
+				if rr.Header().Rrtype == q.Qtype {
+					m.Answer = append(m.Answer, dns.Copy(rr))
+				}
+			}
+		}
+		if !found {
+			m.Rcode = dns.RcodeNameError
+		}
+		if len(m.Answer) == 0 {
+			m.Ns = append(m.Ns, dns.Copy(soa))
+		}
+		if opt := r.IsEdns0(); opt != nil {
+			m.SetEdns0(4096, opt.Do())
+		}
+		_ = w.WriteMsg(m)
+	}
+}
+
+type testServer struct {
+	*Server
+	addr string
+	reg  *prometheus.Registry
+}
+
+func startServer(t testing.TB, cfg Config, fwd Forwarder, opts ...func(*Server)) *testServer {
+	t.Helper()
+	if cfg.Listen == nil {
+		cfg.Listen = []string{"127.0.0.1:0"}
+	}
+	if cfg.UDPSockets == 0 {
+		cfg.UDPSockets = 2
+	}
+	reg := prometheus.NewRegistry()
+	c, err := cache.New(cache.Config{MaxBytes: 1 << 20, Policy: cache.Policy{MaxTTL: time.Hour, NegativeTTL: time.Minute, ServFailTTL: 2 * time.Second}}, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, c, fwd, zap.NewNop(), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Port 0 picks a UDP port; the TCP port of the same number may be taken
+	// by another process, so try a few times.
+	for i := 0; ; i++ {
+		for _, o := range opts {
+			o(s)
+		}
+		if err = s.Start(); err == nil || i == 5 {
+			break
+		}
+		s, _ = New(cfg, c, fwd, zap.NewNop(), prometheus.NewRegistry())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	return &testServer{Server: s, addr: s.Addrs()[0].String(), reg: reg}
+}
+
+// forwardTo returns a Forwarder that sends every query to addr with a
+// miekg client, as a minimal stand-in for package upstream.
+func forwardTo(addr string) Forwarder {
+	return ForwarderFunc(func(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
+		c := &dns.Client{Timeout: 2 * time.Second}
+		m := req.Copy()
+		m.Id = dns.Id()
+		resp, _, err := c.ExchangeContext(ctx, m, addr)
+		if err != nil {
+			return nil, err
+		}
+		resp.Id = req.Id
+		return resp, nil
+	})
+}
+
+func query(name string, qtype uint16) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	return m
+}
+
+func exchange(t *testing.T, net, addr string, m *dns.Msg) *dns.Msg {
+	t.Helper()
+	c := &dns.Client{Net: net, Timeout: 3 * time.Second, UDPSize: 65535}
+	r, _, err := c.Exchange(m, addr)
+	if err != nil {
+		t.Fatalf("%s exchange of %s: %v", net, m.Question[0].Name, err)
+	}
+	return r
+}
+
+func TestCacheHitEchoesIDAndCase(t *testing.T) {
+	up := startUpstream(t, zone(t, "www.example.test. 300 IN A 192.0.2.1"))
+	s := startServer(t, Config{}, forwardTo(up.addr))
+
+	first := exchange(t, "udp", s.addr, query("www.example.test.", dns.TypeA))
+	if first.Rcode != dns.RcodeSuccess || len(first.Answer) != 1 {
+		t.Fatalf("first answer: %v", first)
+	}
+	for _, name := range []string{"WWW.Example.TEST.", "www.EXAMPLE.test."} {
+		q := query(name, dns.TypeA)
+		r := exchange(t, "udp", s.addr, q)
+		if r.Id != q.Id {
+			t.Errorf("ID %d, want %d", r.Id, q.Id)
+		}
+		if r.Question[0].Name != name {
+			t.Errorf("question %q, want %q as asked", r.Question[0].Name, name)
+		}
+		if !r.RecursionAvailable || r.Authoritative || !r.Response {
+			t.Errorf("flags RA=%v AA=%v QR=%v", r.RecursionAvailable, r.Authoritative, r.Response)
+		}
+		if len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "192.0.2.1" {
+			t.Errorf("answer %v", r.Answer)
+		}
+	}
+	if n := up.queries.Load(); n != 1 {
+		t.Errorf("upstream got %d queries, want 1 (the rest from cache)", n)
+	}
+	if hits := metricValue(t, s.reg, "nodedns_cache_hits_total"); hits != 2 {
+		t.Errorf("cache hits %v, want 2", hits)
+	}
+}
+
+func TestTTLCountsDown(t *testing.T) {
+	up := startUpstream(t, zone(t, "ttl.test. 300 IN A 192.0.2.1"))
+	base := time.Now()
+	var offset atomic.Int64
+	s := startServer(t, Config{}, forwardTo(up.addr), func(s *Server) {
+		s.now = func() time.Time { return base.Add(time.Duration(offset.Load())) }
+		s.pipeline = chain(s.cache, forwardTo(up.addr), s.now)
+	})
+
+	exchange(t, "udp", s.addr, query("ttl.test.", dns.TypeA))
+	offset.Store(int64(100 * time.Second))
+	r := exchange(t, "udp", s.addr, query("ttl.test.", dns.TypeA))
+	if got := r.Answer[0].Header().Ttl; got != 200 {
+		t.Errorf("TTL after 100s = %d, want 200", got)
+	}
+	offset.Store(int64(301 * time.Second))
+	exchange(t, "udp", s.addr, query("ttl.test.", dns.TypeA))
+	if n := up.queries.Load(); n != 2 {
+		t.Errorf("upstream queries %d, want 2 (expired entry refetched)", n)
+	}
+}
+
+func TestNegativeAnswersAreCachedWithSOA(t *testing.T) {
+	up := startUpstream(t, zone(t, "exists.test. 300 IN A 192.0.2.1"))
+	s := startServer(t, Config{}, forwardTo(up.addr))
+	for _, tc := range []struct {
+		name  string
+		qtype uint16
+		rcode int
+	}{
+		{"missing.test.", dns.TypeA, dns.RcodeNameError},
+		{"exists.test.", dns.TypeAAAA, dns.RcodeSuccess}, // NODATA
+	} {
+		for i := 0; i < 3; i++ {
+			r := exchange(t, "udp", s.addr, query(tc.name, tc.qtype))
+			if r.Rcode != tc.rcode || len(r.Answer) != 0 {
+				t.Fatalf("%s: rcode %s answers %d", tc.name, dns.RcodeToString[r.Rcode], len(r.Answer))
+			}
+			if len(r.Ns) != 1 || r.Ns[0].Header().Rrtype != dns.TypeSOA {
+				t.Fatalf("%s: authority %v, want the SOA", tc.name, r.Ns)
+			}
+			// min(SOA TTL 3600, MINIMUM 30) = 30 (RFC 2308 section 5)
+			if ttl := r.Ns[0].Header().Ttl; ttl > 30 || ttl < 29 {
+				t.Errorf("%s: SOA TTL %d, want 30", tc.name, ttl)
+			}
+		}
+	}
+	if n := up.queries.Load(); n != 2 {
+		t.Errorf("upstream queries %d, want 2", n)
+	}
+}
+
+func TestEDNSAndTruncation(t *testing.T) {
+	var txt []string
+	for i := 0; i < 30; i++ {
+		txt = append(txt, `big.test. 300 IN TXT "`+strings.Repeat("x", 60)+`"`)
+	}
+	up := startUpstream(t, zone(t, append(txt, "small.test. 300 IN A 192.0.2.1")...))
+	s := startServer(t, Config{}, forwardTo(up.addr))
+
+	withEDNS := func(name string, qtype uint16, size uint16, do bool) *dns.Msg {
+		m := query(name, qtype)
+		m.SetEdns0(size, do)
+		return m
+	}
+	tests := []struct {
+		name    string
+		net     string
+		msg     *dns.Msg
+		wantTC  bool
+		wantOPT bool
+		wantDO  bool
+	}{
+		{"small with EDNS", "udp", withEDNS("small.test.", dns.TypeA, 4096, false), false, true, false},
+		{"small with DO", "udp", withEDNS("small.test.", dns.TypeA, 4096, true), false, true, true},
+		{"small without EDNS", "udp", query("small.test.", dns.TypeA), false, false, false},
+		{"big over UDP, EDNS 4096 capped to 1232", "udp", withEDNS("big.test.", dns.TypeTXT, 4096, false), true, true, false},
+		{"big over UDP without EDNS", "udp", query("big.test.", dns.TypeTXT), true, false, false},
+		{"big over TCP", "tcp", withEDNS("big.test.", dns.TypeTXT, 4096, false), false, true, false},
+		{"big over UDP again, from cache", "udp", withEDNS("big.test.", dns.TypeTXT, 1232, false), true, true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := exchange(t, tc.net, s.addr, tc.msg)
+			if r.Truncated != tc.wantTC {
+				t.Errorf("TC = %v, want %v", r.Truncated, tc.wantTC)
+			}
+			if tc.wantTC && (len(r.Answer) != 0 || len(r.Question) != 1) {
+				t.Errorf("truncated reply has %d answers, %d questions; want 0 and 1", len(r.Answer), len(r.Question))
+			}
+			if !tc.wantTC && len(r.Answer) == 0 {
+				t.Errorf("no answers")
+			}
+			opt := r.IsEdns0()
+			if (opt != nil) != tc.wantOPT {
+				t.Fatalf("OPT present = %v, want %v", opt != nil, tc.wantOPT)
+			}
+			if opt != nil {
+				if opt.UDPSize() != 1232 {
+					t.Errorf("advertised UDP size %d, want 1232", opt.UDPSize())
+				}
+				if opt.Do() != tc.wantDO {
+					t.Errorf("DO = %v, want %v", opt.Do(), tc.wantDO)
+				}
+			}
+		})
+	}
+}
+
+// rawExchange sends bytes over UDP and returns the reply, or nil after a
+// short wait when none comes.
+func rawExchange(t *testing.T, addr string, pkt []byte, wait time.Duration) []byte {
+	t.Helper()
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(pkt); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 65535)
+	n, err := c.Read(buf)
+	if err != nil {
+		return nil
+	}
+	return buf[:n]
+}
+
+func TestBadInput(t *testing.T) {
+	up := startUpstream(t, zone(t, "ok.test. 300 IN A 192.0.2.1"))
+	s := startServer(t, Config{}, forwardTo(up.addr))
+
+	packed := func(m *dns.Msg) []byte {
+		b, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	notify := query("ok.test.", dns.TypeSOA)
+	notify.Opcode = dns.OpcodeNotify
+	ednsV1 := query("ok.test.", dns.TypeA)
+	ednsV1.SetEdns0(1232, false)
+	ednsV1.IsEdns0().SetVersion(1)
+	noQuestion := query("ok.test.", dns.TypeA)
+	noQuestion.Question = nil
+	twoQuestions := query("ok.test.", dns.TypeA)
+	twoQuestions.Question = append(twoQuestions.Question, twoQuestions.Question[0])
+	response := query("ok.test.", dns.TypeA)
+	response.Response = true
+	header := packed(query("ok.test.", dns.TypeA))[:12]
+	badLabel := append(append([]byte(nil), header...), 0x50, 'a', 'b') // label length 80
+
+	tests := []struct {
+		name      string
+		pkt       []byte
+		wantReply bool
+		rcode     int
+	}{
+		{"shorter than a header", []byte{1, 2, 3, 4, 5}, false, 0},
+		{"empty", []byte{}, false, 0},
+		{"label too long", badLabel, true, dns.RcodeFormatError},
+		{"header only", header, true, dns.RcodeFormatError},
+		{"no question", packed(noQuestion), true, dns.RcodeFormatError},
+		{"two questions", packed(twoQuestions), true, dns.RcodeFormatError},
+		{"NOTIFY opcode", packed(notify), true, dns.RcodeNotImplemented},
+		{"EDNS version 1", packed(ednsV1), true, dns.RcodeBadVers},
+		{"AXFR", packed(query("ok.test.", dns.TypeAXFR)), true, dns.RcodeRefused},
+		{"a response", packed(response), false, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := rawExchange(t, s.addr, tc.pkt, 300*time.Millisecond)
+			if !tc.wantReply {
+				if b != nil {
+					t.Fatalf("got a %d-byte reply, want none", len(b))
+				}
+				return
+			}
+			if b == nil {
+				t.Fatal("no reply")
+			}
+			r := new(dns.Msg)
+			if err := r.Unpack(b); err != nil {
+				t.Fatalf("reply does not unpack: %v", err)
+			}
+			if r.Rcode != tc.rcode || !r.Response {
+				t.Errorf("rcode %s QR=%v, want %s", dns.RcodeToString[r.Rcode], r.Response, dns.RcodeToString[tc.rcode])
+			}
+			if id := uint16(tc.pkt[0])<<8 | uint16(tc.pkt[1]); r.Id != id {
+				t.Errorf("ID %d, want %d", r.Id, id)
+			}
+		})
+	}
+	// The server is still answering after all that.
+	if r := exchange(t, "udp", s.addr, query("ok.test.", dns.TypeA)); len(r.Answer) != 1 {
+		t.Fatalf("after bad input: %v", r)
+	}
+}
+
+func TestQueriesFromOutsideAllowedNetworksAreRefused(t *testing.T) {
+	up := startUpstream(t, zone(t, "ok.test. 300 IN A 192.0.2.1"))
+	s := startServer(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}, forwardTo(up.addr))
+	for _, proto := range []string{"udp", "tcp"} {
+		r := exchange(t, proto, s.addr, query("ok.test.", dns.TypeA))
+		if r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 {
+			t.Errorf("%s: rcode %s with %d answers, want REFUSED", proto, dns.RcodeToString[r.Rcode], len(r.Answer))
+		}
+	}
+	if n := up.queries.Load(); n != 0 {
+		t.Errorf("upstream got %d queries from a refused client", n)
+	}
+}
+
+func TestTCPPipelinesSeveralQueriesPerConnection(t *testing.T) {
+	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1", "b.test. 300 IN A 192.0.2.2", "c.test. 300 IN A 192.0.2.3"))
+	s := startServer(t, Config{}, forwardTo(up.addr))
+	conn, err := dns.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	want := map[uint16]string{}
+	for i := 0; i < 3; i++ { // twice over: misses, then hits
+		for _, n := range []string{"a.test.", "b.test.", "c.test."} {
+			q := query(n, dns.TypeA)
+			want[q.Id] = n
+			if err := conn.WriteMsg(q); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	for n := len(want); n > 0; n-- {
+		r, err := conn.ReadMsg()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name, ok := want[r.Id]; !ok || r.Question[0].Name != name || len(r.Answer) != 1 {
+			t.Errorf("unexpected reply %v", r)
+		}
+		delete(want, r.Id)
+	}
+	if len(want) != 0 {
+		t.Errorf("%d queries unanswered", len(want))
+	}
+}
+
+func TestTCPConnectionCapAndIdleTimeout(t *testing.T) {
+	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1"))
+	s := startServer(t, Config{TCPMaxConns: 1, TCPIdleTimeout: 200 * time.Millisecond}, forwardTo(up.addr))
+
+	first, err := dns.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if err := first.WriteMsg(query("a.test.", dns.TypeA)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.ReadMsg(); err != nil {
+		t.Fatal(err)
+	}
+	// The second connection is over the cap: closed at once, no answer.
+	second, err := dns.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	_ = second.WriteMsg(query("a.test.", dns.TypeA))
+	_ = second.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := second.ReadMsg(); err == nil {
+		t.Error("connection over the cap was answered")
+	}
+	if n := testutil.ToFloat64(s.metrics.tcpRejected); n != 1 {
+		t.Errorf("tcp rejected %v, want 1", n)
+	}
+	// The first connection is closed by the server once idle.
+	_ = first.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := first.ReadMsg(); err == nil {
+		t.Error("idle connection still open")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Error("idle connection not closed by the server within 3s")
+	}
+}
+
+// blockingUpstream forwards nothing until released.
+type blockingUpstream struct {
+	release chan struct{}
+	calls   atomic.Int64
+	entered chan struct{}
+}
+
+func (b *blockingUpstream) Forward(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
+	b.calls.Add(1)
+	b.entered <- struct{}{}
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	m := new(dns.Msg)
+	m.SetReply(req)
+	rr, _ := dns.NewRR(req.Question[0].Name + " 60 IN A 192.0.2.9")
+	m.Answer = append(m.Answer, rr)
+	return m, nil
+}
+
+func TestFullInflightCapAnswersAtOnce(t *testing.T) {
+	b := &blockingUpstream{release: make(chan struct{}), entered: make(chan struct{}, 10)}
+	s := startServer(t, Config{MaxInflight: 1}, b)
+
+	done := make(chan *dns.Msg)
+	go func() {
+		c := &dns.Client{Timeout: 5 * time.Second}
+		r, _, _ := c.Exchange(query("slow.test.", dns.TypeA), s.addr)
+		done <- r
+	}()
+	<-b.entered // the only slot is taken
+
+	start := time.Now()
+	r := exchange(t, "udp", s.addr, query("other.test.", dns.TypeA))
+	if r.Rcode != dns.RcodeServerFailure {
+		t.Errorf("over the cap: rcode %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("over the cap took %v: it must not wait for a slot", d)
+	}
+	if n := testutil.ToFloat64(s.metrics.shed.WithLabelValues("inflight")); n != 1 {
+		t.Errorf("shed{inflight} = %v, want 1", n)
+	}
+	close(b.release)
+	if r := <-done; r == nil || len(r.Answer) != 1 {
+		t.Errorf("the query holding the slot got %v", r)
+	}
+}
+
+func TestUpstreamFailureIsSERVFAIL(t *testing.T) {
+	fail := ForwarderFunc(func(context.Context, *dns.Msg) (*dns.Msg, error) {
+		return nil, errors.New("every upstream is down")
+	})
+	s := startServer(t, Config{}, fail)
+	start := time.Now()
+	r := exchange(t, "udp", s.addr, query("down.test.", dns.TypeA))
+	if r.Rcode != dns.RcodeServerFailure || r.Question[0].Name != "down.test." {
+		t.Errorf("got %v, want SERVFAIL echoing the question", r)
+	}
+	if time.Since(start) > time.Second {
+		t.Errorf("SERVFAIL took %v", time.Since(start))
+	}
+}
+
+func TestUncacheableQueriesAreForwardedEachTime(t *testing.T) {
+	up := startUpstream(t, zone(t, "ok.test. 300 IN A 192.0.2.1"))
+	s := startServer(t, Config{}, forwardTo(up.addr))
+	noRD := query("ok.test.", dns.TypeA)
+	noRD.RecursionDesired = false
+	ecs := query("ok.test.", dns.TypeA)
+	ecs.SetEdns0(1232, false)
+	ecs.IsEdns0().Option = append(ecs.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: net.ParseIP("192.0.2.0").To4()})
+	chaos := query("ok.test.", dns.TypeA)
+	chaos.Question[0].Qclass = dns.ClassCHAOS
+	for _, tc := range []struct {
+		name string
+		m    *dns.Msg
+	}{{"RD=0", noRD}, {"client subnet", ecs}, {"class CHAOS", chaos}} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := up.queries.Load()
+			for i := 0; i < 2; i++ {
+				m := tc.m.Copy()
+				m.Id = dns.Id()
+				r := exchange(t, "udp", s.addr, m)
+				if r.Id != m.Id {
+					t.Errorf("ID %d, want %d", r.Id, m.Id)
+				}
+			}
+			if n := up.queries.Load() - before; n != 2 {
+				t.Errorf("upstream got %d queries, want 2 (not cached)", n)
+			}
+		})
+	}
+}
+
+func TestShutdownAnswersQueriesInFlight(t *testing.T) {
+	b := &blockingUpstream{release: make(chan struct{}), entered: make(chan struct{}, 10)}
+	s := startServer(t, Config{}, b)
+	done := make(chan *dns.Msg)
+	go func() {
+		c := &dns.Client{Timeout: 5 * time.Second}
+		r, _, _ := c.Exchange(query("inflight.test.", dns.TypeA), s.addr)
+		done <- r
+	}()
+	<-b.entered
+	stopped := make(chan error)
+	go func() { stopped <- s.Shutdown(context.Background()) }()
+	// Shutdown waits for the miss in flight.
+	select {
+	case err := <-stopped:
+		t.Fatalf("Shutdown returned %v before the query in flight was answered", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(b.release)
+	if r := <-done; r == nil || len(r.Answer) != 1 {
+		t.Errorf("query in flight got %v, want its answer", r)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if s.Ready() {
+		t.Error("ready after shutdown")
+	}
+}
+
+func TestShutdownGivesUpAtDeadline(t *testing.T) {
+	b := &blockingUpstream{release: make(chan struct{}), entered: make(chan struct{}, 10)}
+	s := startServer(t, Config{}, b)
+	go func() {
+		c := &dns.Client{Timeout: 2 * time.Second}
+		_, _, _ = c.Exchange(query("stuck.test.", dns.TypeA), s.addr)
+	}()
+	<-b.entered
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := s.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown = %v, want a deadline error", err)
+	}
+}
+
+func TestConcurrentClients(t *testing.T) {
+	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1", "b.test. 300 IN AAAA 2001:db8::1"))
+	s := startServer(t, Config{}, forwardTo(up.addr))
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &dns.Client{Timeout: 3 * time.Second}
+			for i := 0; i < 50; i++ {
+				name, qt := "a.test.", dns.TypeA
+				if i%2 == 1 {
+					name, qt = "b.test.", dns.TypeAAAA
+				}
+				q := query(name, qt)
+				r, _, err := c.Exchange(q, s.addr)
+				if err != nil || r.Id != q.Id || len(r.Answer) != 1 {
+					errs <- errors.New("bad reply under concurrency")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// metricValue reads a single-series metric from a registry.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			m := mf.GetMetric()[0]
+			if m.GetCounter() != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
+}
