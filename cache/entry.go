@@ -109,7 +109,7 @@ func (p Policy) NewEntry(key []byte, resp *dns.Msg, now time.Time) (*Entry, erro
 	m.Extra = stripOPT(m.Extra)
 	m.Compress = true
 
-	var refs []ttlRef
+	refs := make([]ttlRef, 0, len(m.Answer)+len(m.Ns)+len(m.Extra))
 	clampSection := func(rrs []dns.RR) {
 		for _, rr := range rrs {
 			h := rr.Header()
@@ -126,6 +126,9 @@ func (p Policy) NewEntry(key []byte, resp *dns.Msg, now time.Time) (*Entry, erro
 	if err != nil {
 		return nil, fmt.Errorf("cache: packing reply: %w", err)
 	}
+	// Pack's buffer is sized for the message without compression, often
+	// twice what it holds: keep only the bytes, for they live in the cache.
+	packed = bytes.Clone(packed)
 	offs, err := dnswire.TTLOffsets(packed, make([]uint16, 0, len(refs)))
 	if err != nil || len(offs) != len(refs) {
 		return nil, fmt.Errorf("cache: walking packed reply: %v (%d of %d TTLs)", err, len(offs), len(refs))

@@ -137,7 +137,7 @@ func newLogger(cfg config.Config, level zap.AtomicLevel) (*zap.Logger, error) {
 	zc := zap.NewProductionConfig()
 	zc.Level = level
 	zc.DisableStacktrace = true // panics log their own stack; other errors need none
-	zc.Sampling = nil // query logs are sampled by --query-log-sample, not dropped silently
+	zc.Sampling = nil           // query logs are sampled by --query-log-sample, not dropped silently
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	if cfg.LogFormat == "console" {
 		zc.Encoding = "console"
