@@ -1,0 +1,20 @@
+// Package upstream forwards cache misses to upstream DNS servers.
+//
+// A node-local cache is only as available as the servers it forwards to, so
+// this package is built around failure: every query has a hard deadline, a
+// member that stops answering is taken out of rotation after a few
+// consecutive failures (and put back by a background probe as soon as it
+// answers again), and a group whose members are all down fails at once
+// instead of making every client wait for a timeout.
+//
+// The pieces are:
+//
+//   - [Remote]: one upstream server (the [Upstream] implementation). UDP with a
+//     fresh socket and random ID per query and strict reply matching
+//     (anti-spoofing), falling back to TCP on truncation; or pooled persistent
+//     TCP connections when forced.
+//   - [Group]: a set of equivalent servers for some zones, with round-robin,
+//     failover and health tracking.
+//   - [Router]: picks the group for a query name by longest zone suffix.
+//   - [Metrics]: Prometheus instruments shared by all of the above.
+package upstream

@@ -1,0 +1,386 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+)
+
+const (
+	// DefaultMaxFails is the number of consecutive failures after which a
+	// member is taken out of rotation: 2 tolerates one lost packet while
+	// still reacting within a couple of queries.
+	DefaultMaxFails = 2
+	// DefaultHealthInterval is the probe period; it bounds how long a
+	// recovered upstream stays out of rotation.
+	DefaultHealthInterval = 2 * time.Second
+	// minCountableBudget: a timeout counts against an upstream when the try
+	// had its full Timeout, or when the caller's deadline cut it short but it
+	// still had at least this long. Otherwise a failover chain that reaches a
+	// healthy member with 1 ms left would blame that member.
+	minCountableBudget = 100 * time.Millisecond
+)
+
+// GroupConfig describes a set of equivalent upstream servers and the zones
+// they serve. Zero values of the optional fields mean the defaults.
+type GroupConfig struct {
+	Name           string        // e.g. "default", "cluster"; used in logs and errors
+	Zones          []string      // zones this group serves, e.g. ".", "cluster.local." (used by Router)
+	Addrs          []string      // "IP", "IP:port", "[v6]:port"; default port 53
+	ForceTCP       bool          // use TCP with pooled connections instead of UDP
+	Timeout        time.Duration // per try; default DefaultTimeout
+	MaxFails       int           // consecutive failures before a member is marked down; default DefaultMaxFails
+	HealthInterval time.Duration // probe period; default DefaultHealthInterval
+}
+
+// Group forwards queries to a set of equivalent upstreams: it spreads load
+// round-robin over healthy members, fails over on timeouts, network errors,
+// SERVFAIL and REFUSED, and keeps members that stop answering out of rotation
+// until a background probe sees them answer again. It exists so that one dead
+// upstream costs clients nothing but, at worst, one timeout.
+type Group struct {
+	cfg     GroupConfig // normalised
+	members []*member
+	m       *Metrics
+	log     *zap.Logger
+	next    atomic.Uint32
+	down    atomic.Int32 // members currently marked down
+	closed  atomic.Bool
+
+	mu      sync.Mutex // guards started and cancel
+	started bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// member is one upstream in a group with its health state.
+type member struct {
+	r *Remote
+	// fails counts consecutive failures; >= maxFails means down. Only
+	// crossing maxFails upwards (Add) or resetting from >= maxFails (Swap)
+	// is a transition, so each transition is seen by exactly one goroutine.
+	fails    atomic.Int32
+	maxFails int32
+	mu       sync.Mutex // serialises gauge updates on transitions
+}
+
+func (mb *member) up() bool { return mb.fails.Load() < mb.maxFails }
+
+// NewGroup validates cfg and creates the group's upstreams. Errors name the
+// group and the offending field, e.g. `upstream group "cluster": addrs[1]
+// "x:y:z": ...`, because they end up in front of whoever wrote the config.
+// m and log may be nil. Call [Group.Start] to begin health probing.
+func NewGroup(cfg GroupConfig, m *Metrics, log *zap.Logger) (*Group, error) {
+	cfg, err := normaliseGroupConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	g := &Group{cfg: cfg, m: m, log: log.With(zap.String("group", cfg.Name))}
+	for _, a := range cfg.Addrs {
+		r, err := NewRemote(RemoteConfig{Addr: a, ForceTCP: cfg.ForceTCP, Timeout: cfg.Timeout}, m)
+		if err != nil { // already validated; kept for safety
+			return nil, fmt.Errorf("upstream group %q: %w", cfg.Name, err)
+		}
+		g.members = append(g.members, &member{r: r, maxFails: int32(cfg.MaxFails)})
+		m.healthy.WithLabelValues(r.addr).Set(1)
+	}
+	return g, nil
+}
+
+func normaliseGroupConfig(cfg GroupConfig) (GroupConfig, error) {
+	if cfg.Name == "" {
+		return cfg, errors.New("upstream group: name must not be empty")
+	}
+	fail := func(format string, args ...any) (GroupConfig, error) {
+		return cfg, fmt.Errorf("upstream group %q: "+format, append([]any{cfg.Name}, args...)...)
+	}
+	if len(cfg.Zones) == 0 {
+		return fail("zones: at least one zone is required (\".\" for the default group)")
+	}
+	zones := make([]string, 0, len(cfg.Zones))
+	seenZone := make(map[string]bool, len(cfg.Zones))
+	for i, z := range cfg.Zones {
+		if _, ok := dns.IsDomainName(z); !ok || z == "" {
+			return fail("zones[%d] %q: not a valid domain name", i, z)
+		}
+		cz := dns.CanonicalName(z)
+		if seenZone[cz] {
+			return fail("zones[%d] %q: listed twice", i, z)
+		}
+		seenZone[cz] = true
+		zones = append(zones, cz)
+	}
+	if len(cfg.Addrs) == 0 {
+		return fail("addrs: at least one upstream address is required")
+	}
+	addrs := make([]string, 0, len(cfg.Addrs))
+	seenAddr := make(map[string]bool, len(cfg.Addrs))
+	for i, a := range cfg.Addrs {
+		na, err := ParseAddr(a)
+		if err != nil {
+			return fail("addrs[%d] %q: %w", i, a, err)
+		}
+		if seenAddr[na] {
+			return fail("addrs[%d] %q: duplicate of %s", i, a, na)
+		}
+		seenAddr[na] = true
+		addrs = append(addrs, na)
+	}
+	switch {
+	case cfg.Timeout < 0:
+		return fail("timeout: %v is negative", cfg.Timeout)
+	case cfg.MaxFails < 0:
+		return fail("max_fails: %d is negative", cfg.MaxFails)
+	case cfg.MaxFails > 1000:
+		return fail("max_fails: %d is too large (max 1000)", cfg.MaxFails)
+	case cfg.HealthInterval < 0:
+		return fail("health_interval: %v is negative", cfg.HealthInterval)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxFails == 0 {
+		cfg.MaxFails = DefaultMaxFails
+	}
+	if cfg.HealthInterval == 0 {
+		cfg.HealthInterval = DefaultHealthInterval
+	}
+	cfg.Zones, cfg.Addrs = zones, addrs
+	return cfg, nil
+}
+
+// Name returns the group's configured name.
+func (g *Group) Name() string { return g.cfg.Name }
+
+// Zones returns the group's zones in canonical form (lower case, fully
+// qualified). The slice is a copy.
+func (g *Group) Zones() []string { return append([]string(nil), g.cfg.Zones...) }
+
+// Addrs returns the members' normalised addresses. The slice is a copy.
+func (g *Group) Addrs() []string { return append([]string(nil), g.cfg.Addrs...) }
+
+// Config returns the normalised configuration (defaults filled in).
+func (g *Group) Config() GroupConfig {
+	c := g.cfg
+	c.Zones, c.Addrs = g.Zones(), g.Addrs()
+	return c
+}
+
+// Healthy reports whether at least one member is in rotation; readiness
+// checks use it.
+func (g *Group) Healthy() bool {
+	for _, mb := range g.members {
+		if mb.up() {
+			return true
+		}
+	}
+	return false
+}
+
+// Exchange forwards req to the group's members. It starts round-robin among
+// healthy members and moves to the next healthy member on timeout, network
+// error, SERVFAIL or REFUSED, trying each member at most once, all within
+// ctx's deadline (each try is further bounded by cfg.Timeout). If every
+// member that was tried answered SERVFAIL or REFUSED, the last such answer is
+// returned. If every member is down, ErrNoHealthyUpstream is returned at once.
+// req is not modified.
+func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
+	if g.closed.Load() {
+		return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, ErrClosed)
+	}
+	if req == nil {
+		return nil, fmt.Errorf("upstream group %q: nil request", g.cfg.Name)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, err)
+	}
+	g.m.inflight.Inc()
+	defer g.m.inflight.Dec()
+
+	var buf [8]*member
+	healthy := buf[:0]
+	for _, mb := range g.members {
+		if mb.up() {
+			healthy = append(healthy, mb)
+		}
+	}
+	if len(healthy) == 0 {
+		return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, ErrNoHealthyUpstream)
+	}
+
+	var (
+		lastResp *dns.Msg
+		lastErr  error
+		tried    int
+	)
+	start := int(g.next.Add(1) % uint32(len(healthy)))
+	for i := range healthy {
+		mb := healthy[(start+i)%len(healthy)]
+		if i > 0 && !mb.up() {
+			continue // went down while we were trying others
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		budget := g.cfg.Timeout
+		if d, ok := ctx.Deadline(); ok && time.Until(d) < budget {
+			budget = time.Until(d)
+		}
+		tried++
+		resp, err := mb.r.Exchange(ctx, req)
+		if err != nil {
+			lastErr = err
+			// Blame the upstream only for its own faults, and not when the
+			// caller's deadline left it too little time to answer.
+			var ee *ExchangeError
+			callerDeadline := errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded)
+			if errors.As(err, &ee) && ee.upstreamFault() && !errors.Is(ctx.Err(), context.Canceled) &&
+				(!callerDeadline || budget >= minCountableBudget) {
+				g.failure(mb, err)
+			}
+			continue
+		}
+		g.success(mb)
+		if resp.Rcode == dns.RcodeServerFailure || resp.Rcode == dns.RcodeRefused {
+			lastResp = resp
+			continue
+		}
+		return resp, nil
+	}
+	if lastResp != nil {
+		return lastResp, nil
+	}
+	if lastErr == nil {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, err)
+		}
+		return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, ErrNoHealthyUpstream)
+	}
+	if err := ctx.Err(); err != nil && !errors.Is(lastErr, err) {
+		return nil, fmt.Errorf("upstream group %q: %d upstream(s) tried, then %w; last error: %v", g.cfg.Name, tried, err, lastErr)
+	}
+	return nil, fmt.Errorf("upstream group %q: %d upstream(s) tried, last error: %w", g.cfg.Name, tried, lastErr)
+}
+
+// failure records a failure of mb and handles the up->down transition.
+func (g *Group) failure(mb *member, err error) {
+	if mb.fails.Add(1) != mb.maxFails {
+		return
+	}
+	g.transition(mb)
+	g.log.Warn("upstream marked down",
+		zap.String("upstream", mb.r.addr), zap.Int32("consecutive_failures", mb.maxFails), zap.Error(err))
+	if int(g.down.Add(1)) == len(g.members) {
+		g.log.Error("all upstreams of group are down; answering SERVFAIL until one recovers")
+	}
+}
+
+// success resets mb's failure count and handles the down->up transition.
+func (g *Group) success(mb *member) {
+	if mb.fails.Load() == 0 {
+		return // fast path: no write on the hot path of a healthy member
+	}
+	if mb.fails.Swap(0) < mb.maxFails {
+		return
+	}
+	g.transition(mb)
+	g.log.Info("upstream back up", zap.String("upstream", mb.r.addr))
+	if int(g.down.Add(-1)) == len(g.members)-1 {
+		g.log.Info("group has a healthy upstream again")
+	}
+}
+
+// transition sets the healthy gauge from the current state under the
+// member's lock, so that racing transitions leave the gauge correct.
+func (g *Group) transition(mb *member) {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	v := 0.0
+	if mb.up() {
+		v = 1
+	}
+	g.m.healthy.WithLabelValues(mb.r.addr).Set(v)
+}
+
+// Start launches one health-probe goroutine per member. Each sends `. IN NS`
+// every HealthInterval (at most one probe in flight per member, each bounded
+// by Timeout); any reply with a readable header marks the member alive, a
+// failed probe counts as a failure. Probes keep running while members are
+// down, so recovery is noticed within one interval even when the group gets
+// no traffic. They stop when ctx is done or the group is closed. Calling
+// Start more than once has no effect.
+func (g *Group) Start(ctx context.Context) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.started || g.closed.Load() {
+		return
+	}
+	g.started = true
+	ctx, g.cancel = context.WithCancel(ctx)
+	for _, mb := range g.members {
+		g.wg.Add(1)
+		go g.probeLoop(ctx, mb)
+	}
+}
+
+func (g *Group) probeLoop(ctx context.Context, mb *member) {
+	defer g.wg.Done()
+	t := time.NewTicker(g.cfg.HealthInterval)
+	defer t.Stop()
+	for { // runs until ctx is done
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.probe(ctx, mb)
+			mb.r.pool.sweep()
+		}
+	}
+}
+
+// probe runs one health check of mb.
+func (g *Group) probe(ctx context.Context, mb *member) {
+	pctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	defer cancel()
+	err := mb.r.probe(pctx)
+	if ctx.Err() != nil {
+		return // shutting down: says nothing about the upstream
+	}
+	if err != nil {
+		g.m.probes.WithLabelValues(mb.r.addr, probeFailed).Inc()
+		g.failure(mb, err)
+		return
+	}
+	g.m.probes.WithLabelValues(mb.r.addr, probeAlive).Inc()
+	g.success(mb)
+}
+
+// Close stops the probes, waits for them to exit and closes pooled
+// connections. Later Exchange calls return ErrClosed. Close is idempotent.
+func (g *Group) Close() error {
+	if g.closed.Swap(true) {
+		return nil
+	}
+	g.mu.Lock()
+	if g.cancel != nil {
+		g.cancel()
+	}
+	g.mu.Unlock()
+	g.wg.Wait()
+	for _, mb := range g.members {
+		_ = mb.r.Close()
+	}
+	return nil
+}
