@@ -105,6 +105,56 @@ func (c *Cache) Lookup(key []byte, now int64) (*Entry, bool) {
 	return e, true
 }
 
+// State says what Find found.
+type State uint8
+
+// States of a lookup.
+const (
+	Miss  State = iota // nothing usable
+	Fresh              // an entry whose TTL has not run out
+	Stale              // an expired entry within the serve-stale window
+)
+
+// Find looks key up at now (UnixNano) and returns a fresh entry, or else a
+// stale one that may be served if the upstreams fail (RFC 8767). It counts
+// a fresh entry as a hit and anything else as a miss.
+func (c *Cache) Find(key []byte, now int64) (*Entry, State) {
+	e, ok := c.Get(key)
+	switch {
+	case ok && e.Fresh(now):
+		c.metrics.hits.Inc()
+		return e, Fresh
+	case ok && c.usableStale(e, now):
+		c.metrics.misses.Inc()
+		return e, Stale
+	}
+	c.metrics.misses.Inc()
+	return nil, Miss
+}
+
+// LookupStale returns an entry for key whose TTL ran out at now (UnixNano)
+// less than the policy's ServeStale ago: an answer to fall back on when the
+// upstreams fail (RFC 8767). It counts nothing.
+func (c *Cache) LookupStale(key []byte, now int64) (*Entry, bool) {
+	e, ok := c.Get(key)
+	if !ok || e.Fresh(now) || !c.usableStale(e, now) {
+		return nil, false
+	}
+	return e, true
+}
+
+// StaleUsable reports whether e, expired at now (UnixNano), may still be
+// served as a stale answer.
+func (c *Cache) StaleUsable(e *Entry, now int64) bool { return !e.Fresh(now) && c.usableStale(e, now) }
+
+// usableStale reports whether an expired entry may still be served.
+func (c *Cache) usableStale(e *Entry, now int64) bool {
+	if e.kind == KindServFail {
+		return false // a stale failure is no better than a fresh one
+	}
+	return now < e.expires+int64(c.policy.Load().ServeStale)
+}
+
 // Store caches resp, the upstream's reply to the question with key, if the
 // policy allows it, and returns the new entry (nil when it was not cached).
 func (c *Cache) Store(key []byte, resp *dns.Msg, now time.Time) (*Entry, error) {

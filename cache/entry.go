@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -50,6 +51,9 @@ type Policy struct {
 	// 7.1 allows up to five minutes, but a few seconds are enough to absorb
 	// a retry storm without hiding the upstream's recovery. 0 disables it.
 	ServFailTTL time.Duration
+	// ServeStale is how long an entry is kept after its TTL ran out, to be
+	// served when upstreams fail or are too slow (RFC 8767). 0 disables it.
+	ServeStale time.Duration
 }
 
 // Entry is one cached reply, stored packed: the header with ID 0 and AA
@@ -64,6 +68,16 @@ type Entry struct {
 	// now < expires.
 	stored, expires int64
 	kind            Kind
+
+	// hits counts fresh hits, to prefetch only entries that are in use.
+	hits atomic.Uint32
+	// staleRecheck is the UnixNano time until which a stale entry is served
+	// without asking upstream again, after a refresh failed (the "failure
+	// recheck timer" of RFC 8767 section 5).
+	staleRecheck atomic.Int64
+	// refreshing is set while a prefetch or stale refresh of this entry is
+	// running, so that at most one runs (CAS from false to true).
+	refreshing atomic.Bool
 }
 
 // ttlRef is one TTL field of the packed reply and the value it had when
@@ -85,6 +99,31 @@ func (e *Entry) Kind() Kind { return e.kind }
 
 // Fresh reports whether the entry's TTL has not run out at now (UnixNano).
 func (e *Entry) Fresh(now int64) bool { return now < e.expires }
+
+// Key returns the cache key the entry is stored under. Callers must not
+// modify it.
+func (e *Entry) Key() []byte { return e.key }
+
+// OrigTTL returns the TTL the entry was stored with.
+func (e *Entry) OrigTTL() time.Duration { return time.Duration(e.expires - e.stored) }
+
+// Hit counts a fresh hit and returns the number of hits so far.
+func (e *Entry) Hit() uint32 { return e.hits.Add(1) }
+
+// BeginRefresh claims the right to refresh the entry; it returns false when
+// a refresh is already running. EndRefresh gives it back.
+func (e *Entry) BeginRefresh() bool { return e.refreshing.CompareAndSwap(false, true) }
+
+// ServeStaleUntil makes the entry be served stale without a new upstream
+// attempt until t (UnixNano).
+func (e *Entry) ServeStaleUntil(t int64) { e.staleRecheck.Store(t) }
+
+// InStaleRecheck reports whether now is within the time set by
+// ServeStaleUntil.
+func (e *Entry) InStaleRecheck(now int64) bool { return now < e.staleRecheck.Load() }
+
+// EndRefresh ends a refresh claimed with BeginRefresh.
+func (e *Entry) EndRefresh() { e.refreshing.Store(false) }
 
 // TTL returns the remaining time to live at now (UnixNano).
 func (e *Entry) TTL(now int64) time.Duration { return time.Duration(e.expires - now) }
@@ -274,6 +313,10 @@ type ReplyOptions struct {
 	MaxSize int
 	// UDPSize is the payload size nodedns advertises in its OPT record.
 	UDPSize uint16
+	// StaleTTL, when not zero, replaces every TTL of the reply: a stale
+	// answer goes out with a short TTL (RFC 8767 section 4 suggests 30 s)
+	// so that clients come back soon for a fresh one.
+	StaleTTL uint32
 }
 
 // AppendReply appends the reply to the query q (parsed from req) to dst:
@@ -300,6 +343,9 @@ func (e *Entry) AppendReply(dst []byte, req []byte, q *dnswire.Query, now int64,
 		v := int64(t.ttl) - elapsed
 		if v < 0 {
 			v = 0
+		}
+		if opts.StaleTTL != 0 {
+			v = int64(opts.StaleTTL)
 		}
 		binary.BigEndian.PutUint32(r[t.off:], uint32(v))
 	}

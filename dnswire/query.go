@@ -57,6 +57,8 @@ const (
 	optionNSID    = 3
 	optionCookie  = 10
 	optionPadding = 12
+	// optionKeepalive is edns-tcp-keepalive (RFC 7828), empty in queries.
+	optionKeepalive = 11
 )
 
 // Maximum lengths from RFC 1035 section 2.3.4.
@@ -117,7 +119,7 @@ func ReadHeaderID(pkt []byte) (uint16, bool) {
 // common case (responses, other opcodes, several questions, records in the
 // answer or authority sections, compression in the question, extra
 // additional records, EDNS versions other than 0, EDNS options other than
-// NSID, COOKIE, PADDING and a well-formed ECS, bytes after the last record),
+// NSID, COOKIE, PADDING, keepalive and ECS, bytes after the last record),
 // so that the caller can hand the packet to the full parser, which gives the
 // precise answer (FORMERR, NOTIMP, BADVERS...).
 func ParseQuery(pkt []byte, q *Query) error {
@@ -190,10 +192,11 @@ func scanName(pkt []byte, off int) (int, error) {
 
 // parseOPT reads the single additional record, which must be an OPT record
 // owned by the root (RFC 6891 section 6.1.2), and its options. Only options
-// whose contents the full parser would accept as they are (NSID, COOKIE,
-// PADDING) and a well-formed ECS option stay on the fast path: the full
-// parser checks the contents of the others and answers FORMERR for bad ones,
-// so a query the fast path accepts is always one the full parser accepts.
+// whose contents the full parser accepts as they are (NSID, COOKIE,
+// PADDING), an empty TCP keepalive and a well-formed ECS option stay on the
+// fast path: the full parser checks the contents of others and answers
+// FORMERR for bad ones, so a query the fast path accepts is always one the
+// full parser accepts.
 func parseOPT(pkt []byte, off int, q *Query) error {
 	// root name (1) + type (2) + class (2) + ttl (4) + rdlength (2)
 	if off+11 > len(pkt) || pkt[off] != 0 {
@@ -233,8 +236,12 @@ func parseOPT(pkt []byte, off int, q *Query) error {
 			}
 			q.ECS = true
 		case optionNSID, optionCookie, optionPadding:
+		case optionKeepalive:
+			if olen != 0 {
+				return ErrSlowPath
+			}
 		default:
-			return ErrSlowPath
+			return ErrSlowPath // the full parser checks it, or it is unusual in a query
 		}
 	}
 	return nil
@@ -288,4 +295,17 @@ func AppendKey(dst, name []byte, qtype, qclass uint16, do, cd bool) []byte {
 		f |= keyFlagCD
 	}
 	return append(dst, f)
+}
+
+// ParseKey splits a key built by AppendKey back into its parts, for the
+// paths that must rebuild a query from a cache entry (prefetch). ok is false
+// for a key AppendKey could not have built.
+func ParseKey(key []byte) (name []byte, qtype, qclass uint16, do, cd, ok bool) {
+	end, err := scanName(key, 0)
+	if err != nil || len(key) != end+5 {
+		return nil, 0, 0, false, false, false
+	}
+	f := key[end+4]
+	return key[:end], binary.BigEndian.Uint16(key[end:]), binary.BigEndian.Uint16(key[end+2:]),
+		f&keyFlagDO != 0, f&keyFlagCD != 0, true
 }

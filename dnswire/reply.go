@@ -128,3 +128,7 @@ func skipName(msg []byte, off int) (int, error) {
 	}
 	return 0, ErrFormat
 }
+
+// MaxUDPReply is the largest UDP reply nodedns ever writes: the largest
+// EDNS payload size a configuration may advertise.
+const MaxUDPReply = 65535
