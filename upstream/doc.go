@@ -5,7 +5,11 @@
 // member that stops answering is taken out of rotation after a few
 // consecutive failures (and put back by a background probe as soon as it
 // answers again), and a group whose members are all down fails at once
-// instead of making every client wait for a timeout.
+// instead of making every client wait for a timeout. Load is bounded the same
+// way: each member has a cap on exchanges in flight, a member at its cap is
+// skipped, and a group whose healthy members are all at their caps fails at
+// once with [ErrOverloaded] rather than queueing a retry storm onto a slow
+// upstream.
 //
 // The pieces are:
 //

@@ -10,6 +10,14 @@ import (
 // caller can answer SERVFAIL at once rather than after a timeout per member.
 var ErrNoHealthyUpstream = errors.New("no healthy upstream")
 
+// ErrOverloaded is returned by [Group.Exchange] when every healthy member
+// already has MaxInflight exchanges in flight. It is returned at once, without
+// queueing, so that a retry storm against a slow upstream costs a bounded
+// number of sockets and goroutines and the caller can fall back (serve stale,
+// SERVFAIL) immediately. It says nothing about the members' health, which is
+// why they are not marked down.
+var ErrOverloaded = errors.New("all healthy upstreams at their in-flight limit")
+
 // ErrClosed is returned by [Group.Exchange] after [Group.Close], so that a
 // request racing with a configuration reload fails clearly instead of quietly
 // opening connections that nobody will close.

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -20,6 +22,14 @@ const (
 	// DefaultHealthInterval is the probe period; it bounds how long a
 	// recovered upstream stays out of rotation.
 	DefaultHealthInterval = 2 * time.Second
+	// DefaultMaxInflight caps the exchanges in flight to one member. Each
+	// one holds a socket and a goroutine for up to Timeout, so when an
+	// upstream slows down during a retry storm the in-flight count is what
+	// grows without bound (and what piles more load on the struggling
+	// server). 500 is far above what a healthy upstream needs (at 1 ms
+	// latency it allows ~500k queries/s) yet bounds a node's sockets and
+	// goroutines per member when the upstream stalls.
+	DefaultMaxInflight = 500
 	// minCountableBudget: a timeout counts against an upstream when the try
 	// had its full Timeout, or when the caller's deadline cut it short but it
 	// still had at least this long. Otherwise a failover chain that reaches a
@@ -37,6 +47,12 @@ type GroupConfig struct {
 	Timeout        time.Duration // per try; default DefaultTimeout
 	MaxFails       int           // consecutive failures before a member is marked down; default DefaultMaxFails
 	HealthInterval time.Duration // probe period; default DefaultHealthInterval
+	// MaxInflight caps concurrent exchanges per member; default
+	// DefaultMaxInflight. A member at its cap is skipped like a down member
+	// (without being marked down: being busy is not a failure), and when
+	// every healthy member is at its cap Exchange fails at once with
+	// ErrOverloaded instead of queueing. Health probes are not counted.
+	MaxInflight int
 }
 
 // Group forwards queries to a set of equivalent upstreams: it spreads load
@@ -68,9 +84,41 @@ type member struct {
 	fails    atomic.Int32
 	maxFails int32
 	mu       sync.Mutex // serialises gauge updates on transitions
+
+	// inflight counts this member's exchanges in flight; it never exceeds
+	// maxInflight because slots are taken with a compare-and-swap.
+	inflight    atomic.Int32
+	maxInflight int32
+	// Cached metric children: Exchange must not hash label values.
+	inflightGauge prometheus.Gauge
+	overloaded    prometheus.Counter
 }
 
 func (mb *member) up() bool { return mb.fails.Load() < mb.maxFails }
+
+// acquire takes an in-flight slot, or reports false if the member is at its
+// cap. A CAS loop rather than Add-then-undo, so that the count (and thus the
+// gauge) never exceeds the cap even transiently.
+func (mb *member) acquire() bool {
+	for { // retries only while other goroutines race on the same counter
+		n := mb.inflight.Load()
+		if n >= mb.maxInflight {
+			mb.overloaded.Inc()
+			return false
+		}
+		if mb.inflight.CompareAndSwap(n, n+1) {
+			mb.inflightGauge.Inc()
+			return true
+		}
+	}
+}
+
+// release returns a slot taken by acquire. The gauge is decremented first so
+// that it is never above the true count.
+func (mb *member) release() {
+	mb.inflightGauge.Dec()
+	mb.inflight.Add(-1)
+}
 
 // NewGroup validates cfg and creates the group's upstreams. Errors name the
 // group and the offending field, e.g. `upstream group "cluster": addrs[1]
@@ -93,7 +141,13 @@ func NewGroup(cfg GroupConfig, m *Metrics, log *zap.Logger) (*Group, error) {
 		if err != nil { // already validated; kept for safety
 			return nil, fmt.Errorf("upstream group %q: %w", cfg.Name, err)
 		}
-		g.members = append(g.members, &member{r: r, maxFails: int32(cfg.MaxFails)})
+		g.members = append(g.members, &member{
+			r:             r,
+			maxFails:      int32(cfg.MaxFails),
+			maxInflight:   int32(cfg.MaxInflight),
+			inflightGauge: m.memberInflight.WithLabelValues(r.addr),
+			overloaded:    m.overloaded.WithLabelValues(r.addr),
+		})
 		m.healthy.WithLabelValues(r.addr).Set(1)
 	}
 	return g, nil
@@ -147,6 +201,10 @@ func normaliseGroupConfig(cfg GroupConfig) (GroupConfig, error) {
 		return fail("max_fails: %d is too large (max 1000)", cfg.MaxFails)
 	case cfg.HealthInterval < 0:
 		return fail("health_interval: %v is negative", cfg.HealthInterval)
+	case cfg.MaxInflight < 0:
+		return fail("max_inflight: %d is negative", cfg.MaxInflight)
+	case cfg.MaxInflight > math.MaxInt32:
+		return fail("max_inflight: %d is too large (max %d)", cfg.MaxInflight, math.MaxInt32)
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
@@ -156,6 +214,9 @@ func normaliseGroupConfig(cfg GroupConfig) (GroupConfig, error) {
 	}
 	if cfg.HealthInterval == 0 {
 		cfg.HealthInterval = DefaultHealthInterval
+	}
+	if cfg.MaxInflight == 0 {
+		cfg.MaxInflight = DefaultMaxInflight
 	}
 	cfg.Zones, cfg.Addrs = zones, addrs
 	return cfg, nil
@@ -192,10 +253,12 @@ func (g *Group) Healthy() bool {
 // Exchange forwards req to the group's members. It starts round-robin among
 // healthy members and moves to the next healthy member on timeout, network
 // error, SERVFAIL or REFUSED, trying each member at most once, all within
-// ctx's deadline (each try is further bounded by cfg.Timeout). If every
-// member that was tried answered SERVFAIL or REFUSED, the last such answer is
-// returned. If every member is down, ErrNoHealthyUpstream is returned at once.
-// req is not modified.
+// ctx's deadline (each try is further bounded by cfg.Timeout). Members with
+// MaxInflight exchanges in flight are skipped. If every member that was tried
+// answered SERVFAIL or REFUSED, the last such answer is returned. If every
+// member is down, ErrNoHealthyUpstream is returned at once; if none was tried
+// because every healthy member was at its cap, ErrOverloaded is returned at
+// once. Both are wrapped with the group name. req is not modified.
 func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 	if g.closed.Load() {
 		return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, ErrClosed)
@@ -224,6 +287,7 @@ func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 		lastResp *dns.Msg
 		lastErr  error
 		tried    int
+		busy     int // members skipped because they were at MaxInflight
 	)
 	start := int(g.next.Add(1) % uint32(len(healthy)))
 	for i := range healthy {
@@ -238,8 +302,13 @@ func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 		if d, ok := ctx.Deadline(); ok && time.Until(d) < budget {
 			budget = time.Until(d)
 		}
+		if !mb.acquire() {
+			busy++
+			continue
+		}
 		tried++
 		resp, err := mb.r.Exchange(ctx, req)
+		mb.release()
 		if err != nil {
 			lastErr = err
 			// Blame the upstream only for its own faults, and not when the
@@ -265,6 +334,9 @@ func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 	if lastErr == nil {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, err)
+		}
+		if busy > 0 {
+			return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, ErrOverloaded)
 		}
 		return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, ErrNoHealthyUpstream)
 	}

@@ -34,6 +34,9 @@ type Metrics struct {
 	healthy    *prometheus.GaugeVec
 	inflight   prometheus.Gauge
 	probes     *prometheus.CounterVec
+
+	memberInflight *prometheus.GaugeVec
+	overloaded     *prometheus.CounterVec
 }
 
 // NewMetrics creates the instruments and registers them on reg. A nil reg
@@ -67,6 +70,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts(opts("probes_total",
 			"Health probes sent, by result (alive, failed).")),
 			[]string{"upstream", "result"}),
+		memberInflight: prometheus.NewGaugeVec(prometheus.GaugeOpts(opts("member_inflight",
+			"Exchanges currently in flight to the upstream (bounded by the group's max_inflight; summed if several groups share the address).")),
+			[]string{"upstream"}),
+		overloaded: prometheus.NewCounterVec(prometheus.CounterOpts(opts("overloaded_total",
+			"Times the upstream was skipped because it had max_inflight exchanges in flight.")),
+			[]string{"upstream"}),
 	}
 	if reg != nil {
 		m.requests = register(reg, m.requests)
@@ -76,6 +85,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.healthy = register(reg, m.healthy)
 		m.inflight = register(reg, m.inflight)
 		m.probes = register(reg, m.probes)
+		m.memberInflight = register(reg, m.memberInflight)
+		m.overloaded = register(reg, m.overloaded)
 	}
 	return m
 }
@@ -107,6 +118,8 @@ func (m *Metrics) initUpstream(addr string) {
 	m.duration.WithLabelValues(addr)
 	m.probes.WithLabelValues(addr, probeAlive)
 	m.probes.WithLabelValues(addr, probeFailed)
+	m.memberInflight.WithLabelValues(addr)
+	m.overloaded.WithLabelValues(addr)
 }
 
 // rcodeLabel maps an rcode to a bounded label value.
