@@ -1,0 +1,5 @@
+//go:build !linux
+
+package echo
+
+func (s *Server) serveUDP() { s.serveUDPPlain() }
