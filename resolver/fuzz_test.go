@@ -3,6 +3,7 @@ package resolver
 import (
 	"context"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,16 +44,24 @@ func newUnstartedServer(tb testing.TB) *Server {
 // handleSync runs a packet through the whole request path the way a UDP
 // reader does, but resolving misses on the calling goroutine.
 func handleSync(s *Server, w *worker, pkt []byte, src netip.AddrPort) [][]byte {
-	var replies [][]byte
+	var (
+		mu      sync.Mutex
+		replies [][]byte
+	)
 	out, act := w.fast(pkt, src, protoUDP, nil)
 	switch act {
 	case actReply:
 		replies = append(replies, out)
 	case actMiss:
-		s.resolveMiss(append([]byte(nil), pkt...), src, protoUDP, func(b []byte) {
+		s.dispatch(w, pkt, src, protoUDP, func(b []byte) {
+			mu.Lock()
 			replies = append(replies, append([]byte(nil), b...))
+			mu.Unlock()
 		})
+		s.misses.Wait()
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	return replies
 }
 
@@ -77,7 +86,7 @@ func FuzzRequestPath(f *testing.F) {
 	f.Add([]byte{1, 2, 3})
 
 	s := newUnstartedServer(f)
-	w := s.newWorker()
+	w := s.newWorker(dnswire.MaxUDPReply)
 	src := netip.MustParseAddrPort("127.0.0.1:5000")
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		replies := handleSync(s, w, pkt, src)
@@ -108,7 +117,7 @@ func FuzzRequestPath(f *testing.F) {
 // bytes, without the socket: it must not allocate.
 func BenchmarkFastPathHit(b *testing.B) {
 	s := newUnstartedServer(b)
-	w := s.newWorker()
+	w := s.newWorker(dnswire.MaxUDPReply)
 	src := netip.MustParseAddrPort("127.0.0.1:5000")
 	q := query("www.example.test.", dns.TypeA)
 	q.SetEdns0(1232, false)

@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"math"
@@ -16,6 +15,16 @@ import (
 	"github.com/nodedns/nodedns/dnswire"
 )
 
+// staleTTL is the TTL of a stale answer (RFC 8767 section 4 suggests 30 s):
+// short, so clients come back soon for a fresh one.
+const staleTTL = 30
+
+// staleRecheck is how long a stale entry is served without asking upstream
+// again after a refresh failed or was too slow (RFC 8767 section 5, the
+// failure recheck timer), so that a dead upstream costs each name one slow
+// resolution every 30 s, not one per query.
+const staleRecheck = 30 * time.Second
+
 // worker holds the buffers one reader goroutine reuses for every packet, so
 // that answering a cache hit allocates nothing.
 type worker struct {
@@ -23,13 +32,17 @@ type worker struct {
 	q   dnswire.Query
 	key []byte
 	out []byte
+	// After fast returned actMiss: cacheable says key is the query's cache
+	// key; stale is an expired entry to fall back on, or nil.
+	cacheable bool
+	stale     *cache.Entry
 }
 
-func (s *Server) newWorker() *worker {
+func (s *Server) newWorker(outCap int) *worker {
 	return &worker{
 		s:   s,
 		key: make([]byte, 0, dnswire.MaxKeyLen),
-		out: make([]byte, 0, 2+dns.MaxMsgSize),
+		out: make([]byte, 0, outCap),
 	}
 }
 
@@ -39,27 +52,29 @@ type action int
 const (
 	actDrop  action = iota // no answer: unreadable, a response, ...
 	actReply               // the returned bytes are the answer
-	actMiss                // hand the packet to the miss pipeline
+	actMiss                // hand the packet to dispatch
 )
 
 // fast tries to answer pkt without leaving the reader goroutine: a cache
-// hit, or an error answer that needs no lookup. The reply is appended to
-// prefix (TCP passes two bytes for the length).
+// hit, a stale answer while upstreams are known to fail, or an error answer
+// that needs no lookup. The reply is appended to prefix (TCP passes two
+// bytes for the length).
 func (w *worker) fast(pkt []byte, src netip.AddrPort, proto int, prefix []byte) ([]byte, action) {
 	s := w.s
 	q := &w.q
+	w.cacheable, w.stale = false, nil
 	err := dnswire.ParseQuery(pkt, q)
 	switch {
 	case errors.Is(err, dnswire.ErrShort):
-		s.metrics.dropped.WithLabelValues("malformed").Inc()
+		s.metrics.droppedMalformed.Inc()
 		return nil, actDrop
 	case q.Flags&dnswire.FlagQR != 0:
 		// Never answer a response: that is how reflection loops start.
-		s.metrics.dropped.WithLabelValues("response").Inc()
+		s.metrics.droppedResponse.Inc()
 		return nil, actDrop
 	case !s.allow.Load().allows(src.Addr()):
 		if err != nil {
-			s.metrics.dropped.WithLabelValues("refused_unparsable").Inc()
+			s.metrics.droppedRefused.Inc()
 			return nil, actDrop
 		}
 		s.metrics.countRequest(proto, q.QType, dns.RcodeRefused)
@@ -73,19 +88,42 @@ func (w *worker) fast(pkt []byte, src netip.AddrPort, proto int, prefix []byte) 
 	if !cacheable(q) {
 		return nil, actMiss
 	}
+	w.cacheable = true
 	w.key = dnswire.AppendKey(w.key[:0], q.Name, q.QType, q.QClass, q.DO, q.CD())
 	now := s.now()
-	e, ok := s.cache.Lookup(w.key, now.UnixNano())
-	if !ok {
+	nowNano := now.UnixNano()
+	e, state := s.cache.Find(w.key, nowNano)
+	opts := s.replyOptions(q, proto)
+	switch state {
+	case cache.Miss:
 		return nil, actMiss
+	case cache.Stale:
+		if !e.InStaleRecheck(nowNano) {
+			w.stale = e
+			return nil, actMiss
+		}
+		opts.StaleTTL = staleTTL
+		s.metrics.staleServed[staleRecheckReason].Inc()
+	case cache.Fresh:
+		if e.Hit() >= s.cfg.PrefetchMinHits && s.cfg.PrefetchMinHits > 0 && inPrefetchWindow(e, nowNano) && e.BeginRefresh() {
+			s.prefetch(e)
+		}
 	}
-	out := e.AppendReply(prefix, pkt, q, now.UnixNano(), s.replyOptions(q, proto))
+	out := e.AppendReply(prefix, pkt, q, nowNano, opts)
 	s.metrics.countRequest(proto, q.QType, e.Rcode())
 	s.metrics.duration[proto].Observe(time.Since(now).Seconds())
 	if s.sampleQuery() {
 		s.logQuery(src, proto, q.Name, q.QType, e.Rcode(), true, time.Since(now))
 	}
 	return out, actReply
+}
+
+// inPrefetchWindow reports whether a fresh entry is in the last tenth of
+// its TTL (at least the last second), when a hit should refresh it so that
+// names in use never expire (after Unbound's prefetch).
+func inPrefetchWindow(e *cache.Entry, now int64) bool {
+	window := max(e.OrigTTL()/10, time.Second)
+	return e.TTL(now) <= window
 }
 
 // cacheable reports whether a query may be answered from, and its answer
@@ -124,113 +162,6 @@ func appendHeaderOnly(dst, pkt []byte, rcode int) []byte {
 	return dst
 }
 
-// dispatch hands a miss to a goroutine if a slot is free, and otherwise
-// answers SERVFAIL at once: a query never waits for a slot, so a slow
-// upstream cannot pile up work (the lesson of resolvers that spawned a
-// goroutine per query until they ran out of memory). pkt must be a copy the
-// goroutine may keep; write sends the answer.
-func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, write func([]byte)) {
-	select {
-	case s.sem <- struct{}{}:
-	default:
-		reason := "inflight"
-		if s.closing.Load() {
-			reason = "shutdown"
-		}
-		s.metrics.shed.WithLabelValues(reason).Inc()
-		var out []byte
-		if dnswire.ParseQuery(pkt, &w.q) == nil {
-			out = dnswire.AppendError(w.out[:0], pkt, &w.q, dns.RcodeServerFailure)
-		} else {
-			out = appendHeaderOnly(w.out[:0], pkt, dns.RcodeServerFailure)
-		}
-		s.metrics.countRequest(proto, w.q.QType, dns.RcodeServerFailure)
-		write(out)
-		return
-	}
-	s.misses.Add(1)
-	s.metrics.inflight.Inc()
-	go func() {
-		defer func() {
-			s.metrics.inflight.Dec()
-			<-s.sem
-			s.misses.Done()
-		}()
-		s.resolveMiss(pkt, src, proto, write)
-	}()
-}
-
-// resolveMiss answers a query that the fast path could not: it unpacks it
-// in full, checks it, runs the pipeline and writes the answer.
-func (s *Server) resolveMiss(pkt []byte, src netip.AddrPort, proto int, write func([]byte)) {
-	start := s.now()
-	var qtype uint16
-	rcode := dns.RcodeServerFailure
-	defer func() {
-		if r := recover(); r != nil {
-			s.metrics.panics.Inc()
-			s.log.Error("panic while resolving", zap.Any("panic", r), zap.Stack("stack"))
-			write(appendHeaderOnly(nil, pkt, dns.RcodeServerFailure))
-		}
-		s.metrics.countRequest(proto, qtype, rcode)
-		s.metrics.duration[proto].Observe(time.Since(start).Seconds())
-	}()
-
-	req := new(dns.Msg)
-	if err := req.Unpack(pkt); err != nil {
-		rcode = dns.RcodeFormatError
-		write(appendHeaderOnly(nil, pkt, rcode))
-		return
-	}
-	if len(req.Question) == 1 {
-		qtype = req.Question[0].Qtype
-	}
-	if rc, bad := checkRequest(req); bad {
-		rcode = rc
-		write(s.packError(req, rc, proto))
-		return
-	}
-
-	var q dnswire.Query
-	var key []byte
-	fastOK := dnswire.ParseQuery(pkt, &q) == nil
-	if fastOK && cacheable(&q) {
-		key = dnswire.AppendKey(make([]byte, 0, dnswire.MaxKeyLen), q.Name, q.QType, q.QClass, q.DO, q.CD())
-	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
-	defer cancel()
-	protoName := protoNames[proto]
-	ans, err := s.pipeline.Resolve(ctx, &Request{Msg: req, Key: key, Client: src, Proto: protoName})
-	if err != nil {
-		if ce := s.log.Check(zap.DebugLevel, "resolving failed"); ce != nil {
-			ce.Write(zap.String("qname", req.Question[0].Name), zap.Error(err))
-		}
-		write(s.packError(req, dns.RcodeServerFailure, proto))
-		s.maybeLogQuery(src, proto, req, rcode, start)
-		return
-	}
-	now := s.now().UnixNano()
-	var out []byte
-	switch {
-	case ans.Entry != nil && fastOK:
-		rcode = ans.Entry.Rcode()
-		out = ans.Entry.AppendReply(nil, pkt, &q, now, s.replyOptions(&q, proto))
-	case ans.Entry != nil:
-		m, err := ans.Entry.Msg(now)
-		if err != nil {
-			write(s.packError(req, dns.RcodeServerFailure, proto))
-			return
-		}
-		rcode = m.Rcode
-		out = s.packReply(req, m, proto)
-	default:
-		rcode = ans.Msg.Rcode
-		out = s.packReply(req, ans.Msg, proto)
-	}
-	write(out)
-	s.maybeLogQuery(src, proto, req, rcode, start)
-}
-
 // checkRequest returns the error RCODE for a query nodedns will not
 // resolve, and false for a query it will.
 func checkRequest(req *dns.Msg) (int, bool) {
@@ -260,7 +191,7 @@ func (s *Server) packError(req *dns.Msg, rcode int, proto int) []byte {
 
 // packReply turns resp into the wire answer to req: req's ID, question and
 // RD/CD bits, our OPT record instead of the upstream's, and truncated with
-// TC when it does not fit the client's UDP size.
+// TC when it does not fit the client's UDP size. It modifies resp.
 func (s *Server) packReply(req, resp *dns.Msg, proto int) []byte {
 	resp.Id = req.Id
 	resp.Response = true
@@ -302,14 +233,10 @@ func (s *Server) packReply(req, resp *dns.Msg, proto int) []byte {
 	return out
 }
 
-func (s *Server) maybeLogQuery(src netip.AddrPort, proto int, req *dns.Msg, rcode int, start time.Time) {
-	if !s.sampleQuery() {
-		return
-	}
-	s.log.Info("query",
-		zap.Stringer("client", src), zap.String("proto", protoNames[proto]),
-		zap.String("qname", req.Question[0].Name), zap.String("qtype", dns.TypeToString[req.Question[0].Qtype]),
-		zap.String("rcode", rcodeName(rcode)), zap.Bool("cache_hit", false), zap.Duration("duration", time.Since(start)))
+// sampleQuery decides whether this query goes to the query log.
+func (s *Server) sampleQuery() bool {
+	p := math.Float64frombits(s.queryLogSample.Load())
+	return p > 0 && rand.Float64() < p
 }
 
 func (s *Server) logQuery(src netip.AddrPort, proto int, name []byte, qtype uint16, rcode int, hit bool, d time.Duration) {
@@ -321,12 +248,6 @@ func (s *Server) logQuery(src netip.AddrPort, proto int, name []byte, qtype uint
 		zap.Stringer("client", src), zap.String("proto", protoNames[proto]),
 		zap.String("qname", qname), zap.String("qtype", dns.TypeToString[qtype]),
 		zap.String("rcode", rcodeName(rcode)), zap.Bool("cache_hit", hit), zap.Duration("duration", d))
-}
-
-// sampleQuery decides whether this query goes to the query log.
-func (s *Server) sampleQuery() bool {
-	p := math.Float64frombits(s.queryLogSample.Load())
-	return p > 0 && rand.Float64() < p
 }
 
 // frame prefixes a TCP message with its length (RFC 1035 section 4.2.2).

@@ -55,14 +55,18 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	// reqCounters caches the children of requests so the hot path does not
 	// hash label values; a nil slot is filled on first use.
-	reqCounters [numProtos][numQtypeLabels][numRcodeLabels]atomic.Pointer[prometheus.Counter]
-	duration    [numProtos]prometheus.Observer
-	dropped     *prometheus.CounterVec
-	shed        *prometheus.CounterVec
-	tcpConns    prometheus.Gauge
-	tcpRejected prometheus.Counter
-	inflight    prometheus.Gauge
-	panics      prometheus.Counter
+	reqCounters                                       [numProtos][numQtypeLabels][numRcodeLabels]atomic.Pointer[prometheus.Counter]
+	duration                                          [numProtos]prometheus.Observer
+	dropped                                           *prometheus.CounterVec
+	droppedMalformed, droppedResponse, droppedRefused prometheus.Counter
+	shed                                              [numShedReasons]prometheus.Counter
+	staleServed                                       [numStaleReasons]prometheus.Counter
+	coalesced                                         prometheus.Counter
+	prefetches, prefetchSkipped                       prometheus.Counter
+	tcpConns                                          prometheus.Gauge
+	tcpRejected                                       prometheus.Counter
+	inflight                                          prometheus.Gauge
+	panics                                            prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -75,10 +79,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "nodedns_dropped_total",
 			Help: "Packets dropped without an answer, by reason.",
 		}, []string{"reason"}),
-		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nodedns_shed_total",
-			Help: "Queries answered at once with SERVFAIL because a bound was reached, by reason.",
-		}, []string{"reason"}),
+		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nodedns_coalesced_total",
+			Help: "Misses that waited for an identical resolution already in flight instead of starting one.",
+		}),
+		prefetches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nodedns_prefetch_total",
+			Help: "Background refreshes of entries in use shortly before they expire.",
+		}),
+		prefetchSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nodedns_prefetch_skipped_total",
+			Help: "Prefetches not started because no resolution slot was free.",
+		}),
 		tcpConns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nodedns_tcp_connections", Help: "Open client TCP connections.",
 		}),
@@ -100,14 +112,26 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for i, p := range protoNames {
 		m.duration[i] = dur.WithLabelValues(p)
 	}
-	for _, r := range []string{"malformed", "response", "refused_unparsable"} {
-		m.dropped.WithLabelValues(r)
+	m.droppedMalformed = m.dropped.WithLabelValues("malformed")
+	m.droppedResponse = m.dropped.WithLabelValues("response")
+	m.droppedRefused = m.dropped.WithLabelValues("refused_unparsable")
+	shed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nodedns_shed_total",
+		Help: "Queries answered at once, stale or SERVFAIL, because a bound was reached, by reason.",
+	}, []string{"reason"})
+	for i, r := range shedReasonNames {
+		m.shed[i] = shed.WithLabelValues(r)
 	}
-	for _, r := range []string{"inflight", "shutdown"} {
-		m.shed.WithLabelValues(r)
+	stale := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nodedns_stale_served_total",
+		Help: "Stale answers served (RFC 8767), by reason.",
+	}, []string{"reason"})
+	for i, r := range staleReasonNames {
+		m.staleServed[i] = stale.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, dur, m.dropped, m.shed, m.tcpConns, m.tcpRejected, m.inflight, m.panics)
+		reg.MustRegister(m.requests, dur, m.dropped, shed, stale, m.coalesced, m.prefetches, m.prefetchSkipped,
+			m.tcpConns, m.tcpRejected, m.inflight, m.panics)
 	}
 	return m
 }

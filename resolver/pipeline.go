@@ -24,6 +24,9 @@ type Request struct {
 	Client netip.AddrPort
 	// Proto is "udp" or "tcp".
 	Proto string
+	// Refresh asks for a fresh answer even when the cache has one: a
+	// prefetch.
+	Refresh bool
 }
 
 // Answer is what the pipeline produced: a cache entry, which the edge
@@ -32,6 +35,17 @@ type Request struct {
 type Answer struct {
 	Entry *cache.Entry
 	Msg   *dns.Msg
+}
+
+// rcode returns the answer's response code, or -1 for an empty answer.
+func (a Answer) rcode() int {
+	switch {
+	case a.Entry != nil:
+		return a.Entry.Rcode()
+	case a.Msg != nil:
+		return a.Msg.Rcode
+	}
+	return -1
 }
 
 // Handler is one stage of the pipeline that answers cache misses.
@@ -85,12 +99,20 @@ func cacheStage(c *cache.Cache, now func() time.Time) Middleware {
 			if req.Key == nil {
 				return next.Resolve(ctx, req)
 			}
-			if e, ok := c.Get(req.Key); ok && e.Fresh(now().UnixNano()) {
+			if e, ok := c.Get(req.Key); ok && e.Fresh(now().UnixNano()) && !req.Refresh {
 				return Answer{Entry: e}, nil
 			}
 			a, err := next.Resolve(ctx, req)
 			if err != nil || a.Msg == nil {
 				return a, err
+			}
+			if a.Msg.Rcode == dns.RcodeServerFailure {
+				// A failure must not replace an answer still good to serve,
+				// fresh (a failed prefetch) or stale (RFC 8767).
+				t := now().UnixNano()
+				if old, ok := c.Get(req.Key); ok && (old.Fresh(t) || c.StaleUsable(old, t)) {
+					return a, nil
+				}
 			}
 			e, err := c.Store(req.Key, a.Msg, now())
 			if err != nil {

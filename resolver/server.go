@@ -56,6 +56,26 @@ type Config struct {
 	RequestTimeout time.Duration
 	// QueryLogSample is the fraction of queries logged at Info (0 = none).
 	QueryLogSample float64
+	// MaxWaiters caps the queries waiting for a resolution already in
+	// flight for the same name (coalesced); 0 means 10000.
+	MaxWaiters int
+	// StaleAnswerTimeout is how long a client waits for the upstream before
+	// it gets a stale answer, when there is one (RFC 8767 suggests 1.8 s);
+	// the resolution goes on in the background. 0 means 1.8s; negative
+	// waits for the upstream's answer or failure.
+	StaleAnswerTimeout time.Duration
+	// PrefetchMinHits is how many hits an entry needs before a hit in the
+	// last tenth of its TTL refreshes it in the background; 0 disables
+	// prefetching.
+	PrefetchMinHits uint32
+	// Limiter budgets upstream-bound work per client; nil means no limit.
+	Limiter ClientLimiter
+}
+
+// ClientLimiter decides whether a client may start one more upstream
+// resolution. admission.ClientLimiter implements it.
+type ClientLimiter interface {
+	Allow(client netip.Addr) bool
 }
 
 func (c *Config) setDefaults() {
@@ -83,6 +103,12 @@ func (c *Config) setDefaults() {
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 4 * time.Second
 	}
+	if c.MaxWaiters <= 0 {
+		c.MaxWaiters = 10000
+	}
+	if c.StaleAnswerTimeout == 0 {
+		c.StaleAnswerTimeout = 1800 * time.Millisecond
+	}
 }
 
 // Server answers DNS queries on UDP and TCP.
@@ -97,8 +123,14 @@ type Server struct {
 	metrics        *metrics
 	now            func() time.Time
 
+	limiter ClientLimiter
+
 	// sem holds one token per miss being resolved (a bounded semaphore).
 	sem chan struct{}
+	// flightMu guards flights and waiting.
+	flightMu sync.Mutex
+	flights  map[string]*flight // resolutions in flight, by cache key
+	waiting  int                // queries waiting on flights
 	// misses tracks goroutines resolving misses, for a graceful stop.
 	misses sync.WaitGroup
 	// readers tracks the UDP reader and TCP accept goroutines.
@@ -135,6 +167,8 @@ func New(cfg Config, c *cache.Cache, fwd Forwarder, log *zap.Logger, reg prometh
 		metrics:  newMetrics(reg),
 		now:      time.Now,
 		sem:      make(chan struct{}, cfg.MaxInflight),
+		flights:  make(map[string]*flight),
+		limiter:  cfg.Limiter,
 		ctx:      ctx,
 		cancel:   cancel,
 		tcpConns: make(map[net.Conn]struct{}),

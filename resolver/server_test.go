@@ -130,7 +130,11 @@ func startServer(t testing.TB, cfg Config, fwd Forwarder, opts ...func(*Server))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	})
 	return &testServer{Server: s, addr: s.Addrs()[0].String(), reg: reg}
 }
 
@@ -528,7 +532,7 @@ func TestFullInflightCapAnswersAtOnce(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("over the cap took %v: it must not wait for a slot", d)
 	}
-	if n := testutil.ToFloat64(s.metrics.shed.WithLabelValues("inflight")); n != 1 {
+	if n := testutil.ToFloat64(s.metrics.shed[shedInflight]); n != 1 {
 		t.Errorf("shed{inflight} = %v, want 1", n)
 	}
 	close(b.release)

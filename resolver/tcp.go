@@ -51,7 +51,9 @@ func (s *Server) serveTCP(l net.Listener) {
 func (s *Server) serveConn(c net.Conn) {
 	var pending sync.WaitGroup // misses of this connection
 	defer func() {
-		pending.Wait()
+		// Every miss is answered within the request timeout; the bound is a
+		// guard so that a lost answer cannot keep the connection forever.
+		waitTimeout(&pending, s.cfg.RequestTimeout+time.Second)
 		s.mu.Lock()
 		delete(s.tcpConns, c)
 		s.mu.Unlock()
@@ -73,7 +75,7 @@ func (s *Server) serveConn(c net.Conn) {
 		defer pending.Done()
 		writeFramed(frame(b))
 	}
-	w := s.newWorker()
+	w := s.newWorker(2 + 512) // grows to the largest reply this connection needed
 	in := make([]byte, 0, 512)
 	var lenBuf [2]byte
 	for !s.closing.Load() {
@@ -94,6 +96,7 @@ func (s *Server) serveConn(c net.Conn) {
 		case actReply:
 			binary.BigEndian.PutUint16(out, uint16(len(out)-2))
 			writeFramed(out)
+			w.out = out[:0]
 		case actMiss:
 			pending.Add(1)
 			s.dispatch(w, append([]byte(nil), pkt...), src, protoTCP, writeMiss)
@@ -106,4 +109,16 @@ func remoteAddrPort(c net.Conn) netip.AddrPort {
 		return a.AddrPort()
 	}
 	return netip.AddrPort{}
+}
+
+// waitTimeout waits for wg, at most d.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }

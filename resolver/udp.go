@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"go.uber.org/zap"
+
+	"github.com/nodedns/nodedns/dnswire"
 )
 
 // serveUDP is the read loop of one UDP socket. Each socket has exactly one
@@ -14,7 +16,7 @@ import (
 // the SO_REUSEPORT sockets of an address.
 func (s *Server) serveUDP(conn *net.UDPConn) {
 	defer s.readers.Done()
-	w := s.newWorker()
+	w := s.newWorker(dnswire.MaxUDPReply)
 	in := make([]byte, 65535)
 	write := func(dst netip.AddrPort) func([]byte) {
 		return func(b []byte) { s.writeUDP(conn, b, dst) }
