@@ -29,8 +29,13 @@ type File struct {
 	QueryLogSample *float64     `json:"query_log_sample,omitempty"`
 	Cache          CacheFile    `json:"cache,omitempty"`
 	Server         ServerFile   `json:"server,omitempty"`
+	Clients        ClientsFile  `json:"clients,omitempty"`
 	Upstreams      []GroupFile  `json:"upstreams,omitempty"`
 	Shutdown       ShutdownFile `json:"shutdown,omitempty"`
+	PprofListen    string       `json:"pprof_listen,omitempty"`
+	// MemoryLimitRatio is the share of the cgroup memory limit given to the
+	// Go runtime as its soft limit when GOMEMLIMIT is not set.
+	MemoryLimitRatio *float64 `json:"memory_limit_ratio,omitempty"`
 }
 
 // CacheFile is the `cache` section.
@@ -42,16 +47,28 @@ type CacheFile struct {
 	MaxTTL      string `json:"max_ttl,omitempty"`
 	NegativeTTL string `json:"negative_ttl,omitempty"`
 	ServFailTTL string `json:"servfail_ttl,omitempty"`
+	ServeStale  string `json:"serve_stale,omitempty"`
+}
+
+// ClientsFile is the `clients` section: the per-client budget of
+// upstream-bound work.
+type ClientsFile struct {
+	MissRate   *float64 `json:"miss_rate,omitempty"`
+	MissBurst  *int     `json:"miss_burst,omitempty"`
+	MaxTracked *int     `json:"max_tracked,omitempty"`
 }
 
 // ServerFile is the `server` section.
 type ServerFile struct {
-	UDPSockets     *int   `json:"udp_sockets,omitempty"`
-	MaxUDPSize     *int   `json:"max_udp_size,omitempty"`
-	TCPMaxConns    *int   `json:"tcp_max_conns,omitempty"`
-	TCPIdleTimeout string `json:"tcp_idle_timeout,omitempty"`
-	MaxInflight    *int   `json:"max_inflight,omitempty"`
-	RequestTimeout string `json:"request_timeout,omitempty"`
+	UDPSockets         *int   `json:"udp_sockets,omitempty"`
+	MaxUDPSize         *int   `json:"max_udp_size,omitempty"`
+	TCPMaxConns        *int   `json:"tcp_max_conns,omitempty"`
+	TCPIdleTimeout     string `json:"tcp_idle_timeout,omitempty"`
+	MaxInflight        *int   `json:"max_inflight,omitempty"`
+	RequestTimeout     string `json:"request_timeout,omitempty"`
+	StaleAnswerTimeout string `json:"stale_answer_timeout,omitempty"`
+	PrefetchMinHits    *int   `json:"prefetch_min_hits,omitempty"`
+	MaxWaiters         *int   `json:"max_waiters,omitempty"`
 }
 
 // GroupFile is one entry of `upstreams`: the servers that answer a set of
@@ -64,6 +81,7 @@ type GroupFile struct {
 	Timeout        string   `json:"timeout,omitempty"`
 	MaxFails       *int     `json:"max_fails,omitempty"`
 	HealthInterval string   `json:"health_interval,omitempty"`
+	MaxInflight    *int     `json:"max_inflight,omitempty"`
 }
 
 // ShutdownFile is the `shutdown` section.
@@ -88,6 +106,7 @@ type Config struct {
 	CacheMaxTTL      time.Duration
 	CacheNegativeTTL time.Duration
 	CacheServFailTTL time.Duration
+	CacheServeStale  time.Duration
 
 	UDPSockets     int
 	MaxUDPSize     int
@@ -95,6 +114,17 @@ type Config struct {
 	TCPIdleTimeout time.Duration
 	MaxInflight    int
 	RequestTimeout time.Duration
+
+	StaleAnswerTimeout time.Duration
+	PrefetchMinHits    int
+	MaxWaiters         int
+
+	ClientMissRate   float64
+	ClientMissBurst  int
+	ClientMaxTracked int
+
+	PprofListen      string
+	MemoryLimitRatio float64
 
 	Upstreams []Group
 
@@ -114,6 +144,7 @@ type Group struct {
 	Timeout        time.Duration
 	MaxFails       int
 	HealthInterval time.Duration
+	MaxInflight    int
 }
 
 // Defaults returns the built-in settings: a resolver that works on a fresh
@@ -129,12 +160,21 @@ func Defaults() Config {
 		CacheMaxTTL:      time.Hour,
 		CacheNegativeTTL: time.Minute,
 		CacheServFailTTL: 2 * time.Second,
+		CacheServeStale:  time.Hour,
 		MaxUDPSize:       1232,
-		TCPMaxConns:      1000,
+		TCPMaxConns:      250,
 		TCPIdleTimeout:   10 * time.Second,
 		MaxInflight:      1000,
 		RequestTimeout:   4 * time.Second,
 		ShutdownTimeout:  5 * time.Second,
+
+		StaleAnswerTimeout: 1800 * time.Millisecond,
+		PrefetchMinHits:    2,
+		MaxWaiters:         10000,
+		ClientMissRate:     200,
+		ClientMissBurst:    400,
+		ClientMaxTracked:   10000,
+		MemoryLimitRatio:   0.9,
 	}
 }
 
@@ -143,6 +183,7 @@ const (
 	DefaultGroupTimeout   = 1500 * time.Millisecond
 	DefaultMaxFails       = 2
 	DefaultHealthInterval = 2 * time.Second
+	DefaultMaxInflight    = 500
 )
 
 // ErrHelp is returned when -h or --help was asked for.
@@ -256,6 +297,8 @@ func apply(c *Config, f *File) error {
 		{"cache.max_ttl", f.Cache.MaxTTL, &c.CacheMaxTTL},
 		{"cache.negative_ttl", f.Cache.NegativeTTL, &c.CacheNegativeTTL},
 		{"cache.servfail_ttl", f.Cache.ServFailTTL, &c.CacheServFailTTL},
+		{"cache.serve_stale", f.Cache.ServeStale, &c.CacheServeStale},
+		{"server.stale_answer_timeout", f.Server.StaleAnswerTimeout, &c.StaleAnswerTimeout},
 		{"server.tcp_idle_timeout", f.Server.TCPIdleTimeout, &c.TCPIdleTimeout},
 		{"server.request_timeout", f.Server.RequestTimeout, &c.RequestTimeout},
 		{"shutdown.lameduck", f.Shutdown.Lameduck, &c.Lameduck},
@@ -272,6 +315,17 @@ func apply(c *Config, f *File) error {
 	setInt(&c.MaxUDPSize, f.Server.MaxUDPSize)
 	setInt(&c.TCPMaxConns, f.Server.TCPMaxConns)
 	setInt(&c.MaxInflight, f.Server.MaxInflight)
+	setInt(&c.PrefetchMinHits, f.Server.PrefetchMinHits)
+	setInt(&c.MaxWaiters, f.Server.MaxWaiters)
+	if f.Clients.MissRate != nil {
+		c.ClientMissRate = *f.Clients.MissRate
+	}
+	setInt(&c.ClientMissBurst, f.Clients.MissBurst)
+	setInt(&c.ClientMaxTracked, f.Clients.MaxTracked)
+	setStr(&c.PprofListen, f.PprofListen)
+	if f.MemoryLimitRatio != nil {
+		c.MemoryLimitRatio = *f.MemoryLimitRatio
+	}
 	for i, g := range f.Upstreams {
 		grp, err := group(g)
 		if err != nil {
@@ -286,6 +340,13 @@ func group(g GroupFile) (Group, error) {
 	out := Group{
 		Name: g.Name, Zones: g.Zones, Servers: g.Servers, ForceTCP: g.ForceTCP,
 		Timeout: DefaultGroupTimeout, MaxFails: DefaultMaxFails, HealthInterval: DefaultHealthInterval,
+		MaxInflight: DefaultMaxInflight,
+	}
+	if g.MaxInflight != nil {
+		if *g.MaxInflight < 1 {
+			return out, fieldErr("max_inflight", fmt.Errorf("must be at least 1, got %d", *g.MaxInflight))
+		}
+		out.MaxInflight = *g.MaxInflight
 	}
 	if len(g.Zones) == 0 {
 		return out, fieldErr("zones", errors.New("must list at least one zone"))

@@ -159,7 +159,9 @@ func TestEveryFlagIsDocumented(t *testing.T) {
 	for _, key := range []string{"listen", "http_listen", "allow", "log_level", "log_format", "query_log_sample",
 		"size", "max_entries", "shards", "min_ttl", "max_ttl", "negative_ttl", "servfail_ttl",
 		"udp_sockets", "max_udp_size", "tcp_max_conns", "tcp_idle_timeout", "max_inflight", "request_timeout",
-		"zones", "servers", "force_tcp", "timeout", "max_fails", "health_interval", "lameduck"} {
+		"zones", "servers", "force_tcp", "timeout", "max_fails", "health_interval", "lameduck",
+		"serve_stale", "stale_answer_timeout", "prefetch_min_hits", "max_waiters", "miss_rate", "miss_burst",
+		"max_tracked", "pprof_listen", "memory_limit_ratio"} {
 		if !strings.Contains(string(readme), "`"+key+"`") {
 			t.Errorf("README does not document config key %s", key)
 		}

@@ -103,11 +103,52 @@ var flagDefs = []flagDef{
 		apply: durationFlag(func(c *Config) *time.Duration { return &c.CacheNegativeTTL })},
 	{name: "cache-servfail-ttl", usage: "how long an upstream SERVFAIL is cached, 0 to never (default 2s)",
 		apply: durationFlag(func(c *Config) *time.Duration { return &c.CacheServFailTTL })},
+	{name: "serve-stale", usage: "keep expired entries this long to answer when upstreams fail or are slow, 0 to never (default 1h)",
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.CacheServeStale })},
+	{name: "stale-answer-timeout", usage: "how long a client waits for the upstream before getting a stale answer (default 1.8s)",
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.StaleAnswerTimeout })},
+	{name: "prefetch-min-hits", usage: "hits an entry needs before it is refreshed shortly before it expires, 0 to never (default 2)",
+		apply: intFlag(func(c *Config) *int { return &c.PrefetchMinHits })},
+	{name: "max-waiters", usage: "cap on queries waiting for an identical resolution in flight (default 10000)",
+		apply: intFlag(func(c *Config) *int { return &c.MaxWaiters })},
+	{name: "client-miss-rate", usage: "cache misses per second each client address may send upstream, 0 for no limit (default 200)",
+		apply: func(c *Config, v string) (err error) {
+			c.ClientMissRate, err = strconv.ParseFloat(v, 64)
+			if err != nil {
+				return fmt.Errorf("%q is not a number", v)
+			}
+			return nil
+		}},
+	{name: "client-miss-burst", usage: "burst of misses above client-miss-rate a client may send (default 400)",
+		apply: intFlag(func(c *Config) *int { return &c.ClientMissBurst })},
+	{name: "upstream-max-inflight", usage: "cap on queries in flight to each server of the default zone (default 500)",
+		apply: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%q is not an integer", v)
+			}
+			for i := range c.Upstreams {
+				if hasRoot(c.Upstreams[i].Zones) {
+					c.Upstreams[i].MaxInflight = n
+				}
+			}
+			return nil
+		}},
+	{name: "memory-limit-ratio", usage: "share of the cgroup memory limit given to the Go runtime when GOMEMLIMIT is unset (default 0.9)",
+		apply: func(c *Config, v string) (err error) {
+			c.MemoryLimitRatio, err = strconv.ParseFloat(v, 64)
+			if err != nil {
+				return fmt.Errorf("%q is not a number", v)
+			}
+			return nil
+		}},
+	{name: "pprof-listen", usage: "IP:port serving net/http/pprof for profiling; empty disables it (default empty)",
+		apply: func(c *Config, v string) error { c.PprofListen = v; return nil }},
 	{name: "udp-sockets", usage: "SO_REUSEPORT UDP sockets (and readers) per listen address (default GOMAXPROCS)",
 		apply: intFlag(func(c *Config) *int { return &c.UDPSockets })},
 	{name: "max-udp-size", usage: "EDNS UDP payload size advertised and largest UDP reply (default 1232)",
 		apply: intFlag(func(c *Config) *int { return &c.MaxUDPSize })},
-	{name: "tcp-max-conns", usage: "cap on open client TCP connections (default 1000)",
+	{name: "tcp-max-conns", usage: "cap on open client TCP connections (default 250)",
 		apply: intFlag(func(c *Config) *int { return &c.TCPMaxConns })},
 	{name: "tcp-idle-timeout", usage: "close client TCP connections idle this long (default 10s)",
 		apply: durationFlag(func(c *Config) *time.Duration { return &c.TCPIdleTimeout })},
@@ -206,6 +247,7 @@ func setDefaultUpstream(c *Config, servers []string) error {
 	c.Upstreams = append(c.Upstreams, Group{
 		Name: "default", Zones: []string{"."}, Servers: servers,
 		Timeout: DefaultGroupTimeout, MaxFails: DefaultMaxFails, HealthInterval: DefaultHealthInterval,
+		MaxInflight: DefaultMaxInflight,
 	})
 	return nil
 }
@@ -265,6 +307,26 @@ func validate(c *Config) error {
 	if c.RequestTimeout <= 0 {
 		return errors.New("server.request_timeout: must be positive")
 	}
+	for _, n := range []struct {
+		field string
+		v     int
+	}{{"server.prefetch_min_hits", c.PrefetchMinHits}, {"server.max_waiters", c.MaxWaiters},
+		{"clients.miss_burst", c.ClientMissBurst}, {"clients.max_tracked", c.ClientMaxTracked}} {
+		if n.v < 0 {
+			return fmt.Errorf("%s: %d is negative", n.field, n.v)
+		}
+	}
+	if c.ClientMissRate < 0 {
+		return fmt.Errorf("clients.miss_rate: %v is negative", c.ClientMissRate)
+	}
+	if c.MemoryLimitRatio <= 0 || c.MemoryLimitRatio > 1 {
+		return fmt.Errorf("memory_limit_ratio: %v is not in (0, 1]", c.MemoryLimitRatio)
+	}
+	if c.PprofListen != "" {
+		if _, err := netip.ParseAddrPort(c.PprofListen); err != nil {
+			return fmt.Errorf("pprof_listen: %q is not IP:port", c.PprofListen)
+		}
+	}
 	if !anyRoot(c.Upstreams) {
 		servers, err := upstream.SystemNameservers(ResolvConf)
 		if err != nil {
@@ -296,6 +358,9 @@ func validate(c *Config) error {
 		}
 		if g.HealthInterval <= 0 {
 			return fmt.Errorf("upstreams[%d].health_interval: must be positive", i)
+		}
+		if g.MaxInflight <= 0 {
+			return fmt.Errorf("upstreams[%d].max_inflight: must be positive", i)
 		}
 	}
 	return nil

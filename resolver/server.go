@@ -43,7 +43,8 @@ type Config struct {
 	// reply sent; 0 means 1232 (the DNS flag day 2020 value, which avoids IP
 	// fragmentation on any usual path).
 	MaxUDPSize uint16
-	// TCPMaxConns caps open client TCP connections; 0 means 1000.
+	// TCPMaxConns caps open client TCP connections; 0 means 250. Stub
+	// resolvers use TCP only after a truncated reply, so few are needed.
 	TCPMaxConns int
 	// TCPIdleTimeout closes a client TCP connection with no query for this
 	// long (RFC 7766 section 6.2.3); 0 means 10s.
@@ -92,7 +93,7 @@ func (c *Config) setDefaults() {
 		c.MaxUDPSize = 512
 	}
 	if c.TCPMaxConns <= 0 {
-		c.TCPMaxConns = 1000
+		c.TCPMaxConns = 250
 	}
 	if c.TCPIdleTimeout <= 0 {
 		c.TCPIdleTimeout = 10 * time.Second

@@ -12,6 +12,11 @@ import (
 	"go.uber.org/zap"
 )
 
+// maxTCPQuery is the largest query accepted over TCP. A query is a header,
+// one question of at most 255 bytes and an OPT record: 4 KiB leaves room for
+// any EDNS options a client sends.
+const maxTCPQuery = 4096
+
 // tcpWriteTimeout bounds how long a slow client can hold a writer.
 const tcpWriteTimeout = 5 * time.Second
 
@@ -84,6 +89,12 @@ func (s *Server) serveConn(c net.Conn) {
 			return
 		}
 		n := int(binary.BigEndian.Uint16(lenBuf[:]))
+		if n > maxTCPQuery {
+			// No stub sends such a query; refusing it keeps a connection's
+			// memory small whatever a client does.
+			s.metrics.droppedMalformed.Inc()
+			return
+		}
 		if cap(in) < n {
 			in = make([]byte, n)
 		}
@@ -96,6 +107,9 @@ func (s *Server) serveConn(c net.Conn) {
 		case actReply:
 			binary.BigEndian.PutUint16(out, uint16(len(out)-2))
 			writeFramed(out)
+			if cap(out) > 4096 {
+				out = make([]byte, 0, 2+512) // do not keep a large reply's buffer per connection
+			}
 			w.out = out[:0]
 		case actMiss:
 			pending.Add(1)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -19,8 +20,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/nodedns/nodedns/admission"
 	"github.com/nodedns/nodedns/cache"
 	"github.com/nodedns/nodedns/config"
+	"github.com/nodedns/nodedns/memlimit"
 	"github.com/nodedns/nodedns/resolver"
 	"github.com/nodedns/nodedns/upstream"
 )
@@ -40,6 +43,10 @@ func run(ctx context.Context, args []string) error {
 		return &usageError{err}
 	}
 	defer func() { _ = log.Sync() }()
+	// Before anything allocates: the Go runtime's soft memory limit follows
+	// the container's, so the garbage collector works harder before the
+	// kernel kills the process (the lesson of resolvers OOM-killed in a storm).
+	memlimit.Apply(log, cfg.MemoryLimitRatio)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -61,7 +68,13 @@ func run(ctx context.Context, args []string) error {
 		return current.Load().Route(req.Question[0].Name).Exchange(ctx, req)
 	})
 
-	srv, err := resolver.New(serverConfig(cfg), c, fwd, log, reg)
+	scfg := serverConfig(cfg)
+	if cfg.ClientMissRate > 0 {
+		scfg.Limiter = admission.NewClientLimiter(admission.ClientLimitConfig{
+			Rate: cfg.ClientMissRate, Burst: cfg.ClientMissBurst, MaxClients: cfg.ClientMaxTracked,
+		}, reg)
+	}
+	srv, err := resolver.New(scfg, c, fwd, log, reg)
 	if err != nil {
 		return &usageError{err}
 	}
@@ -82,6 +95,12 @@ func run(ctx context.Context, args []string) error {
 			return nil
 		}, log)
 		if err != nil {
+			_ = srv.Shutdown(context.Background())
+			return err
+		}
+	}
+	if cfg.PprofListen != "" {
+		if err := startPprof(cfg.PprofListen, log); err != nil {
 			_ = srv.Shutdown(context.Background())
 			return err
 		}
@@ -160,6 +179,7 @@ func cachePolicy(cfg config.Config) cache.Policy {
 		MaxTTL:      cfg.CacheMaxTTL,
 		NegativeTTL: cfg.CacheNegativeTTL,
 		ServFailTTL: cfg.CacheServFailTTL,
+		ServeStale:  cfg.CacheServeStale,
 	}
 }
 
@@ -174,6 +194,10 @@ func serverConfig(cfg config.Config) resolver.Config {
 		MaxInflight:    cfg.MaxInflight,
 		RequestTimeout: cfg.RequestTimeout,
 		QueryLogSample: cfg.QueryLogSample,
+		MaxWaiters:     cfg.MaxWaiters,
+		// 0 in the config means "never serve stale on a slow upstream".
+		StaleAnswerTimeout: staleTimeout(cfg.StaleAnswerTimeout),
+		PrefetchMinHits:    uint32(cfg.PrefetchMinHits),
 	}
 }
 
@@ -189,6 +213,7 @@ func buildRouter(ctx context.Context, cfg config.Config, m *upstream.Metrics, lo
 		g, err := upstream.NewGroup(upstream.GroupConfig{
 			Name: gc.Name, Zones: gc.Zones, Addrs: gc.Servers, ForceTCP: gc.ForceTCP,
 			Timeout: gc.Timeout, MaxFails: gc.MaxFails, HealthInterval: gc.HealthInterval,
+			MaxInflight: gc.MaxInflight,
 		}, m, log)
 		if err != nil {
 			closeAll()
@@ -234,7 +259,11 @@ func reload(ctx context.Context, args []string, old config.Config, srv *resolver
 		{"cache.size", cfg.CacheSize != old.CacheSize},
 		{"cache.shards", cfg.CacheShards != old.CacheShards},
 		{"server", serverConfig(cfg).UDPSockets != serverConfig(old).UDPSockets ||
-			cfg.TCPMaxConns != old.TCPMaxConns || cfg.MaxInflight != old.MaxInflight},
+			cfg.TCPMaxConns != old.TCPMaxConns || cfg.MaxInflight != old.MaxInflight ||
+			cfg.MaxWaiters != old.MaxWaiters || cfg.StaleAnswerTimeout != old.StaleAnswerTimeout ||
+			cfg.PrefetchMinHits != old.PrefetchMinHits},
+		{"clients", cfg.ClientMissRate != old.ClientMissRate || cfg.ClientMissBurst != old.ClientMissBurst ||
+			cfg.ClientMaxTracked != old.ClientMaxTracked},
 	} {
 		if restart.changed {
 			log.Warn("setting changed in the config file takes effect only after a restart", zap.String("field", restart.name))
@@ -279,4 +308,34 @@ func closeRouter(r *upstream.Router) {
 	for _, g := range r.Groups() {
 		_ = g.Close()
 	}
+}
+
+func staleTimeout(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+// startPprof serves the Go profiler on its own listener, apart from the
+// metrics port, so that it can stay off in production and be bound to
+// loopback when it is on.
+func startPprof(addr string, log *zap.Logger) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("pprof_listen: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("pprof server stopped", zap.Error(err))
+		}
+	}()
+	return nil
 }
