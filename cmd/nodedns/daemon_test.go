@@ -78,7 +78,6 @@ type upstreamServer struct {
 	answer atomic.Value // string: the A record address
 	mu     sync.Mutex
 	counts map[string]int
-	srv    []*dns.Server
 }
 
 func startUpstream(t *testing.T, answer string) *upstreamServer {
