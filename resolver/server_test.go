@@ -682,3 +682,21 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("metric %s not found", name)
 	return 0
 }
+
+func TestServesIPv6(t *testing.T) {
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skip("no IPv6 loopback on this machine")
+	} else {
+		c.Close()
+	}
+	up := startUpstream(t, zone(t, "six.test. 300 IN AAAA 2001:db8::6"))
+	s := startServer(t, Config{Listen: []string{"[::1]:0"}}, forwardTo(up.addr))
+	for i := 0; i < 2; i++ { // a miss, then a hit
+		for _, proto := range []string{"udp", "tcp"} {
+			r := exchange(t, proto, s.addr, query("six.test.", dns.TypeAAAA))
+			if len(r.Answer) != 1 {
+				t.Errorf("%s over IPv6: %v", proto, r)
+			}
+		}
+	}
+}

@@ -1,3 +1,5 @@
+//go:build !linux
+
 package resolver
 
 import (
@@ -11,7 +13,8 @@ import (
 	"github.com/nodedns/nodedns/dnswire"
 )
 
-// serveUDP is the read loop of one UDP socket. Each socket has exactly one
+// serveUDP is the read loop of one UDP socket, one datagram per system
+// call (Linux uses the batched loop of udp_linux.go). Each socket has exactly one
 // reader, which answers cache hits itself; the kernel spreads clients over
 // the SO_REUSEPORT sockets of an address.
 func (s *Server) serveUDP(conn *net.UDPConn) {
@@ -37,14 +40,6 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 			s.writeUDP(conn, out, src)
 		case actMiss:
 			s.dispatch(w, append([]byte(nil), pkt...), src, protoUDP, write(src))
-		}
-	}
-}
-
-func (s *Server) writeUDP(conn *net.UDPConn, b []byte, dst netip.AddrPort) {
-	if _, err := conn.WriteToUDPAddrPort(b, dst); err != nil {
-		if ce := s.log.Check(zap.DebugLevel, "writing UDP reply"); ce != nil {
-			ce.Write(zap.Stringer("client", dst), zap.Error(err))
 		}
 	}
 }

@@ -1,0 +1,19 @@
+package resolver
+
+import (
+	"net"
+	"net/netip"
+
+	"go.uber.org/zap"
+)
+
+// writeUDP sends one reply outside the reader's batch (misses, stale and
+// shed answers); a failure is the client's problem (gone, unreachable) and
+// is only logged at debug level.
+func (s *Server) writeUDP(conn *net.UDPConn, b []byte, dst netip.AddrPort) {
+	if _, err := conn.WriteToUDPAddrPort(b, dst); err != nil {
+		if ce := s.log.Check(zap.DebugLevel, "writing UDP reply"); ce != nil {
+			ce.Write(zap.Stringer("client", dst), zap.Error(err))
+		}
+	}
+}
