@@ -3,6 +3,7 @@ package resolver
 import (
 	"context"
 	"errors"
+	"github.com/nodedns/nodedns/admission"
 	"github.com/nodedns/nodedns/cache"
 	"net"
 	"net/netip"
@@ -291,14 +292,13 @@ func TestPrefetchFailureKeepsTheEntry(t *testing.T) {
 	}
 }
 
-// denyAddr is a ClientLimiter that refuses one client address.
-type denyAddr netip.Addr
-
-func (d denyAddr) Allow(a netip.Addr) bool { return a != netip.Addr(d) }
-
 func TestClientOverBudgetIsLimitedOthersAreNot(t *testing.T) {
-	up := startUpstream(t, zone(t, "a.test. 60 IN A 192.0.2.1", "b.test. 60 IN A 192.0.2.2"))
-	s := startServer(t, Config{Limiter: denyAddr(netip.MustParseAddr("127.0.0.2"))}, forwardTo(up.addr))
+	up := startUpstream(t, zone(t, "a.test. 60 IN A 192.0.2.1", "b.test. 60 IN A 192.0.2.2", "c.test. 60 IN A 192.0.2.3"))
+	// One miss per client, refilled once a day: the second miss of a client
+	// is over its budget whatever the test's speed.
+	clock := newFakeClock()
+	limiter := admission.NewClientLimiter(admission.ClientLimitConfig{Rate: 1.0 / 86400, Burst: 1, Now: clock.now}, nil)
+	s := startServer(t, Config{Limiter: limiter}, forwardTo(up.addr))
 
 	from := func(src, name string) *dns.Msg {
 		c := &dns.Client{Timeout: 3 * time.Second, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(src)}}}
@@ -308,15 +308,23 @@ func TestClientOverBudgetIsLimitedOthersAreNot(t *testing.T) {
 		}
 		return r
 	}
-	if r := from("127.0.0.2", "a.test."); r.Rcode != dns.RcodeServerFailure {
-		t.Errorf("limited client: %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
-	}
-	if r := from("127.0.0.1", "a.test."); len(r.Answer) != 1 {
-		t.Errorf("other client: %v", r)
-	}
-	// Cache hits are not limited.
 	if r := from("127.0.0.2", "a.test."); len(r.Answer) != 1 {
-		t.Errorf("limited client on a cached name: %v", r)
+		t.Errorf("first miss of 127.0.0.2: %v", r)
+	}
+	if r := from("127.0.0.2", "b.test."); r.Rcode != dns.RcodeServerFailure {
+		t.Errorf("127.0.0.2 over its budget: %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+	}
+	if r := from("127.0.0.1", "b.test."); len(r.Answer) != 1 {
+		t.Errorf("another client within its budget: %v", r)
+	}
+	// Cache hits are never limited.
+	for _, name := range []string{"a.test.", "b.test."} {
+		if r := from("127.0.0.2", name); len(r.Answer) != 1 {
+			t.Errorf("limited client on cached %s: %v", name, r)
+		}
+	}
+	if got := limiter.Top(); len(got) != 1 || got[0].Client != netip.MustParseAddr("127.0.0.2") || got[0].Denied != 1 {
+		t.Errorf("top limited clients %+v, want 127.0.0.2 once", got)
 	}
 	if n := testutil.ToFloat64(s.metrics.shed[shedClientRate]); n != 1 {
 		t.Errorf("shed{client_rate} = %v, want 1", n)
