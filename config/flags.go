@@ -42,6 +42,26 @@ func intFlag(dst func(*Config) *int) func(*Config, string) error {
 	}
 }
 
+func floatFlag(dst func(*Config) *float64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		*dst(c) = f
+		return nil
+	}
+}
+
+// forRootGroups applies a --upstream-* flag to the group that serves ".".
+func forRootGroups(c *Config, f func(*Group)) {
+	for i := range c.Upstreams {
+		if hasRoot(c.Upstreams[i].Zones) {
+			f(&c.Upstreams[i])
+		}
+	}
+}
+
 // ResolvConf is the file read for upstream servers when no group serves ".".
 var ResolvConf = "/etc/resolv.conf"
 
@@ -56,21 +76,13 @@ var flagDefs = []flagDef{
 			if err != nil {
 				return fmt.Errorf("%q is not a boolean", v)
 			}
-			for i := range c.Upstreams {
-				if hasRoot(c.Upstreams[i].Zones) {
-					c.Upstreams[i].ForceTCP = b
-				}
-			}
+			forRootGroups(c, func(g *Group) { g.ForceTCP = b })
 			return nil
 		}},
 	{name: "upstream-timeout", usage: "per-try timeout of the default zone's servers (default 1.5s)",
 		apply: func(c *Config, v string) error {
 			d, err := parseDuration(v)
-			for i := range c.Upstreams {
-				if hasRoot(c.Upstreams[i].Zones) {
-					c.Upstreams[i].Timeout = d
-				}
-			}
+			forRootGroups(c, func(g *Group) { g.Timeout = d })
 			return err
 		}},
 	{name: "http-listen", usage: "IP:port for /metrics, /health and /ready; empty to disable (default 127.0.0.1:9253)",
@@ -82,13 +94,7 @@ var flagDefs = []flagDef{
 	{name: "log-format", usage: "json or console (default json)",
 		apply: func(c *Config, v string) error { c.LogFormat = v; return nil }},
 	{name: "query-log-sample", usage: "fraction of queries to log at info level, 0 to 1 (default 0)",
-		apply: func(c *Config, v string) (err error) {
-			c.QueryLogSample, err = strconv.ParseFloat(v, 64)
-			if err != nil {
-				return fmt.Errorf("%q is not a number", v)
-			}
-			return nil
-		}},
+		apply: floatFlag(func(c *Config) *float64 { return &c.QueryLogSample })},
 	{name: "cache-size", usage: "cache memory bound, e.g. 32MiB (default 32MiB)",
 		apply: func(c *Config, v string) (err error) { c.CacheSize, err = ParseSize(v); return err }},
 	{name: "cache-max-entries", usage: "cache entry bound (default: cache-size / 256)",
@@ -112,13 +118,7 @@ var flagDefs = []flagDef{
 	{name: "max-waiters", usage: "cap on queries waiting for an identical resolution in flight (default 10000)",
 		apply: intFlag(func(c *Config) *int { return &c.MaxWaiters })},
 	{name: "client-miss-rate", usage: "cache misses per second each client address may send upstream, 0 for no limit (default 200)",
-		apply: func(c *Config, v string) (err error) {
-			c.ClientMissRate, err = strconv.ParseFloat(v, 64)
-			if err != nil {
-				return fmt.Errorf("%q is not a number", v)
-			}
-			return nil
-		}},
+		apply: floatFlag(func(c *Config) *float64 { return &c.ClientMissRate })},
 	{name: "client-miss-burst", usage: "burst of misses above client-miss-rate a client may send (default 400)",
 		apply: intFlag(func(c *Config) *int { return &c.ClientMissBurst })},
 	{name: "upstream-max-inflight", usage: "cap on queries in flight to each server of the default zone (default 500)",
@@ -127,21 +127,11 @@ var flagDefs = []flagDef{
 			if err != nil {
 				return fmt.Errorf("%q is not an integer", v)
 			}
-			for i := range c.Upstreams {
-				if hasRoot(c.Upstreams[i].Zones) {
-					c.Upstreams[i].MaxInflight = n
-				}
-			}
+			forRootGroups(c, func(g *Group) { g.MaxInflight = n })
 			return nil
 		}},
 	{name: "memory-limit-ratio", usage: "share of the cgroup memory limit given to the Go runtime when GOMEMLIMIT is unset (default 0.9)",
-		apply: func(c *Config, v string) (err error) {
-			c.MemoryLimitRatio, err = strconv.ParseFloat(v, 64)
-			if err != nil {
-				return fmt.Errorf("%q is not a number", v)
-			}
-			return nil
-		}},
+		apply: floatFlag(func(c *Config) *float64 { return &c.MemoryLimitRatio })},
 	{name: "pprof-listen", usage: "IP:port serving net/http/pprof for profiling; empty disables it (default empty)",
 		apply: func(c *Config, v string) error { c.PprofListen = v; return nil }},
 	{name: "udp-sockets", usage: "SO_REUSEPORT UDP sockets (and readers) per listen address (default GOMAXPROCS)",
