@@ -13,7 +13,7 @@ FUZZTIME    ?= 100000x
 FUZZ_TARGETS := ./dnswire:FuzzParseQuery ./dnswire:FuzzTTLOffsets ./resolver:FuzzRequestPath \
                 ./upstream:FuzzParseAddr ./upstream:FuzzCheckReply ./bench:FuzzParseQueryFile
 
-.PHONY: help build run test vet staticcheck unit fuzz bench clean tools
+.PHONY: help build run test vet staticcheck unit fuzz bench bench-go bench-suite bench-storm clean tools
 
 help:
 	@echo "make build        build bin/nodedns and bin/nodedns-bench"
@@ -21,6 +21,9 @@ help:
 	@echo "make test         everything CI checks: vet, staticcheck, go test -race, short fuzzing"
 	@echo "make fuzz         each fuzz target for FUZZTIME runs (default $(FUZZTIME); FUZZTIME=2000000x fuzzes longer)"
 	@echo "make bench        Go benchmarks of the hot path, then the side-by-side suite (see bench/README.md)"
+	@echo "make bench-go     only the Go benchmarks of the hot path"
+	@echo "make bench-suite  only the nodedns vs CoreDNS suite (~10 min; report in bench/results/)"
+	@echo "make bench-storm  only the retry-storm scenarios of the suite, for both servers"
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/nodedns ./cmd/nodedns-bench
@@ -51,9 +54,22 @@ fuzz:
 		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	done
 
-bench:
+# SUITE_FLAGS passes options to `nodedns-bench suite` (see its --help), e.g.
+#   make bench-storm SUITE_FLAGS='--storm-duration 30s --storm-qps 30000'
+SUITE_FLAGS ?=
+
+bench: bench-go bench-suite
+
+bench-go:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./dnswire ./cache ./resolver
-	@if [ -x bench/run-suite ]; then bench/run-suite; fi
+
+# The suite pins the servers to core 0 and itself to core 1; it builds CoreDNS
+# with tools/coredns/build.sh the first time (a few minutes).
+bench-suite: build
+	./$(BIN)/nodedns-bench suite --no-build --cpu-profile $(SUITE_FLAGS)
+
+bench-storm: build
+	./$(BIN)/nodedns-bench suite --no-build --scenarios storm-delay,storm-drop $(SUITE_FLAGS)
 
 clean:
 	rm -rf $(BIN)

@@ -38,6 +38,11 @@ type Config struct {
 	// connections) instead of UDP.
 	TCP bool
 
+	// Sources, if set, are the local IP addresses queries are sent from:
+	// socket (or ndots worker) i binds Sources[i%len(Sources)], so a server
+	// sees several clients. Loopback only unless AllowRemote.
+	Sources []string
+
 	// Query sources.
 	Queries    []Query // cycled in order (e.g. from a dnsperf file)
 	Names      int     // generate Names names "<NamePrefix><i>.<Zone>", cycled
@@ -53,6 +58,11 @@ type Config struct {
 	Search     []string // default DefaultSearch; use an empty non-nil slice for none
 	Ndots      int      // default 5
 	NdotsAAAA  bool     // also ask AAAA for each candidate, in parallel (like AF_UNSPEC)
+	// LookupRate (ndots mode) paces lookups to at most this many per second
+	// in all: each worker starts a lookup on its own schedule, or when its
+	// previous lookup ends if that is later (no catching up). 0: as fast as
+	// the workers go. Latency is measured from the actual start.
+	LookupRate float64
 
 	// Load shape: QPS > 0 is an open loop at that rate (latency from the
 	// intended send time); otherwise a closed loop keeping Concurrency
@@ -77,6 +87,10 @@ type Config struct {
 	NoRD   bool   // clear the RD bit (default: recursion desired)
 	EDNS   uint16 // add an OPT record advertising this UDP size (0: none)
 	DNSSEC bool   // set the DO bit (adds OPT)
+
+	// Curve adds the latency distribution at fixed percentiles
+	// (CurvePercentiles) to the report, for plotting.
+	Curve bool
 
 	// Progress, if set, is called about once a second from a separate
 	// goroutine while the run is in progress.
@@ -117,6 +131,9 @@ func (c *Config) normalize() error {
 	}
 	if c.QPS < 0 {
 		return errors.New("config: QPS: must be >= 0")
+	}
+	if c.LookupRate != 0 && len(c.NdotsNames) == 0 {
+		return errors.New("config: LookupRate: only in ndots mode")
 	}
 	if c.QPS > 0 && c.Concurrency > 0 {
 		return errors.New("config: QPS and Concurrency are exclusive")
@@ -182,6 +199,9 @@ func (c *Config) normalize() error {
 		if c.Ndots == 0 {
 			c.Ndots = DefaultNdots
 		}
+		if c.LookupRate < 0 {
+			return errors.New("config: LookupRate: must be >= 0")
+		}
 		if c.Ndots < 0 || c.Ndots > 15 { // glibc caps ndots at 15
 			return errors.New("config: Ndots: must be between 1 and 15")
 		}
@@ -192,7 +212,34 @@ func (c *Config) normalize() error {
 	if _, err := ResolveTarget(c.Server, c.AllowRemote); err != nil {
 		return fmt.Errorf("config: Server: %w", err)
 	}
+	if _, err := parseSources(c.Sources, c.AllowRemote); err != nil {
+		return fmt.Errorf("config: Sources: %w", err)
+	}
 	return nil
+}
+
+// CheckSources validates Sources (IP literals, loopback unless AllowRemote).
+func (c *Config) CheckSources() error {
+	_, err := parseSources(c.Sources, c.AllowRemote)
+	return err
+}
+
+// parseSources parses local source addresses; loopback only unless
+// allowRemote.
+func parseSources(srcs []string, allowRemote bool) ([]netip.Addr, error) {
+	out := make([]netip.Addr, 0, len(srcs))
+	for _, s := range srcs {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q: not an IP address", s)
+		}
+		a = a.Unmap()
+		if !allowRemote && !a.IsLoopback() {
+			return nil, fmt.Errorf("%s: not a loopback address", s)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 func (c *Config) wireOpts() wireOpts {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"math"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -79,7 +80,32 @@ type engine struct {
 	timeoutNs  int64
 	intervalNs float64 // open loop: ns between two queries (all workers)
 	nworkers   int
+	sources    []netip.Addr // local addresses, by socket index modulo len
 	stop       <-chan struct{}
+}
+
+// source returns the local address socket i sends from (invalid: any).
+func (e *engine) source(i int) netip.Addr {
+	if len(e.sources) == 0 {
+		return netip.Addr{}
+	}
+	return e.sources[i%len(e.sources)]
+}
+
+// udpLocal and tcpLocal turn a source address into a dialer's local address
+// (nil: chosen by the kernel).
+func udpLocal(a netip.Addr) *net.UDPAddr {
+	if !a.IsValid() {
+		return nil
+	}
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 0))
+}
+
+func tcpLocal(a netip.Addr) net.Addr {
+	if !a.IsValid() {
+		return nil
+	}
+	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 0))
 }
 
 func (e *engine) now() int64 { return int64(time.Since(e.base)) }

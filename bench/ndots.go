@@ -96,16 +96,16 @@ func (t *syncTCP) recv(deadline time.Time) ([]byte, error) {
 }
 func (t *syncTCP) close() { _ = t.c.Close() }
 
-func dialSync(target netip.AddrPort, tcp bool, timeout time.Duration) (syncConn, error) {
+func dialSync(target netip.AddrPort, local netip.Addr, tcp bool, timeout time.Duration) (syncConn, error) {
 	if tcp {
-		d := net.Dialer{Timeout: timeout}
+		d := net.Dialer{Timeout: timeout, LocalAddr: tcpLocal(local)}
 		c, err := d.Dial("tcp", target.String())
 		if err != nil {
 			return nil, err
 		}
 		return &syncTCP{c: c, bw: bufio.NewWriterSize(c, 4096), br: bufio.NewReaderSize(c, 4096), rbuf: make([]byte, maxMsg)}, nil
 	}
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(target))
+	c, err := net.DialUDP("udp", udpLocal(local), net.UDPAddrFromAddrPort(target))
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +207,7 @@ func (w *ndotsWorker) exchange(qs []packedQuery, measured bool) {
 		}
 		redials++
 		w.c.close()
-		w.c, err = dialSync(e.target, e.cfg.TCP, e.cfg.Timeout)
+		w.c, err = dialSync(e.target, e.source(w.idx), e.cfg.TCP, e.cfg.Timeout)
 		if err != nil {
 			w.c = nil
 			break
@@ -273,7 +273,7 @@ func (w *ndotsWorker) lookup(plan *ndotsLookup, start int64, measured bool) {
 cands:
 	for _, qs := range plan.cands {
 		if w.c == nil {
-			c, err := dialSync(w.e.target, w.e.cfg.TCP, w.e.cfg.Timeout)
+			c, err := dialSync(w.e.target, w.e.source(w.idx), w.e.cfg.TCP, w.e.cfg.Timeout)
 			if err != nil {
 				if measured {
 					w.ss.sent += uint64(len(qs))
@@ -331,9 +331,32 @@ func (w *ndotsWorker) run() {
 		}
 	}()
 	var done int64
+	// Pacing (LookupRate): this worker's share of the rate, staggered.
+	var interval, next int64
+	var timer *time.Timer
+	if e.cfg.LookupRate > 0 {
+		interval = int64(float64(e.nworkers) / e.cfg.LookupRate * 1e9)
+		next = int64(w.idx) * interval / int64(e.nworkers)
+		timer = time.NewTimer(time.Hour)
+		defer timer.Stop()
+	}
 	for {
 		if e.now() >= e.endNs || (w.quota >= 0 && done >= w.quota) {
 			return
+		}
+		if interval > 0 {
+			if wait := min(next, e.endNs) - e.now(); wait > 0 {
+				timer.Reset(time.Duration(wait))
+				select {
+				case <-e.stop:
+					return
+				case <-timer.C:
+				}
+				if e.now() >= e.endNs {
+					return
+				}
+			}
+			next = max(next, e.now()) + interval
 		}
 		select {
 		case <-e.stop:
@@ -370,13 +393,14 @@ func runNdots(ctx context.Context, cfg *Config, target netip.AddrPort) (*Report,
 		timeoutNs: int64(cfg.Timeout),
 		nworkers:  n,
 	}
+	e.sources, _ = parseSources(cfg.Sources, cfg.AllowRemote) // checked by normalize
 	ws := make([]*ndotsWorker, n)
 	for i := range ws {
 		quota := int64(-1)
 		if cfg.Count > 0 {
 			quota = int64(share(cfg.Count, n, i))
 		}
-		c, err := dialSync(target, cfg.TCP, cfg.Timeout)
+		c, err := dialSync(target, e.source(i), cfg.TCP, cfg.Timeout)
 		if err != nil {
 			for _, w := range ws[:i] {
 				w.c.close()
@@ -451,6 +475,9 @@ func runNdots(ctx context.Context, cfg *Config, target netip.AddrPort) (*Report,
 		NotFound: ls.notFound,
 		Failed:   ls.failed,
 		Latency:  latencyOf(ls.hist, 0),
+	}
+	if cfg.Curve {
+		lr.Curve = curveOf(ls.hist)
 	}
 	if ls.lookups > 0 {
 		lr.QueriesPerLookup = float64(ls.queries) / float64(ls.lookups)

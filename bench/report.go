@@ -66,6 +66,39 @@ type Report struct {
 	SendLag *Latency `json:"send_lag_ms,omitempty"`
 
 	Lookups *LookupReport `json:"lookups,omitempty"` // ndots mode
+
+	// Curve is the latency distribution at CurvePercentiles (Config.Curve).
+	Curve []CurvePoint `json:"curve,omitempty"`
+}
+
+// CurvePoint is the latency (ms) at a percentile of a distribution.
+type CurvePoint struct {
+	Percentile float64 `json:"p"`
+	Ms         float64 `json:"ms"`
+}
+
+// CurvePercentiles are the percentiles of Report.Curve: dense in the tail,
+// where servers differ.
+var CurvePercentiles = []float64{0, 10, 25, 50, 75, 90, 95, 98, 99, 99.5, 99.8, 99.9, 99.95, 99.99, 100}
+
+func curveOf(h *hdrhistogram.Histogram) []CurvePoint {
+	if h.TotalCount() == 0 {
+		return nil
+	}
+	out := make([]CurvePoint, 0, len(CurvePercentiles))
+	for _, p := range CurvePercentiles {
+		var us int64
+		switch p {
+		case 0:
+			us = h.Min()
+		case 100:
+			us = h.Max()
+		default:
+			us = h.ValueAtQuantile(p)
+		}
+		out = append(out, CurvePoint{Percentile: p, Ms: float64(us) / 1000})
+	}
+	return out
 }
 
 // LookupReport describes ndots-mode lookups (each one or more queries).
@@ -76,8 +109,9 @@ type LookupReport struct {
 	Failed    uint64  `json:"failed"`    // timeout or another error stopped it
 	PerSecond float64 `json:"per_second"`
 	// QueriesPerLookup is queries sent per completed lookup.
-	QueriesPerLookup float64 `json:"queries_per_lookup"`
-	Latency          Latency `json:"latency_ms"`
+	QueriesPerLookup float64      `json:"queries_per_lookup"`
+	Latency          Latency      `json:"latency_ms"`
+	Curve            []CurvePoint `json:"curve,omitempty"`
 }
 
 func latencyOf(h *hdrhistogram.Histogram, maxNs int64) Latency {
@@ -124,6 +158,9 @@ func newReport(cfg *Config, sockets int, ss *sendStats, rs *replyStats, wall tim
 		Connections: ss.conns,
 		Resent:      ss.resent,
 		Latency:     latencyOf(rs.hist, 0),
+	}
+	if cfg.Curve {
+		r.Curve = curveOf(rs.hist)
 	}
 	if cfg.TCP {
 		r.Transport = "tcp"

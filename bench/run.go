@@ -42,6 +42,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		timeoutNs: int64(cfg.Timeout),
 		nworkers:  cfg.Sockets,
 	}
+	e.sources, _ = parseSources(cfg.Sources, cfg.AllowRemote) // checked by normalize
 	if cfg.Count > 0 && int64(e.nworkers) > cfg.Count {
 		e.nworkers = int(cfg.Count)
 	}

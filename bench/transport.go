@@ -30,7 +30,7 @@ type tcpConn struct {
 }
 
 func dialTCP(w *worker) (conn, error) {
-	d := net.Dialer{Timeout: w.e.cfg.Timeout}
+	d := net.Dialer{Timeout: w.e.cfg.Timeout, LocalAddr: tcpLocal(w.e.source(w.idx))}
 	c, err := d.Dial("tcp", w.e.target.String())
 	if err != nil {
 		return nil, err

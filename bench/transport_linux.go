@@ -45,7 +45,7 @@ type udpConn struct {
 }
 
 func dialUDP(w *worker) (conn, error) {
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(w.e.target))
+	c, err := net.DialUDP("udp", udpLocal(w.e.source(w.idx)), net.UDPAddrFromAddrPort(w.e.target))
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,8 @@
 //	nodedns-bench --server 127.0.0.1:53 --names 1000 --concurrency 100 --duration 10s
 //	nodedns-bench --server 127.0.0.1:53 --random-zone miss.test --qps 20000 --json
 //	nodedns-bench --server 127.0.0.1:53 --ndots-file names.txt --ndots-aaaa
+//	nodedns-bench suite             # the nodedns vs CoreDNS suite (bench/README.md)
+//	nodedns-bench fake-upstream     # the suite's fake upstream, on its own
 //
 // It sends load only to loopback addresses unless --allow-remote is given.
 package main
@@ -69,6 +71,7 @@ type options struct {
 	server      string
 	allowRemote bool
 	tcp         bool
+	sources     string
 
 	file       string
 	names      int
@@ -80,6 +83,7 @@ type options struct {
 	search     string
 	ndots      int
 	ndotsAAAA  bool
+	lookupRate float64
 
 	qps         float64
 	concurrency int
@@ -104,6 +108,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.server, "server", "", "target `IP:PORT` (loopback only unless --allow-remote)")
 	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow a non-loopback --server")
 	fs.BoolVar(&o.tcp, "tcp", false, "use TCP (pipelined, RFC 7766 framing) instead of UDP")
+	fs.StringVar(&o.sources, "sources", "", "send from these local `IPs` (comma separated, round-robin over sockets; loopback unless --allow-remote)")
 
 	fs.StringVar(&o.file, "file", "", "query file in dnsperf format (`PATH`: \"name type\" per line)")
 	fs.IntVar(&o.names, "names", 0, "cycle `N` generated names <name-prefix><i>.<zone> (cache hits)")
@@ -115,6 +120,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.search, "search", strings.Join(bench.DefaultSearch, ","), "search `LIST` for --ndots-file (comma separated)")
 	fs.IntVar(&o.ndots, "ndots", bench.DefaultNdots, "ndots option for --ndots-file")
 	fs.BoolVar(&o.ndotsAAAA, "ndots-aaaa", false, "ask AAAA in parallel with A for --ndots-file")
+	fs.Float64Var(&o.lookupRate, "lookup-rate", 0, "pace --ndots-file lookups to at most `N` per second in all (0: as fast as possible)")
 
 	fs.Float64Var(&o.qps, "qps", 0, "open loop at `N` queries/s (latency from intended send time)")
 	fs.IntVar(&o.concurrency, "concurrency", 0, "closed loop with `N` outstanding queries (default 100; lookups with --ndots-file)")
@@ -194,6 +200,9 @@ func parse(args []string) (*options, *bench.Config, error) {
 	case o.ndots < 1 || o.ndots > 15:
 		return nil, nil, usagef("ndots", "must be between 1 and 15")
 	}
+	if set["lookup-rate"] && (!set["ndots-file"] || o.lookupRate < 0) {
+		return nil, nil, usagef("lookup-rate", "needs --ndots-file and a rate >= 0")
+	}
 	if set["ndots-file"] && set["qps"] {
 		return nil, nil, usagef("qps", "--ndots-file is closed-loop per lookup; use --concurrency")
 	}
@@ -204,7 +213,9 @@ func parse(args []string) (*options, *bench.Config, error) {
 		return nil, nil, usagef("sockets", "must not exceed the default --concurrency (%d)", bench.DefaultConcurrency)
 	}
 
+	sources := strings.FieldsFunc(o.sources, func(r rune) bool { return r == ',' || r == ' ' })
 	cfg := &bench.Config{
+		Sources:     sources,
 		Server:      o.server,
 		AllowRemote: o.allowRemote,
 		TCP:         o.tcp,
@@ -224,6 +235,10 @@ func parse(args []string) (*options, *bench.Config, error) {
 		DNSSEC:      o.dnssec,
 		Ndots:       o.ndots,
 		NdotsAAAA:   o.ndotsAAAA,
+		LookupRate:  o.lookupRate,
+	}
+	if err := cfg.CheckSources(); err != nil {
+		return nil, nil, usagef("sources", "%v", err)
 	}
 	qt, err := bench.ParseType(o.qtype)
 	if err != nil {
@@ -272,12 +287,24 @@ func parse(args []string) (*options, *bench.Config, error) {
 }
 
 func run(ctx context.Context, args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "suite":
+			return runSuite(ctx, args[1:])
+		case "fake-upstream":
+			return runFakeUpstream(ctx, args[1:])
+		case "suite-echo":
+			return runSuiteEcho(ctx, args[1:])
+		}
+	}
 	o, cfg, err := parse(args)
 	if errors.Is(err, flag.ErrHelp) {
 		var o options
 		fs := newFlagSet(&o)
 		fs.SetOutput(stdout)
-		fmt.Fprintln(stdout, "usage: nodedns-bench --server IP:PORT [--tcp] [--file PATH | --names N | --random-zone ZONE | --ndots-file PATH] [--qps N | --concurrency N] [--duration D] [--count N] [--timeout D] [--json]")
+		fmt.Fprintln(stdout, "usage: nodedns-bench suite [flags]   (see nodedns-bench suite --help)")
+		fmt.Fprintln(stdout, "       nodedns-bench fake-upstream [flags]")
+		fmt.Fprintln(stdout, "       nodedns-bench --server IP:PORT [--tcp] [--file PATH | --names N | --random-zone ZONE | --ndots-file PATH] [--qps N | --concurrency N] [--duration D] [--count N] [--timeout D] [--json]")
 		fs.PrintDefaults()
 		return nil
 	}

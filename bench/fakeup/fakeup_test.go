@@ -1,0 +1,102 @@
+package fakeup
+
+import (
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+func exchange(t *testing.T, s *Server, net, name string, qtype uint16, timeout time.Duration) (*dns.Msg, error) {
+	t.Helper()
+	c := &dns.Client{Net: net, Timeout: timeout}
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	m.SetEdns0(1232, false)
+	r, _, err := c.Exchange(m, s.Addr())
+	return r, err
+}
+
+func TestAnswers(t *testing.T) {
+	s, err := Listen(Options{NX: []Zone{{Name: "cluster.local", NegTTL: 5}}, TTL: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, proto := range []string{"udp", "tcp"} {
+		r, err := exchange(t, s, proto, "www.example.test.", dns.TypeA, 2*time.Second)
+		if err != nil {
+			t.Fatalf("%s A: %v", proto, err)
+		}
+		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].Header().Ttl != 300 {
+			t.Fatalf("%s A: %v", proto, r)
+		}
+		if a := r.Answer[0].(*dns.A).A; !a.IsLoopback() {
+			t.Errorf("A record %v is not loopback", a)
+		}
+		if r.IsEdns0() == nil {
+			t.Errorf("%s: no OPT in the reply to an EDNS query", proto)
+		}
+		r, err = exchange(t, s, proto, "www.example.test.", dns.TypeAAAA, 2*time.Second)
+		if err != nil || len(r.Answer) != 1 || r.Answer[0].Header().Rrtype != dns.TypeAAAA {
+			t.Fatalf("%s AAAA: %v %v", proto, r, err)
+		}
+		r, err = exchange(t, s, proto, "x.default.svc.Cluster.Local.", dns.TypeA, 2*time.Second)
+		if err != nil || r.Rcode != dns.RcodeNameError || len(r.Ns) != 1 {
+			t.Fatalf("%s NX: %v %v", proto, r, err)
+		}
+		if soa, ok := r.Ns[0].(*dns.SOA); !ok || soa.Minttl != 5 || soa.Hdr.Name != "cluster.local." {
+			t.Fatalf("%s NX authority: %v", proto, r.Ns)
+		}
+		r, err = exchange(t, s, proto, "cluster.local.", dns.TypeA, 2*time.Second)
+		if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 || len(r.Ns) != 1 {
+			t.Fatalf("%s apex NODATA: %v %v", proto, r, err)
+		}
+		r, err = exchange(t, s, proto, "www.example.test.", dns.TypeMX, 2*time.Second)
+		if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 || len(r.Ns) != 1 {
+			t.Fatalf("%s MX NODATA: %v %v", proto, r, err)
+		}
+	}
+	st := s.Stats()
+	if st.Received != 10 || st.UDP != 5 || st.TCP != 5 || st.Answered != 10 || st.NXDomain != 2 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestDelayAndDrop(t *testing.T) {
+	s, err := Listen(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetDelay(50 * time.Millisecond)
+	for _, proto := range []string{"udp", "tcp"} {
+		start := time.Now()
+		if _, err := exchange(t, s, proto, "a.test.", dns.TypeA, 5*time.Second); err != nil {
+			t.Fatalf("%s delayed: %v", proto, err)
+		}
+		if d := time.Since(start); d < 50*time.Millisecond {
+			t.Errorf("%s: answered after %v, before the delay", proto, d)
+		}
+	}
+	s.SetDelay(0)
+	s.SetDrop(true)
+	for _, proto := range []string{"udp", "tcp"} {
+		if r, err := exchange(t, s, proto, "b.test.", dns.TypeA, 200*time.Millisecond); err == nil {
+			t.Fatalf("%s: answer in drop mode: %v", proto, r)
+		}
+	}
+	st := s.Stats()
+	if st.Received != 4 || st.Dropped != 2 || st.Answered != 2 {
+		t.Errorf("stats %+v", st)
+	}
+	if st.MaxPending < 1 {
+		t.Errorf("MaxPending %d", st.MaxPending)
+	}
+}
+
+func TestRefusesNonLoopback(t *testing.T) {
+	if _, err := Listen(Options{Addr: "0.0.0.0:0"}); err == nil {
+		t.Fatal("listened on 0.0.0.0")
+	}
+}

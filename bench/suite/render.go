@@ -1,0 +1,481 @@
+package suite
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/nodedns/nodedns/bench"
+)
+
+// Number formatting for the report. "-" stands for not measured.
+
+func fmtNum(v float64, prec int) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "-"
+	}
+	s := fmt.Sprintf("%.*f", prec, v)
+	// Thousands separators on the integer part.
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	intPart, frac, hasFrac := strings.Cut(s, ".")
+	var b strings.Builder
+	for i, c := range intPart {
+		if i > 0 && (len(intPart)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	out := b.String()
+	if hasFrac {
+		out += "." + frac
+	}
+	if neg {
+		out = "-" + out
+	}
+	return out
+}
+
+func fmtMs(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "-"
+	case v >= 100:
+		return fmtNum(v, 0)
+	case v >= 10:
+		return fmtNum(v, 1)
+	case v >= 1:
+		return fmtNum(v, 2)
+	}
+	return fmtNum(v, 3)
+}
+
+// ratio formats a/b ("-" if either is missing or b is 0).
+func ratio(a, b float64) string {
+	if math.IsNaN(a) || math.IsNaN(b) || b == 0 {
+		return "-"
+	}
+	r := a / b
+	switch {
+	case r >= 100:
+		return fmtNum(r, 0) + "×"
+	case r >= 10:
+		return fmtNum(r, 1) + "×"
+	case r >= 0.01:
+		return fmtNum(r, 2) + "×"
+	}
+	return fmt.Sprintf("%.1e×", r)
+}
+
+// row is one line of a comparison table: a label and a value per server
+// (NaN: not measured), with a way to format them.
+type row struct {
+	label  string
+	n, c   float64
+	format func(float64) string
+	text   [2]string // overrides the formatted values when set
+	ratio  bool
+}
+
+func val(r *ServerRun, f func(*ServerRun) float64) float64 {
+	if !usable(r) {
+		return math.NaN()
+	}
+	return f(r)
+}
+
+func writeTable(b *strings.Builder, rows []row) {
+	b.WriteString("| | nodedns | CoreDNS | nodedns / CoreDNS |\n| --- | ---: | ---: | ---: |\n")
+	for _, r := range rows {
+		ns, cs := r.format(r.n), r.format(r.c)
+		if r.text[0] != "" {
+			ns = r.text[0]
+		}
+		if r.text[1] != "" {
+			cs = r.text[1]
+		}
+		rt := ""
+		if r.ratio {
+			rt = ratio(r.n, r.c)
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", r.label, ns, cs, rt)
+	}
+}
+
+func intf(v float64) string { return fmtNum(v, 0) }
+func f2(v float64) string   { return fmtNum(v, 2) }
+func f4(v float64) string   { return fmtNum(v, 4) }
+func pctf(v float64) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return fmtNum(v, 3) + "%"
+}
+
+// rcodes formats a report's RCODE counts as percentages of queries sent,
+// with the lost ones.
+func rcodes(r *bench.Report) string {
+	if r == nil || r.Sent == 0 {
+		return "-"
+	}
+	type kv struct {
+		k string
+		v uint64
+	}
+	var kvs []kv
+	for k, v := range r.Rcodes {
+		kvs = append(kvs, kv{k, v})
+	}
+	if r.Lost > 0 {
+		kvs = append(kvs, kv{"lost", r.Lost})
+	}
+	sort.Slice(kvs, func(i, j int) bool { return kvs[i].v > kvs[j].v || kvs[i].v == kvs[j].v && kvs[i].k < kvs[j].k })
+	var parts []string
+	for _, e := range kvs {
+		parts = append(parts, fmt.Sprintf("%s %.1f%%", e.k, 100*float64(e.v)/float64(r.Sent)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func latRows(prefix string, n, c *ServerRun, get func(*ServerRun) *bench.Report) []row {
+	l := func(f func(bench.Latency) float64) (float64, float64) {
+		g := func(r *ServerRun) float64 {
+			rep := get(r)
+			if rep == nil || rep.Answered == 0 {
+				return math.NaN()
+			}
+			return f(rep.Latency)
+		}
+		return val(n, g), val(c, g)
+	}
+	var rows []row
+	for _, p := range []struct {
+		name string
+		f    func(bench.Latency) float64
+	}{
+		{"p50", func(l bench.Latency) float64 { return l.P50 }},
+		{"p99", func(l bench.Latency) float64 { return l.P99 }},
+		{"p99.9", func(l bench.Latency) float64 { return l.P999 }},
+		{"max", func(l bench.Latency) float64 { return l.Max }},
+	} {
+		a, b := l(p.f)
+		rows = append(rows, row{label: prefix + " " + p.name + " (ms)", n: a, c: b, format: fmtMs, ratio: true})
+	}
+	return rows
+}
+
+func lossRow(label string, n, c *ServerRun, get func(*ServerRun) *bench.Report) row {
+	g := func(r *ServerRun) float64 {
+		rep := get(r)
+		if rep == nil || rep.Sent == 0 {
+			return math.NaN()
+		}
+		return 100 * float64(rep.Lost) / float64(rep.Sent)
+	}
+	return row{label: label, n: val(n, g), c: val(c, g), format: pctf}
+}
+
+func load(r *ServerRun) *bench.Report       { return r.Load }
+func bystanders(r *ServerRun) *bench.Report { return r.Bystanders }
+
+// metricRows lists the non-zero counter deltas of a run (shed by reason,
+// coalesced, stale served, ...) as one cell.
+func metricCell(r *ServerRun, names ...string) string {
+	if r == nil || len(r.Metrics) == 0 {
+		return "-"
+	}
+	var parts []string
+	for _, k := range r.Metrics.Sorted() {
+		v := r.Metrics[k]
+		if v == 0 {
+			continue
+		}
+		want := len(names) == 0
+		for _, n := range names {
+			if seriesName(k) == n {
+				want = true
+			}
+		}
+		if want {
+			parts = append(parts, fmt.Sprintf("`%s` %s", k, fmtNum(v, 0)))
+		}
+	}
+	if len(parts) == 0 {
+		return "0"
+	}
+	return strings.Join(parts, "<br>")
+}
+
+// WriteMarkdown renders the results as the Markdown report; chart is the
+// SVG's file name (relative to the report), or "" for none.
+func WriteMarkdown(w io.Writer, res *Results, chart string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# nodedns vs CoreDNS: benchmark suite, %s\n\n", res.Date)
+	h := res.Host
+	fmt.Fprintf(&b, "Machine: %d CPUs (%s), Linux %s, %s, git %s. Servers pinned to core %d with GOMAXPROCS=1; "+
+		"load generator and fake upstream on core %d. Load average before: %.2f %.2f %.2f; after: %.2f %.2f %.2f. Finished %s.\n\n",
+		h.CPUs, h.CPU, h.Kernel, h.Go, h.Git, h.ServerCPU, h.LoadCPU,
+		h.LoadBefore[0], h.LoadBefore[1], h.LoadBefore[2], h.LoadAfter[0], h.LoadAfter[1], h.LoadAfter[2], res.Finished)
+	for _, s := range res.Servers {
+		fmt.Fprintf(&b, "- **%s** %s: `%s %s`\n", s.Name, s.Version, s.Path, strings.Join(s.Args, " "))
+	}
+	b.WriteString("\n")
+
+	// Targets.
+	b.WriteString("## Targets\n\n| target | nodedns | needed | status | detail |\n| --- | ---: | ---: | :---: | --- |\n")
+	var misses []Target
+	for _, t := range res.Targets {
+		v, th := fmtTarget(t.Value, t.Unit), fmtTarget(t.Threshold, t.Unit)
+		status := t.Status
+		if status == Miss {
+			status = "**MISS**"
+			misses = append(misses, t)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s %s | %s | %s |\n", t.Desc, v, t.Op, th, status, t.Detail)
+	}
+	b.WriteString("\n")
+	if len(misses) > 0 {
+		fmt.Fprintf(&b, "**nodedns missed %d of %d targets:**\n\n", len(misses), len(res.Targets))
+		for _, t := range misses {
+			fmt.Fprintf(&b, "- %s: %s, needed %s %s (%s).\n", t.Desc, fmtTarget(t.Value, t.Unit), t.Op, fmtTarget(t.Threshold, t.Unit), t.Detail)
+		}
+		b.WriteString("\n")
+	} else if len(res.Targets) > 0 {
+		b.WriteString("nodedns met every measured target.\n\n")
+	}
+
+	if chart != "" {
+		fmt.Fprintf(&b, "![latency distributions](%s)\n\n", chart)
+	}
+
+	for _, s := range res.Scenarios {
+		writeScenario(&b, s)
+	}
+
+	if len(res.Profiles) > 0 {
+		b.WriteString("## CPU profiles of nodedns\n\n")
+		for _, p := range res.Profiles {
+			if p.Error != "" {
+				fmt.Fprintf(&b, "- %s: no profile: %s\n", p.Scenario, p.Error)
+				continue
+			}
+			fmt.Fprintf(&b, "%s (%d s, `go tool pprof -top %s`):\n\n```\n%s\n```\n\n", p.Scenario, p.Seconds, p.File, strings.Join(p.Top, "\n"))
+		}
+	}
+	if len(res.Notes) > 0 {
+		b.WriteString("## Notes\n\n")
+		for _, n := range res.Notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
+		b.WriteString("\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func fmtTarget(v float64, unit string) string {
+	switch unit {
+	case "bytes":
+		if math.IsNaN(v) {
+			return "-"
+		}
+		return fmtNum(v/1e6, 1) + " MB"
+	case "x":
+		if math.IsNaN(v) {
+			return "-"
+		}
+		return fmtNum(v, 3) + "×"
+	case "ms":
+		return fmtMs(v) + " ms"
+	case "%":
+		return pctf(v)
+	case "qps/core":
+		return intf(v) + " qps/core"
+	}
+	return fmtNum(v, 4)
+}
+
+func writeScenario(b *strings.Builder, s *Scenario) {
+	fmt.Fprintf(b, "## %s\n\n%s\n\n", s.Title, s.Setup)
+	n, c := s.Run(NodeDNS), s.Run(CoreDNS)
+	for _, r := range s.Runs {
+		if r.Error != "" && r.Server != Echo {
+			fmt.Fprintf(b, "**%s failed:** %s\n\n", r.Server, r.Error)
+		}
+	}
+	la := func(r *ServerRun) string {
+		if r == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", r.LoadAvg[0])
+	}
+	rows := []row{{label: "load average (1 min) before", format: intf, text: [2]string{la(n), la(c)}}}
+	cpu := []row{
+		{label: "server CPU (cores)", n: val(n, func(r *ServerRun) float64 { return r.Cores }), c: val(c, func(r *ServerRun) float64 { return r.Cores }), format: f2, ratio: true},
+		{label: "peak RSS, VmHWM (MB)", n: val(n, func(r *ServerRun) float64 { return float64(r.RSSPeak) / 1e6 }), c: val(c, func(r *ServerRun) float64 { return float64(r.RSSPeak) / 1e6 }), format: func(v float64) string { return fmtNum(v, 1) }, ratio: true},
+		{label: "goroutines (max seen)", n: val(n, goroutines), c: val(c, goroutines), format: intf, ratio: true},
+		{label: "queries dropped by the kernel, server's socket buffer full", n: val(n, drops), c: val(c, drops), format: intf},
+	}
+	upRows := func(per string) []row {
+		return []row{
+			{label: "upstream queries received", n: val(n, func(r *ServerRun) float64 { return float64(r.Upstream.Received) }), c: val(c, func(r *ServerRun) float64 { return float64(r.Upstream.Received) }), format: intf, ratio: true},
+			{label: "upstream queries " + per, n: val(n, func(r *ServerRun) float64 { return r.UpstreamPerQuery }), c: val(c, func(r *ServerRun) float64 { return r.UpstreamPerQuery }), format: f4, ratio: true},
+		}
+	}
+	str := func(r *ServerRun, f func(*ServerRun) string) string {
+		if !usable(r) {
+			return "-"
+		}
+		return f(r)
+	}
+	switch s.ID {
+	case ScHit:
+		rows = append(rows,
+			row{label: "answered qps", n: val(n, qps), c: val(c, qps), format: intf, ratio: true},
+			cpu[0],
+			row{label: "**qps per core**", n: val(n, func(r *ServerRun) float64 { return r.QPSPerCore }), c: val(c, func(r *ServerRun) float64 { return r.QPSPerCore }), format: intf, ratio: true},
+			lossRow("lost", n, c, load),
+		)
+		rows = append(rows, latRows("latency", n, c, load)...)
+		rows = append(rows, cpu[1], cpu[2], cpu[3])
+	case ScLatency:
+		rows = append(rows,
+			row{label: "offered qps (open loop)", n: val(n, func(r *ServerRun) float64 { return r.Load.TargetQPS }), c: val(c, func(r *ServerRun) float64 { return r.Load.TargetQPS }), format: intf},
+			row{label: "answered qps", n: val(n, qps), c: val(c, qps), format: intf, ratio: true},
+			lossRow("lost", n, c, load),
+		)
+		rows = append(rows, latRows("latency", n, c, load)...)
+		rows = append(rows,
+			row{label: "generator send lag p99 (ms)", n: val(n, sendLag), c: val(c, sendLag), format: fmtMs},
+			cpu[0], cpu[1], cpu[3])
+	case ScStorm, ScStormDrop:
+		rows = append(rows,
+			row{label: "storm queries sent", n: val(n, sent), c: val(c, sent), format: intf},
+			row{label: "storm answers", format: intf, text: [2]string{str(n, func(r *ServerRun) string { return rcodes(r.Load) }), str(c, func(r *ServerRun) string { return rcodes(r.Load) })}},
+		)
+		rows = append(rows, latRows("storm latency", n, c, load)...)
+		rows = append(rows, upRows("per storm query")...)
+		rows = append(rows,
+			row{label: "bystander queries sent", n: val(n, func(r *ServerRun) float64 { return float64(bySent(r)) }), c: val(c, func(r *ServerRun) float64 { return float64(bySent(r)) }), format: intf},
+			row{label: "**bystanders without NOERROR**", n: val(n, func(r *ServerRun) float64 { return FailedPct(r.Bystanders) }), c: val(c, func(r *ServerRun) float64 { return FailedPct(r.Bystanders) }), format: pctf, ratio: true},
+			row{label: "bystander answers", format: intf, text: [2]string{str(n, func(r *ServerRun) string { return rcodes(r.Bystanders) }), str(c, func(r *ServerRun) string { return rcodes(r.Bystanders) })}},
+		)
+		rows = append(rows, latRows("bystander", n, c, bystanders)...)
+		rows = append(rows, cpu...)
+		rows = append(rows,
+			row{label: "RSS before the storm (MB)", n: val(n, func(r *ServerRun) float64 { return float64(r.RSSBefore) / 1e6 }), c: val(c, func(r *ServerRun) float64 { return float64(r.RSSBefore) / 1e6 }), format: func(v float64) string { return fmtNum(v, 1) }},
+			row{label: "shed / limited / coalesced / stale", format: intf, text: [2]string{
+				metricCell(n, "nodedns_shed_total", "nodedns_coalesced_total", "nodedns_stale_served_total", "nodedns_client_limited_total", "nodedns_dropped_total"),
+				metricCell(c, "coredns_forward_max_concurrent_rejects_total")}},
+			row{label: "server's own counters", format: intf, text: [2]string{
+				metricCell(n, "nodedns_upstream_requests_total", "nodedns_upstream_errors_total"),
+				metricCell(c, "coredns_forward_requests_total", "coredns_forward_responses_total", "coredns_dns_responses_total")}},
+		)
+	case ScNX:
+		rows = append(rows,
+			row{label: "client queries sent", n: val(n, sent), c: val(c, sent), format: intf},
+			row{label: "answers", format: intf, text: [2]string{str(n, func(r *ServerRun) string { return rcodes(r.Load) }), str(c, func(r *ServerRun) string { return rcodes(r.Load) })}},
+		)
+		rows = append(rows, upRows("per client query")...)
+		rows = append(rows, latRows("latency", n, c, load)...)
+		rows = append(rows, cpu[0], cpu[3],
+			row{label: "coalesced", format: intf, text: [2]string{metricCell(n, "nodedns_coalesced_total"), "-"}})
+	case ScNdots:
+		lk := func(f func(*bench.LookupReport) float64) func(*ServerRun) float64 {
+			return func(r *ServerRun) float64 {
+				if r.Load.Lookups == nil {
+					return math.NaN()
+				}
+				return f(r.Load.Lookups)
+			}
+		}
+		rows = append(rows,
+			row{label: "lookups", n: val(n, lk(func(l *bench.LookupReport) float64 { return float64(l.Lookups) })), c: val(c, lk(func(l *bench.LookupReport) float64 { return float64(l.Lookups) })), format: intf},
+			row{label: "found / not found / failed", format: intf, text: [2]string{str(n, lookupOutcome), str(c, lookupOutcome)}},
+			row{label: "lookups per second", n: val(n, lk(func(l *bench.LookupReport) float64 { return l.PerSecond })), c: val(c, lk(func(l *bench.LookupReport) float64 { return l.PerSecond })), format: intf, ratio: true},
+			row{label: "client queries per lookup", n: val(n, lk(func(l *bench.LookupReport) float64 { return l.QueriesPerLookup })), c: val(c, lk(func(l *bench.LookupReport) float64 { return l.QueriesPerLookup })), format: f2},
+		)
+		rows = append(rows, upRows("per lookup")...)
+		rows = append(rows,
+			row{label: "lookup p50 (ms)", n: val(n, lk(func(l *bench.LookupReport) float64 { return l.Latency.P50 })), c: val(c, lk(func(l *bench.LookupReport) float64 { return l.Latency.P50 })), format: fmtMs, ratio: true},
+			row{label: "lookup p99 (ms)", n: val(n, lk(func(l *bench.LookupReport) float64 { return l.Latency.P99 })), c: val(c, lk(func(l *bench.LookupReport) float64 { return l.Latency.P99 })), format: fmtMs, ratio: true},
+			cpu[0], cpu[3],
+			row{label: "coalesced / prefetched", format: intf, text: [2]string{metricCell(n, "nodedns_coalesced_total", "nodedns_prefetch_total"), "-"}},
+		)
+	}
+	if len(n.reps()) > 1 || len(c.reps()) > 1 {
+		f := fmtMs
+		label := "p99 (ms) of each repetition; the median run is shown"
+		if s.ID == ScHit {
+			f, label = intf, "qps per core of each repetition; the median run is shown"
+		}
+		list := func(r *ServerRun) string {
+			var parts []string
+			for _, v := range r.reps() {
+				parts = append(parts, f(v))
+			}
+			if len(parts) == 0 {
+				return "-"
+			}
+			return strings.Join(parts, ", ")
+		}
+		rows = append(rows, row{label: label, format: intf, text: [2]string{list(n), list(c)}})
+	}
+	writeTable(b, rows)
+	if e := s.Run(Echo); usable(e) {
+		l := e.Load.Latency
+		fmt.Fprintf(b, "\nGenerator floor (the same load against a trivial echo responder on the servers' core): p50 %s, p99 %s, p99.9 %s ms, %s lost",
+			fmtMs(l.P50), fmtMs(l.P99), fmtMs(l.P999), pct(e.Load.Lost, e.Load.Sent))
+		if by := e.Bystanders; by != nil {
+			fmt.Fprintf(b, "; bystanders p50 %s, p99 %s, p99.9 %s ms, %s lost", fmtMs(by.Latency.P50), fmtMs(by.Latency.P99), fmtMs(by.Latency.P999), pct(by.Lost, by.Sent))
+		}
+		b.WriteString(". Latency below these is not measurable here; above them it is the server's (or the scheduler's).\n")
+	} else if e != nil && e.Error != "" {
+		fmt.Fprintf(b, "\nGenerator floor run failed: %s\n", e.Error)
+	}
+	for _, r := range s.Runs {
+		if r.Warmup != "" && r.Server != Echo {
+			fmt.Fprintf(b, "\n%s warm-up: %s", r.Server, r.Warmup)
+		}
+	}
+	b.WriteString("\n\n")
+}
+
+func (r *ServerRun) reps() []float64 {
+	if r == nil {
+		return nil
+	}
+	return r.Repeats
+}
+
+func drops(r *ServerRun) float64   { return float64(r.ServerDrops) }
+func qps(r *ServerRun) float64     { return r.Load.QPS }
+func sent(r *ServerRun) float64    { return float64(r.Load.Sent) }
+func sendLag(r *ServerRun) float64 { return lagP99(r.Load) }
+func goroutines(r *ServerRun) float64 {
+	if r.GoroutinesMax < 0 {
+		return math.NaN()
+	}
+	return r.GoroutinesMax
+}
+func bySent(r *ServerRun) uint64 {
+	if r.Bystanders == nil {
+		return 0
+	}
+	return r.Bystanders.Sent
+}
+func lagP99(r *bench.Report) float64 {
+	if r == nil || r.SendLag == nil {
+		return math.NaN()
+	}
+	return r.SendLag.P99
+}
+func lookupOutcome(r *ServerRun) string {
+	l := r.Load.Lookups
+	if l == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%s / %s / %s", fmtNum(float64(l.Found), 0), fmtNum(float64(l.NotFound), 0), fmtNum(float64(l.Failed), 0))
+}

@@ -1,0 +1,453 @@
+package suite
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+
+	"github.com/nodedns/nodedns/bench"
+	"github.com/nodedns/nodedns/bench/fakeup"
+)
+
+// Server names, in the order each scenario runs them (A/B).
+const (
+	NodeDNS = "nodedns"
+	CoreDNS = "coredns"
+)
+
+// Scenario IDs, in suite order.
+const (
+	ScHit       = "hit"
+	ScLatency   = "latency"
+	ScStorm     = "storm-delay"
+	ScStormDrop = "storm-drop"
+	ScNX        = "nx"
+	ScNdots     = "ndots"
+)
+
+// AllScenarios lists every scenario in the order the suite runs them.
+var AllScenarios = []string{ScHit, ScLatency, ScStorm, ScStormDrop, ScNX, ScNdots}
+
+var titles = map[string]string{
+	ScHit:       "1. Cache-hit throughput",
+	ScLatency:   "2. Latency at a fixed load",
+	ScStorm:     "3a. Retry storm, upstream delays every answer",
+	ScStormDrop: "3b. Retry storm, upstream drops everything",
+	ScNX:        "4. Negative caching: repeated NXDOMAIN names",
+	ScNdots:     "5. ndots:5 search-list amplification",
+}
+
+// Results is everything one suite run measured; it is written as JSON and
+// rendered as Markdown and SVG.
+type Results struct {
+	Date     string      `json:"date"`     // start, RFC 3339 UTC
+	Finished string      `json:"finished"` // end, RFC 3339 UTC
+	Host     Host        `json:"host"`
+	Params   Params      `json:"params"`
+	Servers  []ServerBin `json:"servers"`
+
+	Scenarios []*Scenario `json:"scenarios"`
+	Targets   []Target    `json:"targets"`
+	Profiles  []Profile   `json:"profiles,omitempty"`
+	Notes     []string    `json:"notes,omitempty"`
+}
+
+// Host describes the machine and how busy it was.
+type Host struct {
+	Kernel     string     `json:"kernel"`
+	CPU        string     `json:"cpu"`
+	CPUs       int        `json:"cpus"`
+	Go         string     `json:"go"`
+	Git        string     `json:"git"`
+	LoadBefore [3]float64 `json:"loadavg_before"` // when the first scenario started
+	LoadAfter  [3]float64 `json:"loadavg_after"`
+	ServerCPU  int        `json:"server_cpu"` // core the servers are pinned to
+	LoadCPU    int        `json:"load_cpu"`   // core of the generator and fake upstream
+}
+
+// ServerBin is one server under test.
+type ServerBin struct {
+	Name    string   `json:"name"`
+	Path    string   `json:"path"`
+	Version string   `json:"version"`
+	Args    []string `json:"args"` // as started (ports vary per run)
+}
+
+// Scenario is one scenario with a run per server.
+type Scenario struct {
+	ID    string       `json:"id"`
+	Title string       `json:"title"`
+	Setup string       `json:"setup"` // load, upstream and bounds, in words
+	Runs  []*ServerRun `json:"runs"`
+}
+
+// Run returns the scenario's run of server, or nil.
+func (s *Scenario) Run(server string) *ServerRun {
+	if s == nil {
+		return nil
+	}
+	for _, r := range s.Runs {
+		if r.Server == server {
+			return r
+		}
+	}
+	return nil
+}
+
+// Scenario returns the scenario with the given ID, or nil.
+func (r *Results) Scenario(id string) *Scenario {
+	for _, s := range r.Scenarios {
+		if s.ID == id {
+			return s
+		}
+	}
+	return nil
+}
+
+// ServerRun is one server's run of a scenario. Counters cover the measured phase.
+type ServerRun struct {
+	Server  string     `json:"server"`
+	LoadAvg [3]float64 `json:"loadavg_before"`
+	Error   string     `json:"error,omitempty"`
+	Warmup  string     `json:"warmup,omitempty"`
+
+	Load       *bench.Report `json:"load,omitempty"`       // the scenario's load (the storm in storm-*)
+	Bystanders *bench.Report `json:"bystanders,omitempty"` // storm-*: steady cached traffic
+
+	// CPU of the server process over the measured phase.
+	CPUSeconds float64 `json:"cpu_s"`
+	Wall       float64 `json:"wall_s"`
+	Cores      float64 `json:"cores"` // CPUSeconds / Wall
+	QPSPerCore float64 `json:"qps_per_core,omitempty"`
+
+	// Memory: VmHWM at the end (peak since the fresh process started), the
+	// largest VmRSS sampled every 100 ms, and VmRSS before the load.
+	RSSPeak       uint64 `json:"rss_peak_bytes"`
+	RSSMaxSampled uint64 `json:"rss_max_sampled_bytes"`
+	RSSBefore     uint64 `json:"rss_before_bytes"`
+	// GoroutinesMax is the largest go_goroutines scraped (every second in
+	// the storm, before and after elsewhere); -1 if not exposed.
+	GoroutinesMax float64 `json:"goroutines_max"`
+
+	// Upstream is what the fake upstream received during the measured
+	// phase (and the drain after it); UpstreamPerQuery divides its
+	// Received by the client queries sent (storm: storm queries; ndots:
+	// lookups).
+	Upstream         fakeup.Stats `json:"upstream"`
+	UpstreamPerQuery float64      `json:"upstream_per_query"`
+
+	// ServerDrops are datagrams the kernel dropped because the server's UDP
+	// receive buffer was full (/proc/net/udp "drops" of the sockets on its
+	// port), over the measured phase.
+	ServerDrops uint64 `json:"server_socket_drops"`
+
+	// Repeats are the key figure (hit: qps per core; latency: p99 ms) of
+	// every repetition of the scenario for this server, in the order run;
+	// the run reported is the median one.
+	Repeats []float64 `json:"repeats,omitempty"`
+
+	// Metrics are counter deltas over the measured phase, of the series
+	// the report shows (nodedns_* or coredns_*).
+	Metrics Metrics `json:"metrics,omitempty"`
+}
+
+// Failed returns the queries of r that did not get a NOERROR answer
+// (lost, or answered with another RCODE).
+func Failed(r *bench.Report) uint64 {
+	if r == nil {
+		return 0
+	}
+	n := r.Lost
+	for rc, c := range r.Rcodes {
+		if rc != "NOERROR" {
+			n += c
+		}
+	}
+	return n
+}
+
+// FailedPct is Failed as a percentage of the queries sent.
+func FailedPct(r *bench.Report) float64 {
+	if r == nil || r.Sent == 0 {
+		return 0
+	}
+	return 100 * float64(Failed(r)) / float64(r.Sent)
+}
+
+// Target statuses.
+const (
+	Pass = "PASS"
+	Miss = "MISS"
+	NA   = "N/A" // not measured (scenario skipped or failed)
+)
+
+// Target is one product target and whether nodedns met it in this run.
+type Target struct {
+	ID        string  `json:"id"`
+	Scenario  string  `json:"scenario"`
+	Desc      string  `json:"desc"`
+	Value     float64 `json:"value"`
+	Op        string  `json:"op"` // "<=" or ">="
+	Threshold float64 `json:"threshold"`
+	Unit      string  `json:"unit"`
+	Status    string  `json:"status"`
+	Detail    string  `json:"detail,omitempty"`
+}
+
+// Target thresholds.
+const (
+	TargetHitRatio       = 3.0     // nodedns qps/core over CoreDNS's
+	TargetHitQPSPerCore  = 150_000 // nodedns qps/core
+	TargetP99Ms          = 0.3     // p99 at the fixed load, ms
+	TargetUpstreamRatio  = 0.2     // nx, ndots: nodedns upstream queries over CoreDNS's
+	TargetStormRSS       = 100e6   // bytes (100 MB, decimal)
+	TargetBystanderLoss  = 0.1     // percent
+	TargetBystanderP99Ms = 2.0
+	TargetStormUpstream  = 0.05 // upstream queries per storm query
+)
+
+func check(value float64, op string, threshold float64) string {
+	if math.IsNaN(value) {
+		return NA
+	}
+	ok := value <= threshold
+	if op == ">=" {
+		ok = value >= threshold
+	}
+	if ok {
+		return Pass
+	}
+	return Miss
+}
+
+// usable reports whether a run produced a load report.
+func usable(r *ServerRun) bool { return r != nil && r.Error == "" && r.Load != nil }
+
+// Evaluate checks every target against res. A target whose scenario or
+// reference run is missing is N/A.
+func Evaluate(res *Results) []Target {
+	var ts []Target
+	add := func(t Target) {
+		if t.Status == "" {
+			t.Status = check(t.Value, t.Op, t.Threshold)
+		}
+		ts = append(ts, t)
+	}
+	na := math.NaN()
+
+	hit := res.Scenario(ScHit)
+	n, c := hit.Run(NodeDNS), hit.Run(CoreDNS)
+	{
+		t := Target{ID: "hit-ratio", Scenario: ScHit, Desc: "cache-hit qps per core, nodedns / CoreDNS", Op: ">=", Threshold: TargetHitRatio, Unit: "x", Value: na}
+		if usable(n) && usable(c) && c.QPSPerCore > 0 {
+			t.Value = n.QPSPerCore / c.QPSPerCore
+			t.Detail = fmt.Sprintf("%.0f vs %.0f qps/core", n.QPSPerCore, c.QPSPerCore)
+		}
+		add(t)
+		t = Target{ID: "hit-qps", Scenario: ScHit, Desc: "cache-hit qps per core, nodedns", Op: ">=", Threshold: TargetHitQPSPerCore, Unit: "qps/core", Value: na}
+		if usable(n) {
+			t.Value = n.QPSPerCore
+			t.Detail = fmt.Sprintf("%.0f qps on %.2f cores", n.Load.QPS, n.Cores)
+		}
+		add(t)
+	}
+
+	lat := res.Scenario(ScLatency)
+	if n := lat.Run(NodeDNS); true {
+		t := Target{ID: "latency-p99", Scenario: ScLatency, Desc: "p99 at the fixed load, nodedns", Op: "<=", Threshold: TargetP99Ms, Unit: "ms", Value: na}
+		if usable(n) {
+			t.Value = n.Load.Latency.P99
+			t.Detail = fmt.Sprintf("at %.0f qps; p50 %.3f, p99.9 %.3f ms; %s lost",
+				n.Load.TargetQPS, n.Load.Latency.P50, n.Load.Latency.P999, pct(n.Load.Lost, n.Load.Sent))
+			if e := lat.Run(Echo); usable(e) {
+				t.Detail += fmt.Sprintf("; generator floor p99 %.3f ms", e.Load.Latency.P99)
+				if e.Load.Latency.P99 > TargetP99Ms {
+					t.Detail += " (above the target: not measurable on this machine)"
+				}
+			}
+			if n.Load.Sent > 0 && float64(n.Load.Lost) > 0.01*float64(n.Load.Sent) {
+				t.Status = Miss
+				t.Detail += " (over 1% lost: the p99 of answered queries understates)"
+			}
+		}
+		add(t)
+	}
+
+	for _, id := range []string{ScNX, ScNdots} {
+		s := res.Scenario(id)
+		n, c := s.Run(NodeDNS), s.Run(CoreDNS)
+		unit := "per client query"
+		if id == ScNdots {
+			unit = "per lookup"
+		}
+		t := Target{ID: id + "-upstream", Scenario: id, Desc: "upstream queries " + unit + ", nodedns / CoreDNS", Op: "<=", Threshold: TargetUpstreamRatio, Unit: "x", Value: na}
+		if usable(n) && usable(c) && c.UpstreamPerQuery > 0 {
+			t.Value = n.UpstreamPerQuery / c.UpstreamPerQuery
+			t.Detail = fmt.Sprintf("%.4f vs %.4f upstream queries %s", n.UpstreamPerQuery, c.UpstreamPerQuery, unit)
+		}
+		add(t)
+	}
+
+	for _, id := range []string{ScStorm, ScStormDrop} {
+		s := res.Scenario(id)
+		if s == nil {
+			if id == ScStormDrop {
+				continue // optional variant
+			}
+		}
+		n := s.Run(NodeDNS)
+		ok := usable(n)
+		t := Target{ID: id + "-rss", Scenario: id, Desc: "peak RSS (VmHWM) during the storm, nodedns", Op: "<=", Threshold: TargetStormRSS, Unit: "bytes", Value: na}
+		if ok {
+			t.Value = float64(n.RSSPeak)
+			t.Detail = fmt.Sprintf("%.1f MB", float64(n.RSSPeak)/1e6)
+		}
+		add(t)
+		t = Target{ID: id + "-bystander-loss", Scenario: id, Desc: "bystander queries without a NOERROR answer, nodedns", Op: "<=", Threshold: TargetBystanderLoss, Unit: "%", Value: na}
+		if ok && n.Bystanders != nil {
+			t.Value = FailedPct(n.Bystanders)
+			t.Detail = fmt.Sprintf("%d of %d (lost %d; %d queries dropped by the kernel at nodedns's full socket buffer)",
+				Failed(n.Bystanders), n.Bystanders.Sent, n.Bystanders.Lost, n.ServerDrops)
+		}
+		add(t)
+		t = Target{ID: id + "-bystander-p99", Scenario: id, Desc: "bystander p99, nodedns", Op: "<=", Threshold: TargetBystanderP99Ms, Unit: "ms", Value: na}
+		if ok && n.Bystanders != nil && n.Bystanders.Answered > 0 {
+			t.Value = n.Bystanders.Latency.P99
+			t.Detail = fmt.Sprintf("p50 %.3f, p99.9 %.3f ms", n.Bystanders.Latency.P50, n.Bystanders.Latency.P999)
+			if e := s.Run(Echo); usable(e) && e.Bystanders != nil {
+				t.Detail += fmt.Sprintf("; generator floor p99 %.3f ms", e.Bystanders.Latency.P99)
+			}
+		}
+		add(t)
+		t = Target{ID: id + "-upstream", Scenario: id, Desc: "upstream queries per storm query, nodedns", Op: "<=", Threshold: TargetStormUpstream, Unit: "", Value: na}
+		if ok {
+			t.Value = n.UpstreamPerQuery
+			t.Detail = fmt.Sprintf("%d upstream for %d storm queries", n.Upstream.Received, n.Load.Sent)
+		}
+		add(t)
+	}
+	return ts
+}
+
+func pct(n, of uint64) string {
+	if of == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f%%", 100*float64(n)/float64(of))
+}
+
+// Profile is a CPU profile of nodedns saved during a scenario.
+type Profile struct {
+	Scenario string   `json:"scenario"`
+	File     string   `json:"file"` // next to the report
+	Seconds  int      `json:"seconds"`
+	Top      []string `json:"top,omitempty"` // `go tool pprof -top` lines
+	Error    string   `json:"error,omitempty"`
+}
+
+// MarshalJSON writes a value that was not measured (NaN) as null.
+func (t Target) MarshalJSON() ([]byte, error) {
+	type plain Target
+	v := struct {
+		plain
+		Value *float64 `json:"value"`
+	}{plain: plain(t)}
+	if !math.IsNaN(t.Value) {
+		v.Value = &t.Value
+	}
+	return json.Marshal(v)
+}
+
+// UnmarshalJSON reads null as NaN.
+func (t *Target) UnmarshalJSON(b []byte) error {
+	type plain Target
+	v := struct {
+		*plain
+		Value *float64 `json:"value"`
+	}{plain: (*plain)(t)}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	t.Value = math.NaN()
+	if v.Value != nil {
+		t.Value = *v.Value
+	}
+	return nil
+}
+
+// finish computes the per-query figures that need the load report.
+func finish(res *Results) {
+	for _, s := range res.Scenarios {
+		for _, run := range s.Runs {
+			if !usable(run) {
+				continue
+			}
+			var per uint64
+			switch s.ID {
+			case ScNdots:
+				if run.Load.Lookups != nil {
+					per = run.Load.Lookups.Lookups
+				}
+			default:
+				per = run.Load.Sent
+			}
+			if per > 0 {
+				run.UpstreamPerQuery = float64(run.Upstream.Received) / float64(per)
+			}
+			if s.ID == ScHit && run.Cores > 0 {
+				run.QPSPerCore = run.Load.QPS / run.Cores
+			}
+		}
+	}
+}
+
+// repeatKey is the figure repetitions of a scenario are ranked by (NaN for
+// a run without one).
+func repeatKey(id string, r *ServerRun) float64 {
+	if !usable(r) {
+		return math.NaN()
+	}
+	switch id {
+	case ScHit:
+		if r.Cores <= 0 {
+			return math.NaN()
+		}
+		return r.Load.QPS / r.Cores
+	case ScLatency:
+		if r.Load.Answered == 0 {
+			return math.NaN()
+		}
+		return r.Load.Latency.P99
+	}
+	return 0
+}
+
+// PickMedian returns the repetition with the median key figure (the lower
+// middle one of an even count), with Repeats listing every repetition's
+// figure; runs that failed count only if all did (then the last is kept).
+func PickMedian(id string, runs []*ServerRun) *ServerRun {
+	if len(runs) == 0 {
+		return nil
+	}
+	var good []*ServerRun
+	var keys []float64
+	for _, r := range runs {
+		k := repeatKey(id, r)
+		if !math.IsNaN(k) {
+			good = append(good, r)
+			keys = append(keys, k)
+		}
+	}
+	if len(good) == 0 {
+		return runs[len(runs)-1]
+	}
+	sorted := slices.Clone(good)
+	sort.SliceStable(sorted, func(i, j int) bool { return repeatKey(id, sorted[i]) < repeatKey(id, sorted[j]) })
+	m := sorted[(len(sorted)-1)/2]
+	if len(runs) > 1 {
+		m.Repeats = keys
+	}
+	return m
+}

@@ -1,0 +1,427 @@
+package suite
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"io"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/nodedns/nodedns/bench"
+	"github.com/nodedns/nodedns/bench/fakeup"
+)
+
+func TestParseStatus(t *testing.T) {
+	text := "Name:\tnodedns\nUmask:\t0022\nVmPeak:\t 1262188 kB\nVmHWM:\t   48976 kB\nVmRSS:\t   45100 kB\nThreads:\t7\n"
+	m, err := ParseStatus(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.HWM != 48976*1024 || m.RSS != 45100*1024 {
+		t.Errorf("got %+v", m)
+	}
+	if _, err := ParseStatus("Name:\tkthreadd\nThreads:\t1\n"); err == nil {
+		t.Error("no error without VmRSS/VmHWM")
+	}
+	if _, err := ParseStatus("VmHWM:\t12 MB\nVmRSS:\t1 kB\n"); err == nil {
+		t.Error("no error for a unit other than kB")
+	}
+}
+
+func TestParseStatCPU(t *testing.T) {
+	// The command name may hold spaces and parentheses.
+	text := "4242 (core dns) (x)) S 1 4242 4242 0 -1 4194560 1234 0 0 0 731 269 0 0 20 0 7 0 100 1000 200 18446744073709551615\n"
+	ticks, err := ParseStatCPU(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ticks != 731+269 {
+		t.Errorf("ticks %d, want 1000", ticks)
+	}
+	for _, bad := range []string{"", "1 (x S 1 2", "1 (x) S 1 2 3", "1 (x) S 1 2 3 4 5 6 7 8 9 10 u s"} {
+		if _, err := ParseStatCPU(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestParseLoadavg(t *testing.T) {
+	la, err := ParseLoadavg("0.42 0.70 1.77 2/345 6789\n")
+	if err != nil || la != [3]float64{0.42, 0.70, 1.77} {
+		t.Errorf("got %v, %v", la, err)
+	}
+	if _, err := ParseLoadavg("0.4"); err == nil {
+		t.Error("no error for a short line")
+	}
+}
+
+const sampleMetrics = `# HELP nodedns_shed_total Queries shed.
+# TYPE nodedns_shed_total counter
+nodedns_shed_total{reason="client_rate"} 46337
+nodedns_shed_total{reason="inflight"} 12
+nodedns_shed_total{reason="waiters"} 0
+go_goroutines 515
+weird_total{a="x}y",b="say \"hi\""} 3 1700000000000
+nodedns_request_duration_seconds_bucket{le="+Inf"} 1e+06
+nan_gauge NaN
+`
+
+func TestParseMetrics(t *testing.T) {
+	m, err := ParseMetrics(sampleMetrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Sum("nodedns_shed_total"); got != 46349 {
+		t.Errorf("shed sum %v", got)
+	}
+	by := m.By("nodedns_shed_total", "reason")
+	if by["client_rate"] != 46337 || by["inflight"] != 12 || len(by) != 3 {
+		t.Errorf("by reason %v", by)
+	}
+	if m.Sum("go_goroutines") != 515 || !m.Has("go_goroutines") || m.Has("go_threads") {
+		t.Errorf("go_goroutines: %v", m)
+	}
+	w := `weird_total{a="x}y",b="say \"hi\""}`
+	if m[w] != 3 {
+		t.Errorf("series with a brace and quotes in label values: %v", m)
+	}
+	if Label(w, "a") != "x}y" || Label(w, "b") != `say "hi"` || Label(w, "c") != "" {
+		t.Errorf("labels: a=%q b=%q", Label(w, "a"), Label(w, "b"))
+	}
+	if m[`nodedns_request_duration_seconds_bucket{le="+Inf"}`] != 1e6 || !math.IsNaN(m["nan_gauge"]) {
+		t.Errorf("values: %v", m)
+	}
+	before := Metrics{`nodedns_shed_total{reason="client_rate"}`: 337, "go_goroutines": 10}
+	d := m.Delta(before, "nodedns_shed_total")
+	if d[`nodedns_shed_total{reason="client_rate"}`] != 46000 || d[`nodedns_shed_total{reason="inflight"}`] != 12 || len(d) != 3 {
+		t.Errorf("delta %v", d)
+	}
+	if _, err := ParseMetrics("foo{a=\"b\" 1\n"); err == nil {
+		t.Error("no error for unterminated labels")
+	}
+	if _, err := ParseMetrics("foo\n"); err == nil {
+		t.Error("no error for a line without a value")
+	}
+}
+
+func report(sent, answered uint64, rcodes map[string]uint64, p50, p99 float64) *bench.Report {
+	return &bench.Report{
+		Sent: sent, Answered: answered, Lost: sent - answered, Rcodes: rcodes,
+		QPS: float64(answered) / 10, Duration: 10,
+		Latency: bench.Latency{P50: p50, P90: p99, P99: p99, P999: p99 * 2, Max: p99 * 3},
+		Curve:   []bench.CurvePoint{{Percentile: 0, Ms: p50 / 2}, {Percentile: 50, Ms: p50}, {Percentile: 99, Ms: p99}, {Percentile: 100, Ms: p99 * 3}},
+	}
+}
+
+func ok(n uint64) map[string]uint64 { return map[string]uint64{"NOERROR": n} }
+
+// sampleResults is a complete run where nodedns passes some targets and
+// misses others.
+func sampleResults() *Results {
+	res := &Results{Date: "2026-11-24T17:00:00Z", Finished: "2026-11-24T17:10:00Z", Params: DefaultOptions().Params}
+	res.Host.CPUs = 2
+	res.Servers = []ServerBin{{Name: NodeDNS, Path: "bin/nodedns", Version: "dev", Args: []string{"--listen", "127.0.0.1:1"}}}
+	res.Scenarios = []*Scenario{
+		{ID: ScHit, Title: titles[ScHit], Runs: []*ServerRun{
+			{Server: NodeDNS, Load: report(2_000_000, 2_000_000, ok(2_000_000), 0.5, 1.5), Cores: 0.8, GoroutinesMax: 12},
+			{Server: CoreDNS, Load: report(400_000, 400_000, ok(400_000), 4, 7), Cores: 1.0, GoroutinesMax: 25},
+		}},
+		{ID: ScLatency, Title: titles[ScLatency], Runs: []*ServerRun{
+			{Server: NodeDNS, Load: report(200_000, 200_000, ok(200_000), 0.1, 0.42)},
+			{Server: CoreDNS, Load: report(200_000, 200_000, ok(200_000), 0.15, 2.3)},
+			{Server: Echo, Load: report(200_000, 200_000, ok(200_000), 0.05, 0.2)},
+		}},
+		{ID: ScStorm, Title: titles[ScStorm], Runs: []*ServerRun{
+			{Server: NodeDNS, Load: report(400_000, 399_000, map[string]uint64{"SERVFAIL": 399_000}, 0.15, 30),
+				Bystanders: report(40_000, 40_000, ok(40_000), 0.14, 1.1),
+				RSSPeak:    45e6, Upstream: fakeup.Stats{Received: 500},
+				Metrics: Metrics{`nodedns_shed_total{reason="client_rate"}`: 300_000, `nodedns_shed_total{reason="waiters"}`: 0}},
+			{Server: CoreDNS, Load: report(400_000, 100_000, map[string]uint64{"SERVFAIL": 90_000, "NOERROR": 10_000}, 4000, 4200),
+				Bystanders: report(40_000, 14_000, ok(14_000), 45, 190),
+				RSSPeak:    430e6, Upstream: fakeup.Stats{Received: 250_000}},
+		}},
+		{ID: ScNX, Title: titles[ScNX], Runs: []*ServerRun{
+			{Server: NodeDNS, Load: report(100_000, 100_000, map[string]uint64{"NXDOMAIN": 100_000}, 0.1, 0.5), Upstream: fakeup.Stats{Received: 200}},
+			{Server: CoreDNS, Load: report(100_000, 100_000, map[string]uint64{"NXDOMAIN": 100_000}, 0.1, 0.5), Upstream: fakeup.Stats{Received: 2000}},
+		}},
+		{ID: ScNdots, Title: titles[ScNdots], Runs: []*ServerRun{
+			{Server: NodeDNS, Error: "nodedns exited during the scenario"},
+			{Server: CoreDNS, Load: &bench.Report{Sent: 8, Lookups: &bench.LookupReport{Lookups: 1}}, Upstream: fakeup.Stats{Received: 8}},
+		}},
+	}
+	finish(res)
+	res.Targets = Evaluate(res)
+	return res
+}
+
+func targetByID(ts []Target, id string) Target {
+	for _, t := range ts {
+		if t.ID == id {
+			return t
+		}
+	}
+	return Target{ID: "missing " + id}
+}
+
+func TestEvaluate(t *testing.T) {
+	res := sampleResults()
+	want := map[string]string{
+		"hit-ratio":                    Pass, // 250k vs 40k qps/core = 6.25x
+		"hit-qps":                      Pass,
+		"latency-p99":                  Miss, // 0.42 > 0.3
+		"nx-upstream":                  Pass, // 0.002 vs 0.02 = 0.1
+		"ndots-upstream":               NA,   // nodedns failed
+		"storm-delay-rss":              Pass,
+		"storm-delay-bystander-loss":   Pass,
+		"storm-delay-bystander-p99":    Pass,
+		"storm-delay-upstream":         Pass, // 500/400k
+		"storm-drop-rss":               "missing storm-drop-rss",
+		"storm-drop-bystander-loss":    "missing storm-drop-bystander-loss",
+		"storm-drop-upstream (absent)": "",
+	}
+	for id, status := range want {
+		if status == "" {
+			continue
+		}
+		got := targetByID(res.Targets, id)
+		if strings.HasPrefix(status, "missing") {
+			if got.ID != status {
+				t.Errorf("%s: present (%+v) although the drop variant did not run", id, got)
+			}
+			continue
+		}
+		if got.Status != status {
+			t.Errorf("%s: %s (value %v), want %s", id, got.Status, got.Value, status)
+		}
+	}
+	if v := targetByID(res.Targets, "hit-ratio").Value; math.Abs(v-6.25) > 1e-9 {
+		t.Errorf("hit ratio %v, want 6.25", v)
+	}
+	if v := targetByID(res.Targets, "storm-delay-upstream").Value; math.Abs(v-500.0/400_000) > 1e-12 {
+		t.Errorf("storm upstream ratio %v", v)
+	}
+
+	// Bystanders with losses over 0.1%: MISS; p99 over 2 ms: MISS.
+	st := res.Scenario(ScStorm).Run(NodeDNS)
+	st.Bystanders = report(10_000, 9_980, ok(9_980), 0.2, 2.5)
+	ts := Evaluate(res)
+	if got := targetByID(ts, "storm-delay-bystander-loss"); got.Status != Miss || math.Abs(got.Value-0.2) > 1e-9 {
+		t.Errorf("bystander loss: %+v", got)
+	}
+	if got := targetByID(ts, "storm-delay-bystander-p99"); got.Status != Miss {
+		t.Errorf("bystander p99: %+v", got)
+	}
+	// SERVFAIL answers count as failures, like losses.
+	st.Bystanders = report(10_000, 10_000, map[string]uint64{"NOERROR": 9_000, "SERVFAIL": 1_000}, 0.2, 1)
+	if got := targetByID(Evaluate(res), "storm-delay-bystander-loss"); got.Status != Miss || got.Value != 10 {
+		t.Errorf("SERVFAIL bystanders: %+v", got)
+	}
+	// The fixed-load p99 of answered queries does not count when many are lost.
+	lat := res.Scenario(ScLatency).Run(NodeDNS)
+	lat.Load = report(100_000, 90_000, ok(90_000), 0.1, 0.2)
+	if got := targetByID(Evaluate(res), "latency-p99"); got.Status != Miss || !strings.Contains(got.Detail, "lost") {
+		t.Errorf("p99 with 10%% lost: %+v", got)
+	}
+}
+
+func TestEvaluateNothing(t *testing.T) {
+	ts := Evaluate(&Results{})
+	if len(ts) == 0 {
+		t.Fatal("no targets")
+	}
+	for _, tg := range ts {
+		if tg.Status != NA {
+			t.Errorf("%s: %s without results", tg.ID, tg.Status)
+		}
+	}
+}
+
+func TestTargetJSON(t *testing.T) {
+	in := []Target{{ID: "a", Value: math.NaN(), Status: NA}, {ID: "b", Value: 1.5, Status: Pass}}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"value":null`) || !strings.Contains(string(b), `"value":1.5`) {
+		t.Errorf("json %s", b)
+	}
+	var out []Target
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !math.IsNaN(out[0].Value) || out[1].Value != 1.5 || out[1].ID != "b" || out[1].Status != Pass {
+		t.Errorf("round trip %+v", out)
+	}
+	// The whole results document encodes (NaN anywhere would fail).
+	if _, err := json.Marshal(sampleResults()); err != nil {
+		t.Errorf("results: %v", err)
+	}
+}
+
+func TestWriteMarkdown(t *testing.T) {
+	res := sampleResults()
+	var b bytes.Buffer
+	if err := WriteMarkdown(&b, res, "2026-11-24.svg"); err != nil {
+		t.Fatal(err)
+	}
+	md := b.String()
+	for _, want := range []string{
+		"# nodedns vs CoreDNS",
+		"## Targets",
+		"| p99 at the fixed load, nodedns | 0.420 ms | <= 0.300 ms | **MISS** |",
+		"**nodedns missed 1 of",
+		"![latency distributions](2026-11-24.svg)",
+		"| **qps per core** | 250,000 | 40,000 | 6.25× |",
+		"| upstream queries per storm query | 0.0013 | 0.6250 |",
+		"| storm answers | SERVFAIL 99.8%, lost 0.2% |",
+		"`nodedns_shed_total{reason=\"client_rate\"}` 300,000",
+		"Generator floor (the same load against a trivial echo responder",
+		"**nodedns failed:** nodedns exited during the scenario",
+		"| upstream queries per lookup | - | 8.0000 | - |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if strings.Contains(md, "NaN") {
+		t.Error("report shows NaN")
+	}
+	if strings.Contains(md, `reason=\"waiters\"`) || strings.Contains(md, `reason="waiters"`) {
+		t.Error("report lists a zero counter")
+	}
+}
+
+func TestWriteSVG(t *testing.T) {
+	res := sampleResults()
+	panels := Panels(res)
+	// hit, latency, storm bystanders, storm queries, nx, (ndots: only
+	// CoreDNS's lookups have no curve) = 5
+	if len(panels) != 5 {
+		t.Fatalf("%d panels, want 5", len(panels))
+	}
+	if n := len(panels[1].Series); n != 3 {
+		t.Errorf("latency panel has %d series, want 3 (with the floor)", n)
+	}
+	var b bytes.Buffer
+	if err := WriteSVG(&b, "test <chart>", panels); err != nil {
+		t.Fatal(err)
+	}
+	svg := b.String()
+	if got := strings.Count(svg, "<polyline"); got != 11 {
+		t.Errorf("%d polylines, want 11", got)
+	}
+	d := xml.NewDecoder(strings.NewReader(svg))
+	for {
+		_, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("SVG is not well-formed XML: %v", err)
+		}
+	}
+	if strings.Contains(svg, "NaN") || strings.Contains(svg, "Inf") {
+		t.Error("SVG has NaN/Inf coordinates")
+	}
+	// Empty input still draws a valid image.
+	b.Reset()
+	if err := WriteSVG(&b, "empty", nil); err != nil || !strings.HasSuffix(b.String(), "</svg>\n") {
+		t.Errorf("empty chart: %v", err)
+	}
+}
+
+func TestFormatting(t *testing.T) {
+	for _, c := range []struct {
+		v    float64
+		prec int
+		want string
+	}{{0, 0, "0"}, {999, 0, "999"}, {1000, 0, "1,000"}, {1234567.891, 2, "1,234,567.89"}, {-45000, 0, "-45,000"}, {math.NaN(), 1, "-"}} {
+		if got := fmtNum(c.v, c.prec); got != c.want {
+			t.Errorf("fmtNum(%v, %d) = %q, want %q", c.v, c.prec, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		a, b float64
+		want string
+	}{{6, 2, "3.00×"}, {1, 0, "-"}, {500, 2, "250×"}, {1, 1e5, "1.0e-05×"}, {math.NaN(), 1, "-"}} {
+		if got := ratio(c.a, c.b); got != c.want {
+			t.Errorf("ratio(%v, %v) = %q, want %q", c.a, c.b, got, c.want)
+		}
+	}
+	if got := fmtMs(0.4167); got != "0.417" {
+		t.Errorf("fmtMs = %q", got)
+	}
+	if got := nines(99); math.Abs(got-2) > 1e-9 {
+		t.Errorf("nines(99) = %v", got)
+	}
+}
+
+func TestOptionsFill(t *testing.T) {
+	var o Options
+	if err := o.fill(); err != nil {
+		t.Fatal(err)
+	}
+	d := DefaultOptions()
+	if o.StormQPS != d.StormQPS || o.LoadCPU != 1 || len(o.Scenarios) != len(AllScenarios) || o.Now == nil {
+		t.Errorf("defaults not filled: %+v", o.Params)
+	}
+	for _, bad := range []Options{
+		{Scenarios: []string{"nope"}},
+		{Servers: []string{"bind"}},
+		{Params: Params{ServerCPU: 1, LoadCPU: 1}},
+		{Params: Params{HitConcurrency: 4, HitSockets: 8}},
+	} {
+		if err := bad.fill(); err == nil {
+			t.Errorf("%+v: no error", bad)
+		}
+	}
+}
+
+func TestPickMedian(t *testing.T) {
+	mk := func(p99 float64) *ServerRun {
+		return &ServerRun{Server: NodeDNS, Load: report(1000, 1000, ok(1000), 0.1, p99)}
+	}
+	a, b, c := mk(0.5), mk(0.2), mk(0.3)
+	failed := &ServerRun{Server: NodeDNS, Error: "boom"}
+	m := PickMedian(ScLatency, []*ServerRun{a, failed, b, c})
+	if m != c {
+		t.Errorf("median p99 %v, want 0.3", m.Load.Latency.P99)
+	}
+	if len(m.Repeats) != 3 || m.Repeats[0] != 0.5 || m.Repeats[1] != 0.2 || m.Repeats[2] != 0.3 {
+		t.Errorf("repeats %v", m.Repeats)
+	}
+	if m := PickMedian(ScLatency, []*ServerRun{a, b}); m != b {
+		t.Error("even count: want the lower middle")
+	}
+	if m := PickMedian(ScLatency, []*ServerRun{failed}); m != failed {
+		t.Error("all failed: want the failed run")
+	}
+	if m := PickMedian(ScLatency, []*ServerRun{mk(1)}); m.Repeats != nil {
+		t.Error("a single run has no repeats")
+	}
+	h1, h2, h3 := mk(1), mk(1), mk(1)
+	h1.Cores, h2.Cores, h3.Cores = 0.5, 1, 0.25 // qps/core 200, 100, 400
+	if m := PickMedian(ScHit, []*ServerRun{h1, h2, h3}); m != h1 {
+		t.Errorf("hit median: %v", m.Repeats)
+	}
+}
+
+func TestUDPDrops(t *testing.T) {
+	// Port 0x1F90 = 8080: two server sockets (SO_REUSEPORT), one client
+	// socket connected to it, one unrelated socket.
+	text := `   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  100: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1001 2 0000000000000000 17
+  101: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1002 2 0000000000000000 3
+  102: 0300007F:C350 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 1003 2 0000000000000000 5
+  103: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1004 2 0000000000000000 99
+`
+	s, c, err := UDPDrops(text, 8080)
+	if err != nil || s != 20 || c != 5 {
+		t.Errorf("server %d clients %d err %v, want 20 and 5", s, c, err)
+	}
+	if _, _, err := UDPDrops("header\n 1: 0100007F:ZZZZ 00000000:0000 07 0:0 0:0 0 0 0 1 2 0 x\n", 1); err == nil {
+		t.Error("no error for a bad line")
+	}
+}
