@@ -57,7 +57,7 @@ func handleSync(s *Server, w *worker, pkt []byte, src netip.AddrPort) [][]byte {
 			mu.Lock()
 			replies = append(replies, append([]byte(nil), b...))
 			mu.Unlock()
-		})
+		}, nil)
 		s.misses.Wait()
 	}
 	mu.Lock()

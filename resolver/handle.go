@@ -105,7 +105,8 @@ func (w *worker) fast(pkt []byte, src netip.AddrPort, proto int, prefix []byte) 
 		opts.StaleTTL = staleTTL
 		s.metrics.staleServed[staleRecheckReason].Inc()
 	case cache.Fresh:
-		if e.Hit() >= s.cfg.PrefetchMinHits && s.cfg.PrefetchMinHits > 0 && inPrefetchWindow(e, nowNano) && e.BeginRefresh() {
+		if s.cfg.PrefetchMinHits > 0 && e.Kind() == cache.KindPositive && e.Hit() >= s.cfg.PrefetchMinHits &&
+			inPrefetchWindow(e, nowNano) && e.BeginRefresh() {
 			s.prefetch(e)
 		}
 	}
@@ -120,7 +121,10 @@ func (w *worker) fast(pkt []byte, src netip.AddrPort, proto int, prefix []byte) 
 
 // inPrefetchWindow reports whether a fresh entry is in the last tenth of
 // its TTL (at least the last second), when a hit should refresh it so that
-// names in use never expire (after Unbound's prefetch).
+// names in use never expire (after Unbound's prefetch). Only positive
+// answers are prefetched: a denial that is asked for again is cheap to ask
+// upstream once it expires, and refreshing the short-lived NXDOMAINs of
+// search-list expansions would only add upstream queries.
 func inPrefetchWindow(e *cache.Entry, now int64) bool {
 	window := max(e.OrigTTL()/10, time.Second)
 	return e.TTL(now) <= window

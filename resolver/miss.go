@@ -63,29 +63,34 @@ var staleReasonNames = [numStaleReasons]string{"inflight", "waiters", "client_ra
 
 // dispatch finds or starts the resolution of a query the fast path could
 // not answer. pkt is the reader's buffer: dispatch copies what it keeps.
-// w.cacheable, w.key and w.stale come from the fast path.
-func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, write func([]byte)) {
-	wt := waiter{pkt: append([]byte(nil), pkt...), src: src, proto: proto, write: write, start: s.now()}
-	var key string
-	if w.cacheable {
-		key = string(w.key)
+// w.cacheable, w.key and w.stale come from the fast path. write answers the
+// query later, from another goroutine; immediate, when not nil, answers it
+// now, on the reader's goroutine (the UDP reader adds it to its batch of
+// replies, so that shedding a storm costs no system call of its own).
+func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, write, immediate func([]byte)) {
+	now := s.now()
+	imm := waiter{pkt: pkt, src: src, proto: proto, write: write, start: now}
+	if immediate != nil {
+		imm.write = immediate
 	}
 	s.flightMu.Lock()
-	if f, ok := s.flights[key]; ok && w.cacheable {
-		switch {
-		case f.staleServed && f.stale != nil:
-			s.flightMu.Unlock()
-			s.answerStale(wt, f.stale, staleSlowUpstream)
-		case s.waiting < s.cfg.MaxWaiters:
-			f.waiters = append(f.waiters, wt)
-			s.waiting++
-			s.flightMu.Unlock()
-			s.metrics.coalesced.Inc()
-		default:
-			s.flightMu.Unlock()
-			s.shed(wt, shedWaiters, f.stale)
+	if w.cacheable {
+		if f, ok := s.flights[string(w.key)]; ok {
+			switch {
+			case f.staleServed && f.stale != nil:
+				s.flightMu.Unlock()
+				s.answerStale(imm, f.stale, staleSlowUpstream)
+			case s.waiting < s.cfg.MaxWaiters:
+				f.waiters = append(f.waiters, keepWaiter(imm, write))
+				s.waiting++
+				s.flightMu.Unlock()
+				s.metrics.coalesced.Inc()
+			default:
+				s.flightMu.Unlock()
+				s.shed(imm, shedWaiters, f.stale)
+			}
+			return
 		}
-		return
 	}
 	reason := -1
 	switch {
@@ -103,11 +108,14 @@ func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, 
 	}
 	if reason >= 0 {
 		s.flightMu.Unlock()
-		s.shed(wt, reason, w.stale)
+		s.shed(imm, reason, w.stale)
 		return
 	}
+	wt := keepWaiter(imm, write)
 	var f *flight
+	var key string
 	if w.cacheable {
+		key = string(w.key)
 		f = &flight{waiters: []waiter{wt}, stale: w.stale}
 		s.flights[key] = f
 		s.waiting++
@@ -116,6 +124,13 @@ func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, 
 	s.flightMu.Unlock()
 	s.metrics.inflight.Inc()
 	go s.lead(key, f, wt, false)
+}
+
+// keepWaiter makes a waiter that outlives the reader's buffer.
+func keepWaiter(w waiter, write func([]byte)) waiter {
+	w.pkt = append([]byte(nil), w.pkt...)
+	w.write = write
+	return w
 }
 
 // shed answers a query at once because a bound was reached: stale if an

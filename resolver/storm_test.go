@@ -335,3 +335,30 @@ func withServeStale(p cache.Policy, d time.Duration) cache.Policy {
 	p.ServeStale = d
 	return p
 }
+
+func TestNegativeAnswersAreNotPrefetched(t *testing.T) {
+	clock := newFakeClock()
+	var calls atomic.Int64
+	fwd := ForwarderFunc(func(_ context.Context, req *dns.Msg) (*dns.Msg, error) {
+		calls.Add(1)
+		m := new(dns.Msg)
+		m.SetRcode(req, dns.RcodeNameError)
+		soa, _ := dns.NewRR("test. 60 IN SOA ns.test. h.test. 1 7200 3600 1209600 60")
+		m.Ns = append(m.Ns, soa)
+		return m, nil
+	})
+	s := startServer(t, Config{PrefetchMinHits: 1}, fwd, withClock(clock, fwd))
+	for i := 0; i < 3; i++ {
+		exchange(t, "udp", s.addr, query("nx.test.", dns.TypeA))
+	}
+	clock.advance(58 * time.Second) // in the last tenth of the 60 s negative TTL
+	for i := 0; i < 3; i++ {
+		if r := exchange(t, "udp", s.addr, query("nx.test.", dns.TypeA)); r.Rcode != dns.RcodeNameError {
+			t.Fatalf("rcode %s", dns.RcodeToString[r.Rcode])
+		}
+	}
+	waitFor(t, "no resolution in flight", func() bool { return len(s.sem) == 0 })
+	if n := calls.Load(); n != 1 {
+		t.Errorf("upstream calls %d, want 1: a denial is not prefetched", n)
+	}
+}

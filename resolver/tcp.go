@@ -113,7 +113,7 @@ func (s *Server) serveConn(c net.Conn) {
 			w.out = out[:0]
 		case actMiss:
 			pending.Add(1)
-			s.dispatch(w, append([]byte(nil), pkt...), src, protoTCP, writeMiss)
+			s.dispatch(w, pkt, src, protoTCP, writeMiss, nil)
 		}
 	}
 }

@@ -39,7 +39,7 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 		case actReply:
 			s.writeUDP(conn, out, src)
 		case actMiss:
-			s.dispatch(w, append([]byte(nil), pkt...), src, protoUDP, write(src))
+			s.dispatch(w, pkt, src, protoUDP, write(src), nil)
 		}
 	}
 }

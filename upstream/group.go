@@ -298,7 +298,15 @@ func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		budget := g.cfg.Timeout
+		// The per-try timeout exists to fail over in time. The last
+		// candidate has nobody to fail over to: it gets whatever is left of
+		// the caller's deadline, so that a slow but working upstream still
+		// answers instead of being timed out on every query.
+		tryTimeout := g.cfg.Timeout
+		if d, ok := ctx.Deadline(); ok && i == len(healthy)-1 {
+			tryTimeout = max(tryTimeout, time.Until(d))
+		}
+		budget := tryTimeout
 		if d, ok := ctx.Deadline(); ok && time.Until(d) < budget {
 			budget = time.Until(d)
 		}
@@ -307,7 +315,7 @@ func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 			continue
 		}
 		tried++
-		resp, err := mb.r.Exchange(ctx, req)
+		resp, err := mb.r.exchangeWithin(ctx, req, tryTimeout)
 		mb.release()
 		if err != nil {
 			lastErr = err
@@ -424,7 +432,9 @@ func (g *Group) probeLoop(ctx context.Context, mb *member) {
 
 // probe runs one health check of mb.
 func (g *Group) probe(ctx context.Context, mb *member) {
-	pctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	// A probe may take twice the per-try timeout: it decides whether a
+	// member is used at all, and a slow answer is still an answer.
+	pctx, cancel := context.WithTimeout(ctx, 2*g.cfg.Timeout)
 	defer cancel()
 	err := mb.r.probe(pctx)
 	if ctx.Err() != nil {

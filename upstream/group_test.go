@@ -379,3 +379,33 @@ func TestGroupShortCallerDeadlineIsNotAFailure(t *testing.T) {
 		t.Error("a timeout with a fair budget was not counted")
 	}
 }
+
+// A slow but working upstream with nobody to fail over to answers within
+// the caller's deadline, though slower than the per-try timeout: timing it
+// out would turn every answer into SERVFAIL.
+func TestLastMemberGetsTheRestOfTheDeadline(t *testing.T) {
+	slow := startSlow(t, 300*time.Millisecond)
+	m, _ := newTestMetrics(t)
+	g := mustGroup(t, GroupConfig{Addrs: []string{slow.addr}, Timeout: 100 * time.Millisecond, HealthInterval: time.Hour}, m, nil)
+	for i := 0; i < 3; i++ { // more than MaxFails: it must not be marked down either
+		resp, err := g.Exchange(ctxWithTimeout(t, 2*time.Second), query("slow.test.", dns.TypeA))
+		if err != nil || len(resp.Answer) == 0 {
+			t.Fatalf("query %d: %v, %v", i, resp, err)
+		}
+	}
+	if !g.Healthy() {
+		t.Error("a slow member that answered was marked down")
+	}
+	// With a second member, the per-try timeout still fails over.
+	fast := startServer(t, true, false, answer)
+	g2 := mustGroup(t, GroupConfig{Addrs: []string{slow.addr, fast.addr}, Timeout: 100 * time.Millisecond, HealthInterval: time.Hour}, m, nil)
+	for i := 0; i < 4; i++ {
+		start := time.Now()
+		if _, err := g2.Exchange(ctxWithTimeout(t, 2*time.Second), query("x.test.", dns.TypeA)); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d >= 290*time.Millisecond {
+			t.Errorf("query %d took %v: the slow member's try was not cut at the per-try timeout", i, d)
+		}
+	}
+}

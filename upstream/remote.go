@@ -117,7 +117,13 @@ func (r *Remote) Close() error {
 // ID and question (as asked, including case), so it answers the caller's own
 // request. If req had no EDNS0 OPT record, none is returned either.
 func (r *Remote) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
-	return r.exchange(ctx, req, false)
+	return r.exchange(ctx, req, r.timeout, false)
+}
+
+// exchangeWithin is Exchange with a per-try timeout other than the
+// configured one (still cut by ctx's deadline).
+func (r *Remote) exchangeWithin(ctx context.Context, req *dns.Msg, timeout time.Duration) (*dns.Msg, error) {
+	return r.exchange(ctx, req, timeout, false)
 }
 
 // probe sends a health probe. It accepts any reply whose header is readable
@@ -125,11 +131,11 @@ func (r *Remote) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 func (r *Remote) probe(ctx context.Context) error {
 	m := new(dns.Msg)
 	m.SetQuestion(".", dns.TypeNS)
-	_, err := r.exchange(ctx, m, true)
+	_, err := r.exchange(ctx, m, 2*r.timeout, true) // see Group.probe
 	return err
 }
 
-func (r *Remote) exchange(ctx context.Context, req *dns.Msg, probe bool) (*dns.Msg, error) {
+func (r *Remote) exchange(ctx context.Context, req *dns.Msg, timeout time.Duration, probe bool) (*dns.Msg, error) {
 	proto := "udp"
 	if r.forceTCP {
 		proto = "tcp"
@@ -138,7 +144,7 @@ func (r *Remote) exchange(ctx context.Context, req *dns.Msg, probe bool) (*dns.M
 		return nil, r.failed(ctx, proto, &badRequestError{errors.New("nil request")}, false, probe)
 	}
 	start := time.Now()
-	deadline := start.Add(r.timeout)
+	deadline := start.Add(timeout)
 	ctxDeadline := false // whether the caller's deadline is the binding one
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline, ctxDeadline = d, true
