@@ -80,12 +80,27 @@ type Params struct {
 	NXDuration time.Duration `json:"nx_duration"`
 	NXTTL      uint32        `json:"nx_ttl"` // SOA TTL/MINIMUM of the nx zone
 
+	// nx-burst: NXBursts bursts, each of NXBurstSize identical queries for
+	// a new NXDOMAIN name sent at once from NXBurstClients addresses
+	// (127.0.4.x, a socket each), the upstream answering after NXBurstRTT.
+	NXBurstSize    int           `json:"nx_burst_size"`
+	NXBursts       int           `json:"nx_bursts"`
+	NXBurstClients int           `json:"nx_burst_clients"`
+	NXBurstRTT     time.Duration `json:"nx_burst_rtt"`
+
 	NdotsNames       int           `json:"ndots_names"`
 	NdotsRate        float64       `json:"ndots_rate"` // lookups per second, paced
 	NdotsConcurrency int           `json:"ndots_concurrency"`
 	NdotsDuration    time.Duration `json:"ndots_duration"`
 	ClusterNegTTL    uint32        `json:"cluster_neg_ttl"` // SOA TTL/MINIMUM of cluster.local
 }
+
+// nx-burst: client timeout of a burst's queries, and the pause between
+// bursts (late upstream traffic of one burst must not count in the next).
+const (
+	burstTimeout = 2 * time.Second
+	burstPause   = 300 * time.Millisecond
+)
 
 // DefaultOptions returns the defaults `make bench` uses.
 func DefaultOptions() Options {
@@ -123,6 +138,11 @@ func DefaultOptions() Options {
 			NXQPS:      10000,
 			NXDuration: 10 * time.Second,
 			NXTTL:      300,
+
+			NXBurstSize:    500,
+			NXBursts:       20,
+			NXBurstClients: 50,
+			NXBurstRTT:     50 * time.Millisecond,
 
 			NdotsNames:       200,
 			NdotsRate:        1000,
@@ -203,6 +223,10 @@ func (o *Options) fill() error {
 	if p.NXTTL == 0 {
 		p.NXTTL = dp.NXTTL
 	}
+	setInt(&p.NXBurstSize, dp.NXBurstSize)
+	setInt(&p.NXBursts, dp.NXBursts)
+	setInt(&p.NXBurstClients, dp.NXBurstClients)
+	setDur(&p.NXBurstRTT, dp.NXBurstRTT)
 	setInt(&p.NdotsNames, dp.NdotsNames)
 	setF(&p.NdotsRate, dp.NdotsRate)
 	setInt(&p.NdotsConcurrency, dp.NdotsConcurrency)
@@ -215,6 +239,15 @@ func (o *Options) fill() error {
 	}
 	if p.NdotsConcurrency > 254 {
 		return fmt.Errorf("ndots concurrency: at most 254 (one client address each)")
+	}
+	if p.NXBurstClients > 254 || p.NXBurstClients < 1 {
+		return fmt.Errorf("nx burst clients: 1 to 254 (127.0.4.1-254)")
+	}
+	if p.NXBurstSize < p.NXBurstClients {
+		return fmt.Errorf("nx burst size (%d) below its client addresses (%d)", p.NXBurstSize, p.NXBurstClients)
+	}
+	if p.NXBursts < 1 || p.NXBurstSize < 1 || p.NXBurstRTT < 0 {
+		return fmt.Errorf("nx bursts and burst size must be > 0, burst RTT >= 0")
 	}
 	if p.HitSockets > p.HitConcurrency {
 		return fmt.Errorf("hit sockets (%d) exceed hit concurrency (%d)", p.HitSockets, p.HitConcurrency)

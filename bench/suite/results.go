@@ -24,18 +24,20 @@ const (
 	ScStorm     = "storm-delay"
 	ScStormDrop = "storm-drop"
 	ScNX        = "nx"
+	ScNXBurst   = "nx-burst"
 	ScNdots     = "ndots"
 )
 
 // AllScenarios lists every scenario in the order the suite runs them.
-var AllScenarios = []string{ScHit, ScLatency, ScStorm, ScStormDrop, ScNX, ScNdots}
+var AllScenarios = []string{ScHit, ScLatency, ScStorm, ScStormDrop, ScNX, ScNXBurst, ScNdots}
 
 var titles = map[string]string{
 	ScHit:       "1. Cache-hit throughput",
 	ScLatency:   "2. Latency at a fixed load",
 	ScStorm:     "3a. Retry storm, upstream delays every answer",
 	ScStormDrop: "3b. Retry storm, upstream drops everything",
-	ScNX:        "4. Negative caching: repeated NXDOMAIN names",
+	ScNX:        "4a. Negative caching, steady state: repeated NXDOMAIN names",
+	ScNXBurst:   "4b. Negative caching, N identical misses → upstream",
 	ScNdots:     "5. ndots:5 search-list amplification",
 }
 
@@ -151,6 +153,86 @@ type ServerRun struct {
 	// Metrics are counter deltas over the measured phase, of the series
 	// the report shows (nodedns_* or coredns_*).
 	Metrics Metrics `json:"metrics,omitempty"`
+
+	// Bursts (nx-burst) are the bursts of identical misses, in order; Load
+	// then sums them (AggregateBursts). UpstreamPerBurst is the mean of
+	// their Upstream.
+	Bursts           []Burst `json:"bursts,omitempty"`
+	UpstreamPerBurst float64 `json:"upstream_per_burst,omitempty"`
+}
+
+// Burst is one burst of identical concurrent queries for a name that is
+// not cached (scenario nx-burst).
+type Burst struct {
+	Name     string            `json:"name"`
+	Sent     uint64            `json:"sent"`
+	Answered uint64            `json:"answered"`
+	Lost     uint64            `json:"lost"`
+	Rcodes   map[string]uint64 `json:"rcodes"`
+	// Upstream is the queries the fake upstream received from the start of
+	// the burst until its last query was answered or timed out (health
+	// probes for "." excluded).
+	Upstream uint64        `json:"upstream"`
+	Latency  bench.Latency `json:"latency_ms"`
+}
+
+// BurstOf summarises one burst's load report.
+func BurstOf(name string, rep *bench.Report, upstream uint64) Burst {
+	b := Burst{Name: name, Upstream: upstream, Rcodes: map[string]uint64{}}
+	if rep != nil {
+		b.Sent, b.Answered, b.Lost, b.Latency = rep.Sent, rep.Answered, rep.Lost, rep.Latency
+		for k, v := range rep.Rcodes {
+			b.Rcodes[k] = v
+		}
+	}
+	return b
+}
+
+// AggregateBursts sums the bursts into one report: counts and RCODEs are
+// added up; each latency figure is the worst burst's (percentiles of
+// separate bursts cannot be merged without their histograms), the mean is
+// weighted by answers. Nil without bursts.
+func AggregateBursts(bs []Burst) *bench.Report {
+	if len(bs) == 0 {
+		return nil
+	}
+	r := &bench.Report{Mode: "closed", Transport: "udp", Rcodes: map[string]uint64{}}
+	var meanSum float64
+	for _, b := range bs {
+		r.Sent += b.Sent
+		r.Answered += b.Answered
+		r.Lost += b.Lost
+		for k, v := range b.Rcodes {
+			r.Rcodes[k] += v
+		}
+		if b.Answered == 0 {
+			continue
+		}
+		l := &r.Latency
+		l.P50, l.P90, l.P99 = max(l.P50, b.Latency.P50), max(l.P90, b.Latency.P90), max(l.P99, b.Latency.P99)
+		l.P999, l.Max = max(l.P999, b.Latency.P999), max(l.Max, b.Latency.Max)
+		meanSum += b.Latency.Mean * float64(b.Answered)
+	}
+	if r.Answered > 0 {
+		r.Latency.Mean = meanSum / float64(r.Answered)
+	}
+	return r
+}
+
+// BurstUpstream returns the mean, smallest and largest upstream queries per
+// burst (NaN without bursts).
+func BurstUpstream(bs []Burst) (mean, lo, hi float64) {
+	if len(bs) == 0 {
+		return math.NaN(), math.NaN(), math.NaN()
+	}
+	lo, hi = math.Inf(1), math.Inf(-1)
+	var sum float64
+	for _, b := range bs {
+		v := float64(b.Upstream)
+		sum += v
+		lo, hi = math.Min(lo, v), math.Max(hi, v)
+	}
+	return sum / float64(len(bs)), lo, hi
 }
 
 // Failed returns the queries of r that did not get a NOERROR answer
@@ -194,6 +276,9 @@ type Target struct {
 	Unit      string  `json:"unit"`
 	Status    string  `json:"status"`
 	Detail    string  `json:"detail,omitempty"`
+	// Why explains a MISS (or an N/A that was measured but cannot be
+	// judged on this machine) in words, for the report's list of misses.
+	Why string `json:"why,omitempty"`
 }
 
 // Target thresholds.
@@ -261,10 +346,18 @@ func Evaluate(res *Results) []Target {
 			t.Value = n.Load.Latency.P99
 			t.Detail = fmt.Sprintf("at %.0f qps; p50 %.3f, p99.9 %.3f ms; %s lost",
 				n.Load.TargetQPS, n.Load.Latency.P50, n.Load.Latency.P999, pct(n.Load.Lost, n.Load.Sent))
-			if e := lat.Run(Echo); usable(e) {
-				t.Detail += fmt.Sprintf("; generator floor p99 %.3f ms", e.Load.Latency.P99)
-				if e.Load.Latency.P99 > TargetP99Ms {
-					t.Detail += " (above the target: not measurable on this machine)"
+			if e := lat.Run(Echo); usable(e) && e.Load.Answered > 0 {
+				floor := e.Load.Latency.P99
+				t.Detail += fmt.Sprintf("; generator floor p99 %.3f ms; p99 above the floor: nodedns %+.3f ms", floor, n.Load.Latency.P99-floor)
+				if c := lat.Run(CoreDNS); usable(c) && c.Load.Answered > 0 {
+					t.Detail += fmt.Sprintf(", CoreDNS %+.3f ms", c.Load.Latency.P99-floor)
+				}
+				if floor > TargetP99Ms {
+					// Any server measured here is above the target: the
+					// generator, kernel and scheduler alone are.
+					t.Status = NA
+					t.Why = fmt.Sprintf("cannot be verified on this VM: the generator floor's p99 (%.3f ms, the same load against a trivial echo responder) "+
+						"is already above the %.1f ms target; compare the p99s above the floor instead", floor, TargetP99Ms)
 				}
 			}
 			if n.Load.Sent > 0 && float64(n.Load.Lost) > 0.01*float64(n.Load.Sent) {
@@ -275,17 +368,53 @@ func Evaluate(res *Results) []Target {
 		add(t)
 	}
 
-	for _, id := range []string{ScNX, ScNdots} {
-		s := res.Scenario(id)
+	// Scenario 4: the target is evaluated on the burst of identical misses
+	// (4b); the steady state (4a) is quoted, not judged: both servers cache
+	// the denial, so it is ~equal by construction.
+	{
+		s := res.Scenario(ScNXBurst)
 		n, c := s.Run(NodeDNS), s.Run(CoreDNS)
-		unit := "per client query"
-		if id == ScNdots {
-			unit = "per lookup"
+		size := res.Params.NXBurstSize
+		t := Target{ID: "nx-upstream", Scenario: ScNXBurst, Desc: fmt.Sprintf("upstream queries per burst of %d identical misses (4b), nodedns / CoreDNS", size),
+			Op: "<=", Threshold: TargetUpstreamRatio, Unit: "x", Value: na}
+		if s == nil {
+			t.Detail = "evaluated on scenario 4b (nx-burst), which did not run"
 		}
-		t := Target{ID: id + "-upstream", Scenario: id, Desc: "upstream queries " + unit + ", nodedns / CoreDNS", Op: "<=", Threshold: TargetUpstreamRatio, Unit: "x", Value: na}
+		if usable(n) && usable(c) && c.UpstreamPerBurst > 0 {
+			t.Value = n.UpstreamPerBurst / c.UpstreamPerBurst
+			_, nlo, nhi := BurstUpstream(n.Bursts)
+			_, clo, chi := BurstUpstream(c.Bursts)
+			t.Detail = fmt.Sprintf("%.1f vs %.1f upstream queries per burst (range %.0f–%.0f vs %.0f–%.0f, %d bursts)",
+				n.UpstreamPerBurst, c.UpstreamPerBurst, nlo, nhi, clo, chi, len(n.Bursts))
+		}
+		ss := res.Scenario(ScNX)
+		if sn, sc := ss.Run(NodeDNS), ss.Run(CoreDNS); usable(sn) && usable(sc) && sc.UpstreamPerQuery > 0 {
+			t.Detail += fmt.Sprintf("; steady state (4a, not judged): %.4f vs %.4f per client query (%.2f×), ~equal because both cache the NXDOMAIN "+
+				"and so ask upstream about once per name (%d and %d upstream queries for %d names)",
+				sn.UpstreamPerQuery, sc.UpstreamPerQuery, sn.UpstreamPerQuery/sc.UpstreamPerQuery, sn.Upstream.Received, sc.Upstream.Received, res.Params.NXNames)
+		}
+		add(t)
+	}
+
+	{
+		s := res.Scenario(ScNdots)
+		n, c := s.Run(NodeDNS), s.Run(CoreDNS)
+		t := Target{ID: "ndots-upstream", Scenario: ScNdots, Desc: "upstream queries per lookup, nodedns / CoreDNS", Op: "<=", Threshold: TargetUpstreamRatio, Unit: "x", Value: na}
 		if usable(n) && usable(c) && c.UpstreamPerQuery > 0 {
 			t.Value = n.UpstreamPerQuery / c.UpstreamPerQuery
-			t.Detail = fmt.Sprintf("%.4f vs %.4f upstream queries %s", n.UpstreamPerQuery, c.UpstreamPerQuery, unit)
+			t.Detail = fmt.Sprintf("%.4f vs %.4f upstream queries per lookup", n.UpstreamPerQuery, c.UpstreamPerQuery)
+			if p := res.Params; p.NdotsNames > 0 {
+				t.Detail += fmt.Sprintf("; negative caching alone predicts %.0f upstream queries, received %d vs %d",
+					NdotsCachePrediction(p.NdotsNames, len(bench.DefaultSearch), 2, p.NdotsDuration.Seconds(), float64(p.ClusterNegTTL)),
+					n.Upstream.Received, c.Upstream.Received)
+			}
+			t.Status = check(t.Value, t.Op, t.Threshold)
+			if t.Status == Miss {
+				t.Why = fmt.Sprintf("both servers cache the search-list NXDOMAINs for the %d s the cluster.local SOA allows, so each asks upstream once per "+
+					"candidate name per %d s and the ratio is ~1 (here %.2f×); going below 1/5 needs answering impossible cluster names locally (the planned "+
+					"`search` stage: NXDOMAIN for names under <ns>.svc.<zone> with too many labels), which is not built yet",
+					res.Params.ClusterNegTTL, res.Params.ClusterNegTTL, t.Value)
+			}
 		}
 		add(t)
 	}
@@ -299,20 +428,24 @@ func Evaluate(res *Results) []Target {
 		}
 		n := s.Run(NodeDNS)
 		ok := usable(n)
-		t := Target{ID: id + "-rss", Scenario: id, Desc: "peak RSS (VmHWM) during the storm, nodedns", Op: "<=", Threshold: TargetStormRSS, Unit: "bytes", Value: na}
+		tag := "3a "
+		if id == ScStormDrop {
+			tag = "3b "
+		}
+		t := Target{ID: id + "-rss", Scenario: id, Desc: tag + "peak RSS (VmHWM) during the storm, nodedns", Op: "<=", Threshold: TargetStormRSS, Unit: "bytes", Value: na}
 		if ok {
 			t.Value = float64(n.RSSPeak)
 			t.Detail = fmt.Sprintf("%.1f MB", float64(n.RSSPeak)/1e6)
 		}
 		add(t)
-		t = Target{ID: id + "-bystander-loss", Scenario: id, Desc: "bystander queries without a NOERROR answer, nodedns", Op: "<=", Threshold: TargetBystanderLoss, Unit: "%", Value: na}
+		t = Target{ID: id + "-bystander-loss", Scenario: id, Desc: tag + "bystander queries without a NOERROR answer, nodedns", Op: "<=", Threshold: TargetBystanderLoss, Unit: "%", Value: na}
 		if ok && n.Bystanders != nil {
 			t.Value = FailedPct(n.Bystanders)
 			t.Detail = fmt.Sprintf("%d of %d (lost %d; %d queries dropped by the kernel at nodedns's full socket buffer)",
 				Failed(n.Bystanders), n.Bystanders.Sent, n.Bystanders.Lost, n.ServerDrops)
 		}
 		add(t)
-		t = Target{ID: id + "-bystander-p99", Scenario: id, Desc: "bystander p99, nodedns", Op: "<=", Threshold: TargetBystanderP99Ms, Unit: "ms", Value: na}
+		t = Target{ID: id + "-bystander-p99", Scenario: id, Desc: tag + "bystander p99, nodedns", Op: "<=", Threshold: TargetBystanderP99Ms, Unit: "ms", Value: na}
 		if ok && n.Bystanders != nil && n.Bystanders.Answered > 0 {
 			t.Value = n.Bystanders.Latency.P99
 			t.Detail = fmt.Sprintf("p50 %.3f, p99.9 %.3f ms", n.Bystanders.Latency.P50, n.Bystanders.Latency.P999)
@@ -321,7 +454,7 @@ func Evaluate(res *Results) []Target {
 			}
 		}
 		add(t)
-		t = Target{ID: id + "-upstream", Scenario: id, Desc: "upstream queries per storm query, nodedns", Op: "<=", Threshold: TargetStormUpstream, Unit: "", Value: na}
+		t = Target{ID: id + "-upstream", Scenario: id, Desc: tag + "upstream queries per storm query, nodedns", Op: "<=", Threshold: TargetStormUpstream, Unit: "", Value: na}
 		if ok {
 			t.Value = n.UpstreamPerQuery
 			t.Detail = fmt.Sprintf("%d upstream for %d storm queries", n.Upstream.Received, n.Load.Sent)
@@ -329,6 +462,18 @@ func Evaluate(res *Results) []Target {
 		add(t)
 	}
 	return ts
+}
+
+// NdotsCachePrediction is the upstream queries negative caching alone
+// leads to in the ndots scenario: every name's search-list candidates
+// (searchNX of them, each NXDOMAIN) are asked again once their denial
+// (negTTL seconds) expires, ceil(duration/negTTL) times in the run, and the
+// name itself once (its answer outlives the run); times the query types.
+func NdotsCachePrediction(names, searchNX, types int, duration, negTTL float64) float64 {
+	if negTTL <= 0 || duration <= 0 {
+		return math.NaN()
+	}
+	return float64(names*types) * (float64(searchNX)*math.Ceil(duration/negTTL) + 1)
 }
 
 func pct(n, of uint64) string {
@@ -395,6 +540,9 @@ func finish(res *Results) {
 			}
 			if per > 0 {
 				run.UpstreamPerQuery = float64(run.Upstream.Received) / float64(per)
+			}
+			if s.ID == ScNXBurst && len(run.Bursts) > 0 {
+				run.UpstreamPerBurst, _, _ = BurstUpstream(run.Bursts)
 			}
 			if s.ID == ScHit && run.Cores > 0 {
 				run.QPSPerCore = run.Load.QPS / run.Cores

@@ -42,7 +42,8 @@ var keptMetrics = map[string][]string{
 		"nodedns_client_limited_total", "nodedns_dropped_total", "nodedns_cache_hits_total", "nodedns_cache_misses_total",
 		"nodedns_upstream_requests_total", "nodedns_upstream_errors_total", "nodedns_prefetch_total"},
 	CoreDNS: {"coredns_dns_requests_total", "coredns_dns_responses_total", "coredns_cache_hits_total", "coredns_cache_misses_total",
-		"coredns_forward_requests_total", "coredns_forward_responses_total", "coredns_forward_max_concurrent_rejects_total"},
+		"coredns_forward_requests_total", "coredns_forward_responses_total", "coredns_forward_max_concurrent_rejects_total",
+		"coredns_proxy_request_duration_seconds_count"}, // CoreDNS >= 1.11 counts forwards here
 }
 
 type runner struct {
@@ -667,6 +668,43 @@ func (r *runner) scenarioFunc(id string, sc *Scenario) scenarioFunc {
 				return err
 			})
 		}
+	case ScNXBurst:
+		sc.Setup = fmt.Sprintf("The measurement the peer comparison uses, \"N identical misses → upstream\": %d bursts, each of **%d identical queries sent at once** "+
+			"(a closed loop with all of them outstanding from the start) for a name that is not cached (a new `burst-N.%s` per burst: NXDOMAIN), "+
+			"from %d client addresses (127.0.4.x, one socket each, %d queries per address, far below nodedns's default per-client miss burst of 400), "+
+			"with the upstream answering after %v, a realistic round trip for an external NXDOMAIN. "+
+			"Upstream queries are counted per burst, from its first query until its last one is answered or times out (%v); bursts are %v apart. "+
+			"A server that forwards every miss sends one upstream query per client query; one that coalesces identical misses in flight sends one per burst.",
+			o.NXBursts, o.NXBurstSize, nxZone, o.NXBurstClients, (o.NXBurstSize+o.NXBurstClients-1)/o.NXBurstClients,
+			o.NXBurstRTT, burstTimeout, burstPause)
+		return func(ctx context.Context, p *proc, run *ServerRun, prof *profileReq) error {
+			r.up.SetDelay(o.NXBurstRTT)
+			defer r.up.SetDelay(o.UpstreamRTT)
+			sources := addrs(4, o.NXBurstClients)
+			return r.measure(p, run, 0, prof, func() error {
+				defer func() { run.Load = AggregateBursts(run.Bursts) }()
+				for i := range o.NXBursts {
+					name := fmt.Sprintf("burst-%d.%s", i, nxZone)
+					up0 := r.up.Stats()
+					rep, err := bench.Run(ctx, bench.Config{
+						Server: p.dns, Queries: []bench.Query{{Name: name, Type: 1}}, Count: int64(o.NXBurstSize),
+						Concurrency: o.NXBurstSize, Sockets: o.NXBurstClients, Sources: sources,
+						Duration: burstTimeout + time.Second, Timeout: burstTimeout,
+					})
+					if err != nil {
+						return fmt.Errorf("burst %d: %w", i, err)
+					}
+					d := r.up.Stats().Sub(up0)
+					run.Bursts = append(run.Bursts, BurstOf(name, rep, d.Received-d.Probes))
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-time.After(burstPause):
+					}
+				}
+				return nil
+			})
+		}
 	case ScNdots:
 		sc.Setup = fmt.Sprintf("Stub-resolver emulation: %d external names `www.ext-N.%s` (3 dots, fewer than ndots:5) looked up like glibc's getaddrinfo "+
 			"with AF_UNSPEC: A and AAAA in parallel for each candidate of the search list default.svc.cluster.local, svc.cluster.local, cluster.local, "+
@@ -719,22 +757,11 @@ func (r *runner) write() ([]string, error) {
 		return nil, err
 	}
 	files = append(files, base+".json")
-	var svg bytes.Buffer
-	if err := WriteSVG(&svg, "Latency distributions, nodedns vs CoreDNS ("+r.stamp+")", Panels(r.res)); err != nil {
+	more, err := writeCharts(r.res, base)
+	files = append(files, more...)
+	if err != nil {
 		return files, err
 	}
-	if err := os.WriteFile(base+".svg", svg.Bytes(), 0o644); err != nil {
-		return files, err
-	}
-	files = append(files, base+".svg")
-	var md bytes.Buffer
-	if err := WriteMarkdown(&md, r.res, filepath.Base(base)+".svg"); err != nil {
-		return files, err
-	}
-	if err := os.WriteFile(base+".md", md.Bytes(), 0o644); err != nil {
-		return files, err
-	}
-	files = append(files, base+".md")
 	for _, p := range r.res.Profiles {
 		if p.Error == "" {
 			files = append(files, filepath.Join(r.o.OutDir, p.File))

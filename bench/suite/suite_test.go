@@ -6,6 +6,8 @@ import (
 	"encoding/xml"
 	"io"
 	"math"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -146,14 +148,31 @@ func sampleResults() *Results {
 			{Server: NodeDNS, Load: report(100_000, 100_000, map[string]uint64{"NXDOMAIN": 100_000}, 0.1, 0.5), Upstream: fakeup.Stats{Received: 200}},
 			{Server: CoreDNS, Load: report(100_000, 100_000, map[string]uint64{"NXDOMAIN": 100_000}, 0.1, 0.5), Upstream: fakeup.Stats{Received: 2000}},
 		}},
+		{ID: ScNXBurst, Title: titles[ScNXBurst], Runs: []*ServerRun{
+			{Server: NodeDNS, Bursts: bursts(500, 1, 1, 2), Upstream: fakeup.Stats{Received: 4}},
+			{Server: CoreDNS, Bursts: bursts(500, 500, 500, 498), Upstream: fakeup.Stats{Received: 1498}},
+		}},
 		{ID: ScNdots, Title: titles[ScNdots], Runs: []*ServerRun{
 			{Server: NodeDNS, Error: "nodedns exited during the scenario"},
 			{Server: CoreDNS, Load: &bench.Report{Sent: 8, Lookups: &bench.LookupReport{Lookups: 1}}, Upstream: fakeup.Stats{Received: 8}},
 		}},
 	}
+	for _, r := range res.Scenario(ScNXBurst).Runs {
+		r.Load = AggregateBursts(r.Bursts)
+	}
 	finish(res)
 	res.Targets = Evaluate(res)
 	return res
+}
+
+// bursts makes one burst of size NXDOMAIN answers per upstream count.
+func bursts(size uint64, upstream ...uint64) []Burst {
+	var bs []Burst
+	for i, u := range upstream {
+		rep := report(size, size, map[string]uint64{"NXDOMAIN": size}, 50+float64(i), 52+float64(i))
+		bs = append(bs, BurstOf("burst", rep, u))
+	}
+	return bs
 }
 
 func targetByID(ts []Target, id string) Target {
@@ -171,7 +190,7 @@ func TestEvaluate(t *testing.T) {
 		"hit-ratio":                    Pass, // 250k vs 40k qps/core = 6.25x
 		"hit-qps":                      Pass,
 		"latency-p99":                  Miss, // 0.42 > 0.3
-		"nx-upstream":                  Pass, // 0.002 vs 0.02 = 0.1
+		"nx-upstream":                  Pass, // bursts: 4/3 vs 1498/3
 		"ndots-upstream":               NA,   // nodedns failed
 		"storm-delay-rss":              Pass,
 		"storm-delay-bystander-loss":   Pass,
@@ -218,6 +237,39 @@ func TestEvaluate(t *testing.T) {
 	if got := targetByID(Evaluate(res), "storm-delay-bystander-loss"); got.Status != Miss || got.Value != 10 {
 		t.Errorf("SERVFAIL bystanders: %+v", got)
 	}
+	if v := targetByID(res.Targets, "nx-upstream").Value; math.Abs(v-4.0/1498) > 1e-12 {
+		t.Errorf("nx burst ratio %v, want 4/1498", v)
+	}
+	if d := targetByID(res.Targets, "nx-upstream").Detail; !strings.Contains(d, "steady state (4a, not judged): 0.0020 vs 0.0200 per client query (0.10×), ~equal because both cache the NXDOMAIN and so ask upstream about once per name (200 and 2000 upstream queries for 200 names)") {
+		t.Errorf("nx detail lacks the steady state: %s", d)
+	}
+	// Without the burst scenario, scenario 4's target is not judged on the
+	// steady state.
+	saved := res.Scenarios
+	res.Scenarios = slices.DeleteFunc(slices.Clone(saved), func(s *Scenario) bool { return s.ID == ScNXBurst })
+	if got := targetByID(Evaluate(res), "nx-upstream"); got.Status != NA || !strings.Contains(got.Detail, "did not run") {
+		t.Errorf("nx without bursts: %+v", got)
+	}
+	res.Scenarios = saved
+	// A generator floor above the target: not verifiable (N/A), with the
+	// p99s above the floor for both servers.
+	lat0 := res.Scenario(ScLatency)
+	echo := lat0.Run(Echo)
+	echo.Load = report(200_000, 200_000, ok(200_000), 0.07, 0.376)
+	if got := targetByID(Evaluate(res), "latency-p99"); got.Status != NA || !strings.Contains(got.Why, "cannot be verified on this VM") ||
+		!strings.Contains(got.Detail, "nodedns +0.044 ms, CoreDNS +1.924 ms") {
+		t.Errorf("floor above target: %+v", got)
+	}
+	echo.Load = report(200_000, 200_000, ok(200_000), 0.05, 0.2)
+	// ndots: a MISS says why.
+	nd := res.Scenario(ScNdots)
+	nd.Runs[0] = &ServerRun{Server: NodeDNS, Load: &bench.Report{Sent: 8, Lookups: &bench.LookupReport{Lookups: 1}}, Upstream: fakeup.Stats{Received: 8}}
+	finish(res)
+	if got := targetByID(Evaluate(res), "ndots-upstream"); got.Status != Miss || !strings.Contains(got.Why, "planned `search` stage") ||
+		!strings.Contains(got.Why, "5 s") || !strings.Contains(got.Detail, "predicts 5,200") && !strings.Contains(got.Detail, "predicts 5200") {
+		t.Errorf("ndots miss: %+v", got)
+	}
+	nd.Runs[0] = &ServerRun{Server: NodeDNS, Error: "nodedns exited during the scenario"}
 	// The fixed-load p99 of answered queries does not count when many are lost.
 	lat := res.Scenario(ScLatency).Run(NodeDNS)
 	lat.Load = report(100_000, 90_000, ok(90_000), 0.1, 0.2)
@@ -280,6 +332,17 @@ func TestWriteMarkdown(t *testing.T) {
 		"Generator floor (the same load against a trivial echo responder",
 		"**nodedns failed:** nodedns exited during the scenario",
 		"| upstream queries per lookup | - | 8.0000 | - |",
+		"## 4b. Negative caching, N identical misses → upstream",
+		"| **upstream queries per burst** (mean) | 1.33 | 499.33 | 2.7e-03× |",
+		"| upstream queries per burst, fewest | 1 | 498 |  |",
+		"| upstream queries per burst, most | 2 | 500 |  |",
+		"| answers | NXDOMAIN 100.0% | NXDOMAIN 100.0% |  |",
+		"| worst burst's latency p99 (ms) | 54.0 | 54.0 | 1.00× |",
+		"**Not the target's measurement.** This steady-state figure is ~equal",
+		"received here: nodedns 200, CoreDNS 2,000",
+		"Negative caching alone predicts 5,200 upstream queries here",
+		"| p99 above the generator floor's p99 (0.200 ms) | 0.220 | 2.10 | 0.10× |",
+		"| 3a peak RSS (VmHWM) during the storm, nodedns |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
@@ -287,6 +350,22 @@ func TestWriteMarkdown(t *testing.T) {
 	}
 	if strings.Contains(md, "NaN") {
 		t.Error("report shows NaN")
+	}
+	if strings.Contains(md, "the kernel dropped") {
+		t.Error("burst drop note without drops")
+	}
+	// Burst queries the kernel dropped at a server's full socket buffer
+	// are explained.
+	cb := res.Scenario(ScNXBurst).Run(CoreDNS)
+	cb.ServerDrops = 1400
+	cb.Load.Answered, cb.Load.Lost = 1400, 100
+	b.Reset()
+	if err := WriteMarkdown(&b, res, ""); err != nil {
+		t.Fatal(err)
+	}
+	if md := b.String(); !strings.Contains(md, "CoreDNS: the kernel dropped 1,400 datagrams at its full UDP receive buffer during the bursts (6.667% of the burst queries") ||
+		!strings.Contains(md, "| upstream queries per answered client query | 0.0027 | 1.0700 |") {
+		t.Errorf("burst drops not explained:\n%s", md[strings.Index(md, "## 4b"):strings.Index(md, "## 5")])
 	}
 	if strings.Contains(md, `reason=\"waiters\"`) || strings.Contains(md, `reason="waiters"`) {
 		t.Error("report lists a zero counter")
@@ -372,6 +451,9 @@ func TestOptionsFill(t *testing.T) {
 		{Servers: []string{"bind"}},
 		{Params: Params{ServerCPU: 1, LoadCPU: 1}},
 		{Params: Params{HitConcurrency: 4, HitSockets: 8}},
+		{Params: Params{NXBurstClients: 255}},
+		{Params: Params{NXBurstSize: 10, NXBurstClients: 20}},
+		{Params: Params{NXBursts: -1}},
 	} {
 		if err := bad.fill(); err == nil {
 			t.Errorf("%+v: no error", bad)
@@ -423,5 +505,87 @@ func TestUDPDrops(t *testing.T) {
 	}
 	if _, _, err := UDPDrops("header\n 1: 0100007F:ZZZZ 00000000:0000 07 0:0 0:0 0 0 0 1 2 0 x\n", 1); err == nil {
 		t.Error("no error for a bad line")
+	}
+}
+
+func TestAggregateBursts(t *testing.T) {
+	if AggregateBursts(nil) != nil {
+		t.Error("no bursts: want nil")
+	}
+	a := BurstOf("a", &bench.Report{Sent: 500, Answered: 500, Rcodes: map[string]uint64{"NXDOMAIN": 500},
+		Latency: bench.Latency{P50: 51, P99: 53, P999: 54, Max: 55, Mean: 51}}, 1)
+	b := BurstOf("b", &bench.Report{Sent: 500, Answered: 499, Lost: 1, Rcodes: map[string]uint64{"NXDOMAIN": 498, "SERVFAIL": 1},
+		Latency: bench.Latency{P50: 50, P99: 60, P999: 61, Max: 62, Mean: 52}}, 3)
+	empty := BurstOf("c", nil, 0)
+	r := AggregateBursts([]Burst{a, b, empty})
+	if r.Sent != 1000 || r.Answered != 999 || r.Lost != 1 || r.Rcodes["NXDOMAIN"] != 998 || r.Rcodes["SERVFAIL"] != 1 {
+		t.Errorf("counts %+v", r)
+	}
+	if l := r.Latency; l.P50 != 51 || l.P99 != 60 || l.P999 != 61 || l.Max != 62 || math.Abs(l.Mean-(51*500+52*499)/999.0) > 1e-9 {
+		t.Errorf("latency %+v", l)
+	}
+	// BurstOf copies the RCODE map.
+	src := &bench.Report{Rcodes: map[string]uint64{"NXDOMAIN": 1}}
+	c := BurstOf("x", src, 0)
+	src.Rcodes["NXDOMAIN"] = 9
+	if c.Rcodes["NXDOMAIN"] != 1 {
+		t.Error("BurstOf shares the RCODE map")
+	}
+	mean, lo, hi := BurstUpstream([]Burst{a, b, empty})
+	if mean != 4.0/3 || lo != 0 || hi != 3 {
+		t.Errorf("upstream per burst %v %v %v", mean, lo, hi)
+	}
+	if m, _, _ := BurstUpstream(nil); !math.IsNaN(m) {
+		t.Error("no bursts: want NaN")
+	}
+}
+
+func TestNdotsCachePrediction(t *testing.T) {
+	// The first suite run: 200 names, A+AAAA, 3 NXDOMAIN candidates, 20 s,
+	// denial cached 5 s; CoreDNS received exactly 5,200.
+	if got := NdotsCachePrediction(200, 3, 2, 20, 5); got != 5200 {
+		t.Errorf("got %v, want 5200", got)
+	}
+	if got := NdotsCachePrediction(10, 3, 1, 12, 5); got != 10*(3*3+1) {
+		t.Errorf("partial period: got %v", got)
+	}
+	if !math.IsNaN(NdotsCachePrediction(1, 1, 1, 10, 0)) {
+		t.Error("no negative TTL: want NaN")
+	}
+}
+
+func TestRerender(t *testing.T) {
+	dir := t.TempDir()
+	res := sampleResults()
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := dir + "/2026-11-24.json"
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	files, err := Rerender(path)
+	if err != nil || len(files) != 2 {
+		t.Fatalf("files %v, err %v", files, err)
+	}
+	md, err := os.ReadFile(dir + "/2026-11-24.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	if err := WriteMarkdown(&want, res, "2026-11-24.svg"); err != nil {
+		t.Fatal(err)
+	}
+	if string(md) != want.String() {
+		t.Error("re-rendered report differs from the original")
+	}
+	if _, err := os.Stat(dir + "/2026-11-24.svg"); err != nil {
+		t.Error(err)
+	}
+	for _, bad := range []string{dir + "/x.md", dir + "/missing.json"} {
+		if _, err := Rerender(bad); err == nil {
+			t.Errorf("%s: no error", bad)
+		}
 	}
 }

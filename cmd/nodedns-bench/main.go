@@ -6,6 +6,7 @@
 //	nodedns-bench --server 127.0.0.1:53 --ndots-file names.txt --ndots-aaaa
 //	nodedns-bench suite             # the nodedns vs CoreDNS suite (bench/README.md)
 //	nodedns-bench fake-upstream     # the suite's fake upstream, on its own
+//	nodedns-bench suite-render bench/results/DATE.json  # rewrite a report's .md/.svg from its JSON
 //
 // It sends load only to loopback addresses unless --allow-remote is given.
 package main
@@ -295,6 +296,8 @@ func run(ctx context.Context, args []string) error {
 			return runFakeUpstream(ctx, args[1:])
 		case "suite-echo":
 			return runSuiteEcho(ctx, args[1:])
+		case "suite-render":
+			return runSuiteRender(args[1:])
 		}
 	}
 	o, cfg, err := parse(args)
@@ -304,6 +307,7 @@ func run(ctx context.Context, args []string) error {
 		fs.SetOutput(stdout)
 		fmt.Fprintln(stdout, "usage: nodedns-bench suite [flags]   (see nodedns-bench suite --help)")
 		fmt.Fprintln(stdout, "       nodedns-bench fake-upstream [flags]")
+		fmt.Fprintln(stdout, "       nodedns-bench suite-render RESULTS.json")
 		fmt.Fprintln(stdout, "       nodedns-bench --server IP:PORT [--tcp] [--file PATH | --names N | --random-zone ZONE | --ndots-file PATH] [--qps N | --concurrency N] [--duration D] [--count N] [--timeout D] [--json]")
 		fs.PrintDefaults()
 		return nil

@@ -56,6 +56,10 @@ func runSuite(ctx context.Context, args []string) error {
 	fs.IntVar(&p.NXNames, "nx-names", p.NXNames, "NXDOMAIN names in the nx scenario")
 	fs.Float64Var(&p.NXQPS, "nx-qps", p.NXQPS, "rate of the nx scenario (open loop)")
 	fs.DurationVar(&p.NXDuration, "nx-duration", p.NXDuration, "length of the nx scenario")
+	fs.IntVar(&p.NXBurstSize, "nx-burst-size", p.NXBurstSize, "identical concurrent queries per burst in the nx-burst scenario")
+	fs.IntVar(&p.NXBursts, "nx-bursts", p.NXBursts, "bursts (one new NXDOMAIN name each) in the nx-burst scenario")
+	fs.IntVar(&p.NXBurstClients, "nx-burst-clients", p.NXBurstClients, "client addresses (127.0.4.x, a socket each) a burst is spread over")
+	fs.DurationVar(&p.NXBurstRTT, "nx-burst-rtt", p.NXBurstRTT, "fake upstream's answer delay in the nx-burst scenario")
 	fs.IntVar(&p.NdotsNames, "ndots-names", p.NdotsNames, "external names in the ndots scenario")
 	fs.Float64Var(&p.NdotsRate, "ndots-rate", p.NdotsRate, "lookups per second in the ndots scenario (paced)")
 	fs.DurationVar(&p.NdotsDuration, "ndots-duration", p.NdotsDuration, "length of the ndots scenario")
@@ -170,4 +174,22 @@ func runFakeUpstream(ctx context.Context, args []string) error {
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(s.Stats())
+}
+
+// runSuiteRender is `nodedns-bench suite-render FILE.json`: it rewrites a
+// suite report's .md and .svg from its JSON with this version of the suite
+// (targets evaluated again), without measuring anything.
+func runSuiteRender(args []string) error {
+	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
+		return usagef("", "usage: nodedns-bench suite-render RESULTS.json")
+	}
+	files, err := suite.Rerender(args[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "wrote:")
+	for _, f := range files {
+		fmt.Fprintln(stdout, " ", f)
+	}
+	return nil
 }
