@@ -164,7 +164,7 @@ func Defaults() Config {
 		MaxUDPSize:       1232,
 		TCPMaxConns:      250,
 		TCPIdleTimeout:   10 * time.Second,
-		MaxInflight:      1000,
+		MaxInflight:      500,
 		RequestTimeout:   4 * time.Second,
 		ShutdownTimeout:  5 * time.Second,
 

@@ -142,7 +142,7 @@ var flagDefs = []flagDef{
 		apply: intFlag(func(c *Config) *int { return &c.TCPMaxConns })},
 	{name: "tcp-idle-timeout", usage: "close client TCP connections idle this long (default 10s)",
 		apply: durationFlag(func(c *Config) *time.Duration { return &c.TCPIdleTimeout })},
-	{name: "max-inflight", usage: "cap on cache misses resolved at once; beyond it SERVFAIL at once (default 1000)",
+	{name: "max-inflight", usage: "cap on cache misses resolved at once; beyond it SERVFAIL at once (default 500)",
 		apply: intFlag(func(c *Config) *int { return &c.MaxInflight })},
 	{name: "request-timeout", usage: "overall deadline for resolving a miss, across upstream tries (default 4s)",
 		apply: durationFlag(func(c *Config) *time.Duration { return &c.RequestTimeout })},

@@ -50,7 +50,10 @@ type Config struct {
 	// long (RFC 7766 section 6.2.3); 0 means 10s.
 	TCPIdleTimeout time.Duration
 	// MaxInflight caps cache misses being resolved at once; beyond it a miss
-	// is answered SERVFAIL at once. 0 means 1000.
+	// is answered SERVFAIL (or stale) at once. 0 means 500, the default cap
+	// of one upstream server: a resolution started beyond what the upstream
+	// takes would only fail later, at the cost of a goroutine and a write of
+	// its own, where shedding it at once joins the reader's batch.
 	MaxInflight int
 	// RequestTimeout is the overall deadline for resolving a miss, across
 	// every upstream try; 0 means 4s, under glibc's 5 s resolver timeout.
@@ -99,7 +102,7 @@ func (c *Config) setDefaults() {
 		c.TCPIdleTimeout = 10 * time.Second
 	}
 	if c.MaxInflight <= 0 {
-		c.MaxInflight = 1000
+		c.MaxInflight = 500
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 4 * time.Second
