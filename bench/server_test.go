@@ -115,14 +115,23 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 		}
 	})
 
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.addr = pc.LocalAddr().String()
-	l, err := net.Listen("tcp", s.addr)
-	if err != nil {
+	// UDP and TCP on one port; the kernel's UDP pick may be taken for TCP.
+	var (
+		pc  net.PacketConn
+		l   net.Listener
+		err error
+	)
+	for i := 0; i < 20; i++ {
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		s.addr = pc.LocalAddr().String()
+		if l, err = net.Listen("tcp", s.addr); err == nil {
+			break
+		}
 		pc.Close()
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	maxq := o.maxTCPQueries

@@ -29,12 +29,23 @@ type fakeUpstream struct {
 func startUpstream(t testing.TB, h func(w dns.ResponseWriter, r *dns.Msg)) *fakeUpstream {
 	t.Helper()
 	u := &fakeUpstream{}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// UDP and TCP on one port: the UDP port the kernel picks may be taken
+	// for TCP by another process, so try a few.
+	var (
+		pc  net.PacketConn
+		l   net.Listener
+		err error
+	)
+	for i := 0; i < 20; i++ {
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		u.addr = pc.LocalAddr().String()
+		if l, err = net.Listen("tcp", u.addr); err == nil {
+			break
+		}
+		pc.Close()
 	}
-	u.addr = pc.LocalAddr().String()
-	l, err := net.Listen("tcp", u.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
