@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodedns/nodedns/internal/loopnet"
 )
 
 // testServer is a miekg/dns server on loopback (UDP and TCP on one port)
@@ -115,25 +117,11 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 		}
 	})
 
-	// UDP and TCP on one port; the kernel's UDP pick may be taken for TCP.
-	var (
-		pc  net.PacketConn
-		l   net.Listener
-		err error
-	)
-	for i := 0; i < 20; i++ {
-		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		s.addr = pc.LocalAddr().String()
-		if l, err = net.Listen("tcp", s.addr); err == nil {
-			break
-		}
-		pc.Close()
-	}
+	pc, l, err := loopnet.Loopback()
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.addr = pc.LocalAddr().String()
 	maxq := o.maxTCPQueries
 	if maxq == 0 {
 		maxq = -1

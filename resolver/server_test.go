@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nodedns/nodedns/cache"
+	"github.com/nodedns/nodedns/internal/loopnet"
 )
 
 // fakeUpstream is a real DNS server on loopback whose answers come from a
@@ -29,26 +30,11 @@ type fakeUpstream struct {
 func startUpstream(t testing.TB, h func(w dns.ResponseWriter, r *dns.Msg)) *fakeUpstream {
 	t.Helper()
 	u := &fakeUpstream{}
-	// UDP and TCP on one port: the UDP port the kernel picks may be taken
-	// for TCP by another process, so try a few.
-	var (
-		pc  net.PacketConn
-		l   net.Listener
-		err error
-	)
-	for i := 0; i < 20; i++ {
-		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		u.addr = pc.LocalAddr().String()
-		if l, err = net.Listen("tcp", u.addr); err == nil {
-			break
-		}
-		pc.Close()
-	}
+	pc, l, err := loopnet.Loopback()
 	if err != nil {
 		t.Fatal(err)
 	}
+	u.addr = pc.LocalAddr().String()
 	handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		u.queries.Add(1)
 		h(w, r)

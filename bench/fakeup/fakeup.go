@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodedns/nodedns/internal/loopnet"
 )
 
 // Zone is a zone whose names do not exist.
@@ -132,24 +134,8 @@ func Listen(o Options) (*Server, error) {
 		s.nx = append(s.nx, Zone{Name: strings.ToLower(dns.Fqdn(z.Name)), NegTTL: z.NegTTL})
 	}
 	s.delay.Store(int64(o.Delay))
-	// UDP and TCP on the same port; retry if port 0 gave a UDP port whose
-	// TCP twin is taken.
-	for try := 0; ; try++ {
-		u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
-		if err != nil {
-			return nil, err
-		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		t, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ap.Addr(), uint16(port))))
-		if err != nil {
-			u.Close()
-			if ap.Port() == 0 && try < 20 {
-				continue
-			}
-			return nil, err
-		}
-		s.udp, s.tcp = u, t
-		break
+	if s.udp, s.tcp, err = loopnet.Listen(ap); err != nil {
+		return nil, err
 	}
 	_ = s.udp.SetReadBuffer(8 << 20)
 	_ = s.udp.SetWriteBuffer(8 << 20)

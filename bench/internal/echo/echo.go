@@ -15,6 +15,8 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+
+	"github.com/nodedns/nodedns/internal/loopnet"
 )
 
 // Server is a running responder.
@@ -50,21 +52,22 @@ func Listen(addr string, o Options) (*Server, error) {
 	if !ap.Addr().Unmap().IsLoopback() {
 		return nil, errors.New("echo: refusing to listen on a non-loopback address")
 	}
-	u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+	var (
+		u *net.UDPConn
+		t *net.TCPListener
+	)
+	if o.NoTCP {
+		u, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+	} else {
+		u, t, err = loopnet.Listen(ap) // TCP on the UDP socket's port
+	}
 	if err != nil {
 		return nil, err
 	}
 	_ = u.SetReadBuffer(4 << 20)
 	_ = u.SetWriteBuffer(4 << 20)
 	s := &Server{udp: u, answer: !o.NoAnswer, conns: map[net.Conn]struct{}{}}
-	if !o.NoTCP {
-		// Same port as the UDP socket.
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		t, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ap.Addr(), uint16(port))))
-		if err != nil {
-			u.Close()
-			return nil, err
-		}
+	if t != nil {
 		s.tcp = t
 		s.wg.Add(1)
 		go s.serveTCP()
