@@ -98,11 +98,9 @@ type Server struct {
 	dropped, overflow, probes, bad, tcpConns atomic.Uint64
 	pending, maxPending                      atomic.Int64
 
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
-	done   chan struct{}
+	wg           sync.WaitGroup
+	tcpConnsOpen loopnet.Conns
+	done         chan struct{}
 }
 
 type delayed struct {
@@ -129,7 +127,7 @@ func Listen(o Options) (*Server, error) {
 	if o.QueueLen <= 0 {
 		o.QueueLen = 1 << 20
 	}
-	s := &Server{o: o, conns: map[net.Conn]struct{}{}, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	s := &Server{o: o, done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	for _, z := range o.NX {
 		s.nx = append(s.nx, Zone{Name: strings.ToLower(dns.Fqdn(z.Name)), NegTTL: z.NegTTL})
 	}
@@ -173,16 +171,9 @@ func (s *Server) ResetMaxPending() { s.maxPending.Store(s.pending.Load()) }
 
 // Close stops the server, dropping answers still delayed.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.tcpConnsOpen.CloseAll() {
 		return nil
 	}
-	s.closed = true
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
 	close(s.done)
 	err := s.udp.Close()
 	s.tcp.Close()
@@ -369,29 +360,15 @@ func (s *Server) sendDelayed() {
 
 func (s *Server) serveTCP() {
 	defer s.wg.Done()
-	for {
-		c, err := s.tcp.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			c.Close()
-			return
-		}
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
+	s.tcpConnsOpen.Serve(s.tcp, &s.wg, func(c net.Conn) {
 		s.tcpConns.Add(1)
-		s.wg.Add(1)
-		go s.serveConn(c)
-	}
+		s.serveConn(c)
+	})
 }
 
 // serveConn reads pipelined queries and answers each after the delay, in
 // order, from a writer goroutine of its own.
 func (s *Server) serveConn(c net.Conn) {
-	defer s.wg.Done()
 	out := make(chan delayed, 1024)
 	writerDone := make(chan struct{})
 	go func() {
@@ -429,10 +406,6 @@ func (s *Server) serveConn(c net.Conn) {
 	defer func() {
 		close(out)
 		<-writerDone
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		c.Close()
 	}()
 	br := bufio.NewReader(c)
 	buf := make([]byte, 65535)

@@ -30,10 +30,8 @@ type Server struct {
 	Queries atomic.Uint64
 	Conns   atomic.Uint64
 
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
+	wg    sync.WaitGroup
+	conns loopnet.Conns
 }
 
 // Options configure Listen.
@@ -66,7 +64,7 @@ func Listen(addr string, o Options) (*Server, error) {
 	}
 	_ = u.SetReadBuffer(4 << 20)
 	_ = u.SetWriteBuffer(4 << 20)
-	s := &Server{udp: u, answer: !o.NoAnswer, conns: map[net.Conn]struct{}{}}
+	s := &Server{udp: u, answer: !o.NoAnswer}
 	if t != nil {
 		s.tcp = t
 		s.wg.Add(1)
@@ -85,12 +83,7 @@ func (s *Server) Addr() string { return s.udp.LocalAddr().String() }
 
 // Close stops the responder and waits for its goroutines.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
+	s.conns.CloseAll()
 	err := s.udp.Close()
 	if s.tcp != nil {
 		s.tcp.Close()
@@ -119,33 +112,13 @@ func (s *Server) serveUDPPlain() {
 
 func (s *Server) serveTCP() {
 	defer s.wg.Done()
-	for {
-		c, err := s.tcp.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			c.Close()
-			return
-		}
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
+	s.conns.Serve(s.tcp, &s.wg, func(c net.Conn) {
 		s.Conns.Add(1)
-		s.wg.Add(1)
-		go s.serveConn(c)
-	}
+		s.serveConn(c)
+	})
 }
 
 func (s *Server) serveConn(c net.Conn) {
-	defer s.wg.Done()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		c.Close()
-	}()
 	br := bufio.NewReader(c)
 	bw := bufio.NewWriter(c)
 	buf := make([]byte, 2+65535)
