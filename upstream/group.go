@@ -15,9 +15,10 @@ import (
 )
 
 const (
-	// DefaultMaxFails is the number of consecutive failures after which a
-	// member is taken out of rotation: 2 tolerates one lost packet while
-	// still reacting within a couple of queries.
+	// DefaultMaxFails is how many distinct names must fail in a row on a
+	// member (no answer, a network error) before it is probed at once, and
+	// how many probes in a row must fail to take it out of rotation when no
+	// query suspects it. Low, because a suspicion costs only one probe.
 	DefaultMaxFails = 2
 	// DefaultHealthInterval is the probe period; it bounds how long a
 	// recovered upstream stays out of rotation.
@@ -57,14 +58,16 @@ type GroupConfig struct {
 
 // Group forwards queries to a set of equivalent upstreams: it spreads load
 // round-robin over healthy members, fails over on timeouts, network errors,
-// SERVFAIL and REFUSED, and keeps members that stop answering out of rotation
-// until a background probe sees them answer again. It exists so that one dead
+// SERVFAIL and REFUSED, and keeps a member out of rotation once a probe has
+// confirmed that it stopped answering, until a probe sees it answer again
+// (health.go says what counts as evidence). It exists so that one dead
 // upstream costs clients nothing but, at worst, one timeout.
 type Group struct {
 	cfg     GroupConfig // normalised
 	members []*member
 	m       *Metrics
 	log     *zap.Logger
+	probeQ  dns.Question // what members are probed with
 	next    atomic.Uint32
 	down    atomic.Int32 // members currently marked down
 	closed  atomic.Bool
@@ -75,15 +78,10 @@ type Group struct {
 	wg      sync.WaitGroup
 }
 
-// member is one upstream in a group with its health state.
+// member is one upstream in a group with its health state (health.go).
 type member struct {
 	r *Remote
-	// fails counts consecutive failures; >= maxFails means down. Only
-	// crossing maxFails upwards (Add) or resetting from >= maxFails (Swap)
-	// is a transition, so each transition is seen by exactly one goroutine.
-	fails    atomic.Int32
-	maxFails int32
-	mu       sync.Mutex // serialises gauge updates on transitions
+	health
 
 	// inflight counts this member's exchanges in flight; it never exceeds
 	// maxInflight because slots are taken with a compare-and-swap.
@@ -93,8 +91,6 @@ type member struct {
 	inflightGauge prometheus.Gauge
 	overloaded    prometheus.Counter
 }
-
-func (mb *member) up() bool { return mb.fails.Load() < mb.maxFails }
 
 // acquire takes an in-flight slot, or reports false if the member is at its
 // cap. A CAS loop rather than Add-then-undo, so that the count (and thus the
@@ -135,7 +131,7 @@ func NewGroup(cfg GroupConfig, m *Metrics, log *zap.Logger) (*Group, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	g := &Group{cfg: cfg, m: m, log: log.With(zap.String("group", cfg.Name))}
+	g := &Group{cfg: cfg, m: m, log: log.With(zap.String("group", cfg.Name)), probeQ: probeQuestion(cfg.Zones)}
 	for _, a := range cfg.Addrs {
 		r, err := NewRemote(RemoteConfig{Addr: a, ForceTCP: cfg.ForceTCP, Timeout: cfg.Timeout}, m)
 		if err != nil { // already validated; kept for safety
@@ -143,7 +139,7 @@ func NewGroup(cfg GroupConfig, m *Metrics, log *zap.Logger) (*Group, error) {
 		}
 		g.members = append(g.members, &member{
 			r:             r,
-			maxFails:      int32(cfg.MaxFails),
+			health:        newHealth(cfg.MaxFails),
 			maxInflight:   int32(cfg.MaxInflight),
 			inflightGauge: m.memberInflight.WithLabelValues(r.addr),
 			overloaded:    m.overloaded.WithLabelValues(r.addr),
@@ -325,7 +321,7 @@ func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 			callerDeadline := errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded)
 			if errors.As(err, &ee) && ee.upstreamFault() && !errors.Is(ctx.Err(), context.Canceled) &&
 				(!callerDeadline || budget >= minCountableBudget) {
-				g.failure(mb, err)
+				g.failure(mb, req.Question, err)
 			}
 			continue
 		}
@@ -352,101 +348,6 @@ func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 		return nil, fmt.Errorf("upstream group %q: %d upstream(s) tried, then %w; last error: %v", g.cfg.Name, tried, err, lastErr)
 	}
 	return nil, fmt.Errorf("upstream group %q: %d upstream(s) tried, last error: %w", g.cfg.Name, tried, lastErr)
-}
-
-// failure records a failure of mb and handles the up->down transition.
-func (g *Group) failure(mb *member, err error) {
-	if mb.fails.Add(1) != mb.maxFails {
-		return
-	}
-	g.transition(mb)
-	g.log.Warn("upstream marked down",
-		zap.String("upstream", mb.r.addr), zap.Int32("consecutive_failures", mb.maxFails), zap.Error(err))
-	if int(g.down.Add(1)) == len(g.members) {
-		g.log.Error("all upstreams of group are down; answering SERVFAIL until one recovers")
-	}
-}
-
-// success resets mb's failure count and handles the down->up transition.
-func (g *Group) success(mb *member) {
-	if mb.fails.Load() == 0 {
-		return // fast path: no write on the hot path of a healthy member
-	}
-	if mb.fails.Swap(0) < mb.maxFails {
-		return
-	}
-	g.transition(mb)
-	g.log.Info("upstream back up", zap.String("upstream", mb.r.addr))
-	if int(g.down.Add(-1)) == len(g.members)-1 {
-		g.log.Info("group has a healthy upstream again")
-	}
-}
-
-// transition sets the healthy gauge from the current state under the
-// member's lock, so that racing transitions leave the gauge correct.
-func (g *Group) transition(mb *member) {
-	mb.mu.Lock()
-	defer mb.mu.Unlock()
-	v := 0.0
-	if mb.up() {
-		v = 1
-	}
-	g.m.healthy.WithLabelValues(mb.r.addr).Set(v)
-}
-
-// Start launches one health-probe goroutine per member. Each sends `. IN NS`
-// every HealthInterval (at most one probe in flight per member, each bounded
-// by Timeout); any reply with a readable header marks the member alive, a
-// failed probe counts as a failure. Probes keep running while members are
-// down, so recovery is noticed within one interval even when the group gets
-// no traffic. They stop when ctx is done or the group is closed. Calling
-// Start more than once has no effect.
-func (g *Group) Start(ctx context.Context) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.started || g.closed.Load() {
-		return
-	}
-	g.started = true
-	ctx, g.cancel = context.WithCancel(ctx)
-	for _, mb := range g.members {
-		g.wg.Add(1)
-		go g.probeLoop(ctx, mb)
-	}
-}
-
-func (g *Group) probeLoop(ctx context.Context, mb *member) {
-	defer g.wg.Done()
-	t := time.NewTicker(g.cfg.HealthInterval)
-	defer t.Stop()
-	for { // runs until ctx is done
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			g.probe(ctx, mb)
-			mb.r.pool.sweep()
-		}
-	}
-}
-
-// probe runs one health check of mb.
-func (g *Group) probe(ctx context.Context, mb *member) {
-	// A probe may take twice the per-try timeout: it decides whether a
-	// member is used at all, and a slow answer is still an answer.
-	pctx, cancel := context.WithTimeout(ctx, 2*g.cfg.Timeout)
-	defer cancel()
-	err := mb.r.probe(pctx)
-	if ctx.Err() != nil {
-		return // shutting down: says nothing about the upstream
-	}
-	if err != nil {
-		g.m.probes.WithLabelValues(mb.r.addr, probeFailed).Inc()
-		g.failure(mb, err)
-		return
-	}
-	g.m.probes.WithLabelValues(mb.r.addr, probeAlive).Inc()
-	g.success(mb)
 }
 
 // Close stops the probes, waits for them to exit and closes pooled

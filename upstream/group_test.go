@@ -3,7 +3,9 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -204,20 +206,104 @@ func TestGroupAllDown(t *testing.T) {
 	}
 }
 
-func TestGroupFailuresMarkDownWithoutProbes(t *testing.T) {
+func TestGroupQueryFailuresAloneNeverTakeAMemberOut(t *testing.T) {
+	// Not started: no probe can confirm the failures.
 	g := mustGroup(t, GroupConfig{Addrs: []string{closedPort(t)}, MaxFails: 2}, nil, nil)
-	for i := range 2 {
-		_, err := g.Exchange(ctxWithTimeout(t, 2*time.Second), query("example.org.", dns.TypeA))
+	for i := range 5 {
+		_, err := g.Exchange(ctxWithTimeout(t, 2*time.Second), query(fmt.Sprintf("n%d.example.org.", i), dns.TypeA))
 		var ee *ExchangeError
 		if !errors.As(err, &ee) || ee.Reason != ReasonNetwork {
-			t.Fatalf("query %d: err = %v, want a network ExchangeError", i, err)
+			t.Fatalf("query %d: err = %v, want a network ExchangeError (the member is tried)", i, err)
 		}
 	}
-	if g.Healthy() {
-		t.Fatal("still healthy after MaxFails consecutive failures")
+	if !g.Healthy() {
+		t.Fatal("failed queries took the only member out of rotation without a failed probe")
 	}
-	if _, err := g.Exchange(ctxWithTimeout(t, 2*time.Second), query("example.org.", dns.TypeA)); !errors.Is(err, ErrNoHealthyUpstream) {
-		t.Fatalf("err = %v, want ErrNoHealthyUpstream", err)
+	if !g.members[0].suspect.Load() {
+		t.Error("five distinct failed names left no suspicion")
+	}
+}
+
+// deadZone answers every name except those under dead.test., which it
+// never answers: a recursive resolver whose one domain has dead servers.
+func deadZone(s *testServer, w dns.ResponseWriter, r *dns.Msg) {
+	if len(r.Question) == 1 && dns.IsSubDomain("dead.test.", dns.CanonicalName(r.Question[0].Name)) {
+		return
+	}
+	answer(s, w, r)
+}
+
+func TestGroupDeadNameKeepsTheServerInRotation(t *testing.T) {
+	srv := startServer(t, true, false, deadZone)
+	m, _ := newTestMetrics(t)
+	lw := newLogWatcher(t)
+	g := mustGroup(t, GroupConfig{Addrs: []string{srv.addr}, Timeout: 100 * time.Millisecond,
+		MaxFails: 2, HealthInterval: time.Hour}, m, lw.log)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	g.Start(ctx)
+	addr := g.Addrs()[0]
+
+	// glibc asks A and AAAA at once, and retries: the same dead name fails
+	// over and over. That is one suspicious name, not a dead server.
+	for range 5 {
+		var wg sync.WaitGroup
+		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := g.Exchange(ctxWithTimeout(t, 300*time.Millisecond), query("www.dead.test.", qt)); err == nil {
+					t.Error("the dead name got an answer")
+				}
+			}()
+		}
+		wg.Wait()
+		if !g.Healthy() {
+			t.Fatal("one dead name took the only member out of rotation")
+		}
+	}
+	if got := testutil.ToFloat64(m.probes.WithLabelValues(addr, probeAlive)) + testutil.ToFloat64(m.probes.WithLabelValues(addr, probeFailed)); got != 0 {
+		t.Errorf("one dead name triggered %v probes, want none", got)
+	}
+	// Many distinct dead names raise a suspicion; the probe refutes it.
+	for i := range 4 {
+		if _, err := g.Exchange(ctxWithTimeout(t, 300*time.Millisecond), query(fmt.Sprintf("n%d.dead.test.", i), dns.TypeA)); err == nil {
+			t.Fatal("a dead name got an answer")
+		}
+	}
+	lw.waitFor(t, "upstream suspect")
+	waitUntil(t, "the probe to answer", func() bool { return testutil.ToFloat64(m.probes.WithLabelValues(addr, probeAlive)) >= 1 })
+	if !g.Healthy() || testutil.ToFloat64(m.healthy.WithLabelValues(addr)) != 1 {
+		t.Fatal("a live server whose probe answered is out of rotation")
+	}
+	// Live names still resolve: nothing fails fast.
+	if resp, err := g.Exchange(ctxWithTimeout(t, 2*time.Second), query("live.test.", dns.TypeA)); err != nil || len(resp.Answer) != 1 {
+		t.Fatalf("live name: %v, %v", resp, err)
+	}
+}
+
+func TestGroupSuspectMemberIsConfirmedByAProbe(t *testing.T) {
+	var alive atomic.Bool // a server that stopped answering anything
+	srv := toggle(t, &alive)
+	lw := newLogWatcher(t)
+	m, _ := newTestMetrics(t)
+	// No periodic probe within the test: only the suspicion can trigger one.
+	g := mustGroup(t, GroupConfig{Addrs: []string{srv.addr}, Timeout: 100 * time.Millisecond,
+		MaxFails: 2, HealthInterval: time.Hour}, m, lw.log)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	g.Start(ctx)
+	for i := range 2 {
+		if _, err := g.Exchange(ctxWithTimeout(t, time.Second), query(fmt.Sprintf("n%d.example.org.", i), dns.TypeA)); err == nil {
+			t.Fatal("a silent server answered")
+		}
+	}
+	lw.waitFor(t, "upstream marked down")
+	if g.Healthy() {
+		t.Fatal("group healthy after the confirming probe failed")
+	}
+	if got := testutil.ToFloat64(m.probes.WithLabelValues(g.Addrs()[0], probeFailed)); got != 1 {
+		t.Errorf("failed probes = %v, want 1 (the suspicion's)", got)
 	}
 }
 
@@ -367,15 +453,15 @@ func TestGroupShortCallerDeadlineIsNotAFailure(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want DeadlineExceeded", err)
 	}
-	if !g.Healthy() {
-		t.Error("a 20ms caller deadline marked the upstream down")
+	if g.members[0].suspect.Load() {
+		t.Error("a 20ms caller deadline counted against the upstream")
 	}
 	// With a budget of at least minCountableBudget, a timeout counts.
 	_, err = g.Exchange(ctxWithTimeout(t, minCountableBudget+50*time.Millisecond), query("example.org.", dns.TypeA))
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want DeadlineExceeded", err)
 	}
-	if g.Healthy() {
+	if !g.members[0].suspect.Load() {
 		t.Error("a timeout with a fair budget was not counted")
 	}
 }

@@ -291,3 +291,16 @@ func mustGroup(t *testing.T, cfg GroupConfig, m *Metrics, log *zap.Logger) *Grou
 	t.Cleanup(func() { _ = g.Close() })
 	return g
 }
+
+// waitUntil polls cond until it holds or testWait passes; for states only a
+// metric shows.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testWait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

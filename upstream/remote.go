@@ -54,7 +54,15 @@ var errTooManyDropped = errors.New("too many mismatched or malformed replies")
 // aLongTimeAgo is a deadline in the past, used to interrupt blocked I/O.
 var aLongTimeAgo = time.Unix(1, 0)
 
-var udpBufPool = sync.Pool{New: func() any { b := make([]byte, dns.MaxMsgSize); return &b }}
+// udpReadSize is the read buffer of one UDP exchange, held while it waits
+// for the reply. Servers must stay within the EDNSUDPSize we advertise; the
+// margin takes servers that ignore it up to the common 4096. A datagram
+// larger still is read truncated and handled like a reply with TC set: the
+// query is retried over TCP. (A 64 KiB buffer per exchange would make 500
+// slow exchanges hold 32 MiB.)
+const udpReadSize = 4096
+
+var udpBufPool = sync.Pool{New: func() any { b := make([]byte, udpReadSize); return &b }}
 
 // RemoteConfig configures a [Remote].
 type RemoteConfig struct {
@@ -126,11 +134,11 @@ func (r *Remote) exchangeWithin(ctx context.Context, req *dns.Msg, timeout time.
 	return r.exchange(ctx, req, timeout, false)
 }
 
-// probe sends a health probe. It accepts any reply whose header is readable
-// and whose ID matches, and records no request metrics.
-func (r *Remote) probe(ctx context.Context) error {
+// probe sends a health probe asking q. It accepts any reply whose header is
+// readable and whose ID matches, and records no request metrics.
+func (r *Remote) probe(ctx context.Context, q dns.Question) error {
 	m := new(dns.Msg)
-	m.SetQuestion(".", dns.TypeNS)
+	m.SetQuestion(q.Name, q.Qtype)
 	_, err := r.exchange(ctx, m, 2*r.timeout, true) // see Group.probe
 	return err
 }
@@ -263,10 +271,21 @@ func (r *Remote) exchangeUDP(ctx context.Context, q *dns.Msg, packed []byte, dea
 	buf := *bufp
 	// The socket is connected, so the kernel only delivers datagrams from
 	// the upstream's address and port; we still check ID and question.
+	uc, _ := conn.(*net.UDPConn)
 	for range maxDroppedReplies {
-		n, err := conn.Read(buf)
+		var n, flags int
+		if uc != nil {
+			n, _, flags, _, err = uc.ReadMsgUDP(buf, nil)
+		} else {
+			n, err = conn.Read(buf)
+		}
 		if err != nil {
 			return nil, err
+		}
+		if flags&msgTrunc != 0 && n >= dnsHeaderLen {
+			// Too large for the buffer: set TC so that the caller asks
+			// again over TCP, as it would after a truncated reply.
+			buf[2] |= flagTC >> 8
 		}
 		resp, v := checkReply(bytes.Clone(buf[:n]), q, headerOnly)
 		if v == replyOK {

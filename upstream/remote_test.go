@@ -3,7 +3,9 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,6 +154,46 @@ func TestRemoteTruncatedRetriesOverTCP(t *testing.T) {
 	}
 	if resp.Truncated || len(resp.Answer) != 1 {
 		t.Fatalf("want the full TCP answer, got %v", resp)
+	}
+	if u, c := srv.udpQs.Load(), srv.tcpQs.Load(); u != 1 || c != 1 {
+		t.Errorf("queries: udp=%d tcp=%d, want 1 and 1", u, c)
+	}
+}
+
+// A server that ignores the advertised EDNS size and sends a UDP reply
+// larger than the read buffer: the reply is not misread as malformed, the
+// query goes again over TCP.
+func TestRemoteOversizedUDPReplyRetriesOverTCP(t *testing.T) {
+	big := func(r *dns.Msg) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		for i := range 40 {
+			m.Answer = append(m.Answer, &dns.TXT{
+				Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60},
+				Txt: []string{fmt.Sprintf("%03d%s", i, strings.Repeat("x", 200))},
+			})
+		}
+		return m
+	}
+	srv := startServer(t, true, true, func(_ *testServer, w dns.ResponseWriter, r *dns.Msg) {
+		m := big(r)
+		if _, ok := w.RemoteAddr().(*net.UDPAddr); ok {
+			b, _ := m.Pack()
+			if len(b) <= udpReadSize {
+				t.Errorf("reply of %d bytes fits the read buffer; the test needs more", len(b))
+			}
+			_, _ = w.Write(b)
+			return
+		}
+		_ = w.WriteMsg(m)
+	})
+	r := newRemote(t, RemoteConfig{Addr: srv.addr}, nil)
+	resp, err := r.Exchange(ctxWithTimeout(t, 2*time.Second), query("big.example.", dns.TypeTXT))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Truncated || len(resp.Answer) != 40 {
+		t.Fatalf("want the full TCP answer of 40 records, got %d (TC=%v)", len(resp.Answer), resp.Truncated)
 	}
 	if u, c := srv.udpQs.Load(), srv.tcpQs.Load(); u != 1 || c != 1 {
 		t.Errorf("queries: udp=%d tcp=%d, want 1 and 1", u, c)

@@ -1,0 +1,250 @@
+package upstream
+
+import (
+	"context"
+	"hash/maphash"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+)
+
+// Health is decided on evidence about the server, never about a name.
+//
+// The cluster DNS is a recursive resolver: a name whose authoritative
+// servers are dead times out there, every time, while every other name
+// resolves. Counting those timeouts against the server would take the
+// node's only cluster DNS out of rotation because of one dead domain (glibc
+// asks A and AAAA at once: two timeouts), and every miss on the node would
+// then fail fast. So:
+//
+//   - A failed try (timeout, network error, bogus replies) is a suspicion,
+//     recorded with the name it was for. Failures of the same name count
+//     once; a success of any query clears the suspicion.
+//   - When MaxFails distinct names have failed in a row, the member is
+//     probed at once (besides the periodic probe). The probe asks the
+//     server something it answers itself (the SOA of the group's zone, or
+//     ". NS" for the root) and accepts any reply, even SERVFAIL.
+//   - A member is marked down only by a failed probe: one failed probe
+//     confirms a suspicion; without one, MaxFails probes must fail in a row
+//     (a server that dies while nobody asks it anything). A probe that gets
+//     a reply clears everything and puts the member back.
+//
+// So the last member of a group never leaves rotation without a failed
+// probe, and a group whose members merely time out on some names never
+// fails fast.
+
+// recentNames is how many recently failed names a member remembers to tell
+// a new name from a repeat.
+const recentNames = 8
+
+// minKickInterval bounds the probes that suspicions trigger, so that a
+// stream of distinct dead names against a live server costs at most a few
+// probes a second.
+const minKickInterval = 500 * time.Millisecond
+
+var nameSeed = maphash.MakeSeed()
+
+// health is the evidence a group holds about one member.
+type health struct {
+	maxFails int
+	down     atomic.Bool
+	// suspect mirrors distinct != 0, so that a success costs one atomic
+	// load when there is nothing to clear.
+	suspect atomic.Bool
+	// kick asks the probe loop for a probe now; buffered, so requests made
+	// while one is pending merge.
+	kick chan struct{}
+
+	mu         sync.Mutex
+	recent     [recentNames]uint64 // hashes of names that failed, a ring
+	nrecent    int                 // valid entries of recent
+	next       int                 // next slot of recent
+	distinct   int                 // distinct names failed since the last success
+	probeFails int                 // probes failed in a row
+	lastKick   time.Time
+	gaugeMu    sync.Mutex // serialises healthy-gauge updates on transitions
+}
+
+func newHealth(maxFails int) health {
+	return health{maxFails: maxFails, kick: make(chan struct{}, 1)}
+}
+
+func (h *health) up() bool { return !h.down.Load() }
+
+// nameHash hashes a question's name case-insensitively.
+func nameHash(q []dns.Question) uint64 {
+	if len(q) == 0 {
+		return 0
+	}
+	return maphash.String(nameSeed, strings.ToLower(q[0].Name))
+}
+
+// failure records a failed try of mb for question q. When it makes the
+// member suspect, a probe is asked for; the member stays in rotation.
+func (g *Group) failure(mb *member, q []dns.Question, err error) {
+	h := nameHash(q)
+	mb.mu.Lock()
+	seen := false
+	for _, r := range mb.recent[:mb.nrecent] {
+		if r == h {
+			seen = true
+			break
+		}
+	}
+	if !seen {
+		mb.recent[mb.next] = h
+		mb.next = (mb.next + 1) % recentNames
+		mb.nrecent = min(mb.nrecent+1, recentNames)
+		mb.distinct++
+		mb.suspect.Store(true)
+	}
+	kick := mb.distinct >= mb.maxFails && time.Since(mb.lastKick) >= minKickInterval
+	if kick {
+		mb.lastKick = time.Now()
+	}
+	n := mb.distinct
+	mb.mu.Unlock()
+	if kick {
+		select {
+		case mb.kick <- struct{}{}:
+			g.log.Info("upstream suspect: probing it now", zap.String("upstream", mb.r.addr),
+				zap.Int("distinct_failed_names", n), zap.Error(err))
+		default:
+		}
+	}
+}
+
+// success clears the suspicion against mb: it answered a query.
+func (g *Group) success(mb *member) {
+	if !mb.suspect.Load() {
+		return // no write on the hot path of a healthy member
+	}
+	mb.mu.Lock()
+	mb.clearSuspicion()
+	mb.mu.Unlock()
+}
+
+// clearSuspicion forgets the failed names; mu is held.
+func (h *health) clearSuspicion() {
+	h.distinct, h.nrecent, h.next = 0, 0, 0
+	h.suspect.Store(false)
+}
+
+// probed records the result of a probe of mb and makes the transitions.
+func (g *Group) probed(mb *member, err error) {
+	mb.mu.Lock()
+	if err == nil {
+		mb.probeFails = 0
+		mb.clearSuspicion()
+		mb.mu.Unlock()
+		if mb.down.CompareAndSwap(true, false) {
+			g.transition(mb)
+			g.log.Info("upstream back up", zap.String("upstream", mb.r.addr))
+			if int(g.down.Add(-1)) == len(g.members)-1 {
+				g.log.Info("group has a healthy upstream again")
+			}
+		}
+		return
+	}
+	mb.probeFails++
+	confirmed := mb.distinct >= mb.maxFails || mb.probeFails >= mb.maxFails
+	distinct, probes := mb.distinct, mb.probeFails
+	mb.mu.Unlock()
+	if !confirmed || !mb.down.CompareAndSwap(false, true) {
+		return
+	}
+	g.transition(mb)
+	g.log.Warn("upstream marked down", zap.String("upstream", mb.r.addr),
+		zap.Int("failed_probes", probes), zap.Int("distinct_failed_names", distinct), zap.Error(err))
+	if int(g.down.Add(1)) == len(g.members) {
+		g.log.Error("all upstreams of group are down; answering SERVFAIL until one recovers")
+	}
+}
+
+// transition sets the healthy gauge from the current state under the
+// member's lock, so that racing transitions leave the gauge correct.
+func (g *Group) transition(mb *member) {
+	mb.gaugeMu.Lock()
+	defer mb.gaugeMu.Unlock()
+	v := 0.0
+	if mb.up() {
+		v = 1
+	}
+	g.m.healthy.WithLabelValues(mb.r.addr).Set(v)
+}
+
+// Start launches one health-probe goroutine per member. Each probes its
+// member every HealthInterval, and at once when queries make the member
+// suspect (at most one probe in flight per member, each bounded by twice
+// the per-try timeout). Probes keep running while members are down, so
+// recovery is noticed within one interval even when the group gets no
+// traffic. They stop when ctx is done or the group is closed. Calling Start
+// more than once has no effect. Without Start, members never leave
+// rotation.
+func (g *Group) Start(ctx context.Context) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.started || g.closed.Load() {
+		return
+	}
+	g.started = true
+	ctx, g.cancel = context.WithCancel(ctx)
+	for _, mb := range g.members {
+		g.wg.Add(1)
+		go g.probeLoop(ctx, mb)
+	}
+}
+
+func (g *Group) probeLoop(ctx context.Context, mb *member) {
+	defer g.wg.Done()
+	t := time.NewTicker(g.cfg.HealthInterval)
+	defer t.Stop()
+	for { // runs until ctx is done
+		select {
+		case <-ctx.Done():
+			return
+		case <-mb.kick:
+			g.probe(ctx, mb)
+			t.Reset(g.cfg.HealthInterval)
+		case <-t.C:
+			g.probe(ctx, mb)
+			mb.r.pool.sweep()
+		}
+	}
+}
+
+// probe runs one health check of mb.
+func (g *Group) probe(ctx context.Context, mb *member) {
+	// A probe may take twice the per-try timeout: it decides whether a
+	// member is used at all, and a slow answer is still an answer.
+	pctx, cancel := context.WithTimeout(ctx, 2*g.cfg.Timeout)
+	defer cancel()
+	err := mb.r.probe(pctx, g.probeQ)
+	if ctx.Err() != nil {
+		return // shutting down: says nothing about the upstream
+	}
+	if err != nil {
+		g.m.probes.WithLabelValues(mb.r.addr, probeFailed).Inc()
+	} else {
+		g.m.probes.WithLabelValues(mb.r.addr, probeAlive).Inc()
+	}
+	g.probed(mb, err)
+}
+
+// probeQuestion is what a group's members are probed with: a question the
+// server answers from its own data, so that a probe tests the server and not
+// the names behind it. The SOA of the group's first zone (a cluster DNS
+// serves cluster.local itself), or ". NS" for the default group (the root
+// NS set is in every resolver's cache).
+func probeQuestion(zones []string) dns.Question {
+	for _, z := range zones {
+		if z != "." {
+			return dns.Question{Name: z, Qtype: dns.TypeSOA, Qclass: dns.ClassINET}
+		}
+	}
+	return dns.Question{Name: ".", Qtype: dns.TypeNS, Qclass: dns.ClassINET}
+}
