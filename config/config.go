@@ -29,7 +29,6 @@ type File struct {
 	QueryLogSample *float64     `json:"query_log_sample,omitempty"`
 	Cache          CacheFile    `json:"cache,omitempty"`
 	Server         ServerFile   `json:"server,omitempty"`
-	Clients        ClientsFile  `json:"clients,omitempty"`
 	Upstreams      []GroupFile  `json:"upstreams,omitempty"`
 	Shutdown       ShutdownFile `json:"shutdown,omitempty"`
 	PprofListen    string       `json:"pprof_listen,omitempty"`
@@ -50,14 +49,6 @@ type CacheFile struct {
 	ServeStale  string `json:"serve_stale,omitempty"`
 }
 
-// ClientsFile is the `clients` section: the per-client budget of
-// upstream-bound work.
-type ClientsFile struct {
-	MissRate   *float64 `json:"miss_rate,omitempty"`
-	MissBurst  *int     `json:"miss_burst,omitempty"`
-	MaxTracked *int     `json:"max_tracked,omitempty"`
-}
-
 // ServerFile is the `server` section.
 type ServerFile struct {
 	UDPSockets         *int   `json:"udp_sockets,omitempty"`
@@ -65,6 +56,7 @@ type ServerFile struct {
 	TCPMaxConns        *int   `json:"tcp_max_conns,omitempty"`
 	TCPIdleTimeout     string `json:"tcp_idle_timeout,omitempty"`
 	MaxInflight        *int   `json:"max_inflight,omitempty"`
+	MaxQueueWait       string `json:"max_queue_wait,omitempty"`
 	RequestTimeout     string `json:"request_timeout,omitempty"`
 	StaleAnswerTimeout string `json:"stale_answer_timeout,omitempty"`
 	PrefetchMinHits    *int   `json:"prefetch_min_hits,omitempty"`
@@ -113,15 +105,12 @@ type Config struct {
 	TCPMaxConns    int
 	TCPIdleTimeout time.Duration
 	MaxInflight    int
+	MaxQueueWait   time.Duration
 	RequestTimeout time.Duration
 
 	StaleAnswerTimeout time.Duration
 	PrefetchMinHits    int
 	MaxWaiters         int
-
-	ClientMissRate   float64
-	ClientMissBurst  int
-	ClientMaxTracked int
 
 	PprofListen      string
 	MemoryLimitRatio float64
@@ -165,15 +154,13 @@ func Defaults() Config {
 		TCPMaxConns:      250,
 		TCPIdleTimeout:   10 * time.Second,
 		MaxInflight:      500,
+		MaxQueueWait:     time.Second,
 		RequestTimeout:   4 * time.Second,
 		ShutdownTimeout:  5 * time.Second,
 
 		StaleAnswerTimeout: 1800 * time.Millisecond,
 		PrefetchMinHits:    2,
 		MaxWaiters:         10000,
-		ClientMissRate:     200,
-		ClientMissBurst:    400,
-		ClientMaxTracked:   10000,
 		MemoryLimitRatio:   0.9,
 	}
 }
@@ -301,6 +288,7 @@ func apply(c *Config, f *File) error {
 		{"server.stale_answer_timeout", f.Server.StaleAnswerTimeout, &c.StaleAnswerTimeout},
 		{"server.tcp_idle_timeout", f.Server.TCPIdleTimeout, &c.TCPIdleTimeout},
 		{"server.request_timeout", f.Server.RequestTimeout, &c.RequestTimeout},
+		{"server.max_queue_wait", f.Server.MaxQueueWait, &c.MaxQueueWait},
 		{"shutdown.lameduck", f.Shutdown.Lameduck, &c.Lameduck},
 		{"shutdown.timeout", f.Shutdown.Timeout, &c.ShutdownTimeout},
 	} {
@@ -317,11 +305,6 @@ func apply(c *Config, f *File) error {
 	setInt(&c.MaxInflight, f.Server.MaxInflight)
 	setInt(&c.PrefetchMinHits, f.Server.PrefetchMinHits)
 	setInt(&c.MaxWaiters, f.Server.MaxWaiters)
-	if f.Clients.MissRate != nil {
-		c.ClientMissRate = *f.Clients.MissRate
-	}
-	setInt(&c.ClientMissBurst, f.Clients.MissBurst)
-	setInt(&c.ClientMaxTracked, f.Clients.MaxTracked)
 	setStr(&c.PprofListen, f.PprofListen)
 	if f.MemoryLimitRatio != nil {
 		c.MemoryLimitRatio = *f.MemoryLimitRatio

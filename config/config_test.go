@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +104,10 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"group timeout", nil, "upstreams:\n  - zones: [a.]\n    servers: [\"127.0.0.1\"]\n    timeout: x\n", "upstreams[0].timeout"},
 		{"group max_fails", nil, "upstreams:\n  - zones: [a.]\n    servers: [\"127.0.0.1\"]\n    max_fails: 0\n", "upstreams[0].max_fails"},
 		{"bad zone", nil, "upstreams:\n  - zones: [\"a..b\"]\n    servers: [\"127.0.0.1\"]\n", "upstreams[0].zones"},
+		{"queue wait", nil, "server:\n  max_queue_wait: 0s\n", "server.max_queue_wait"},
+		{"upstream is our listen address", []string{"--listen", "127.0.0.1:5353", "--upstream", "127.0.0.1:5353"}, "", "upstreams[0].servers[0]"},
+		{"upstream behind a wildcard listen", []string{"--listen", "0.0.0.0:53", "--upstream", "127.0.0.1"}, "", "loop"},
+		{"resolv.conf points back at us", []string{"--listen", "192.0.2.53:53"}, "", "loop"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -156,14 +161,30 @@ func TestEveryFlagIsDocumented(t *testing.T) {
 			t.Errorf("README does not document --%s", name)
 		}
 	}
-	for _, key := range []string{"listen", "http_listen", "allow", "log_level", "log_format", "query_log_sample",
-		"size", "max_entries", "shards", "min_ttl", "max_ttl", "negative_ttl", "servfail_ttl",
-		"udp_sockets", "max_udp_size", "tcp_max_conns", "tcp_idle_timeout", "max_inflight", "request_timeout",
-		"zones", "servers", "force_tcp", "timeout", "max_fails", "health_interval", "lameduck",
-		"serve_stale", "stale_answer_timeout", "prefetch_min_hits", "max_waiters", "miss_rate", "miss_burst",
-		"max_tracked", "pprof_listen", "memory_limit_ratio"} {
+	for _, key := range fileKeys(reflect.TypeOf(File{})) {
 		if !strings.Contains(string(readme), "`"+key+"`") {
 			t.Errorf("README does not document config key %s", key)
 		}
 	}
+}
+
+// fileKeys lists the YAML keys of a config file section, recursively.
+func fileKeys(t reflect.Type) []string {
+	var keys []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		keys = append(keys, name)
+		ft := f.Type
+		for ft.Kind() == reflect.Slice || ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct {
+			keys = append(keys, fileKeys(ft)...)
+		}
+	}
+	return keys
 }

@@ -115,12 +115,10 @@ var flagDefs = []flagDef{
 		apply: durationFlag(func(c *Config) *time.Duration { return &c.StaleAnswerTimeout })},
 	{name: "prefetch-min-hits", usage: "hits an entry needs before it is refreshed shortly before it expires, 0 to never (default 2)",
 		apply: intFlag(func(c *Config) *int { return &c.PrefetchMinHits })},
-	{name: "max-waiters", usage: "cap on queries waiting for an identical resolution in flight (default 10000)",
+	{name: "max-waiters", usage: "cap on queries waiting for an upstream answer (for a slot or an identical resolution), shared fairly between clients (default 10000)",
 		apply: intFlag(func(c *Config) *int { return &c.MaxWaiters })},
-	{name: "client-miss-rate", usage: "cache misses per second each client address may send upstream, 0 for no limit (default 200)",
-		apply: floatFlag(func(c *Config) *float64 { return &c.ClientMissRate })},
-	{name: "client-miss-burst", usage: "burst of misses above client-miss-rate a client may send (default 400)",
-		apply: intFlag(func(c *Config) *int { return &c.ClientMissBurst })},
+	{name: "max-queue-wait", usage: "how long a miss may wait for a resolution slot before it is answered stale or SERVFAIL (default 1s)",
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.MaxQueueWait })},
 	{name: "upstream-max-inflight", usage: "cap on queries in flight to each server of the default zone (default 500)",
 		apply: func(c *Config, v string) error {
 			n, err := strconv.Atoi(v)
@@ -142,9 +140,9 @@ var flagDefs = []flagDef{
 		apply: intFlag(func(c *Config) *int { return &c.TCPMaxConns })},
 	{name: "tcp-idle-timeout", usage: "close client TCP connections idle this long (default 10s)",
 		apply: durationFlag(func(c *Config) *time.Duration { return &c.TCPIdleTimeout })},
-	{name: "max-inflight", usage: "cap on cache misses resolved at once; beyond it SERVFAIL at once (default 500)",
+	{name: "max-inflight", usage: "cap on resolutions in flight to the upstreams; beyond it misses wait for a slot, served round-robin between clients (default 500)",
 		apply: intFlag(func(c *Config) *int { return &c.MaxInflight })},
-	{name: "request-timeout", usage: "overall deadline for resolving a miss, across upstream tries (default 4s)",
+	{name: "request-timeout", usage: "overall deadline for resolving a miss from its arrival, across the wait for a slot and upstream tries (default 4s)",
 		apply: durationFlag(func(c *Config) *time.Duration { return &c.RequestTimeout })},
 	{name: "lameduck", usage: "on SIGTERM, report not ready and keep serving this long before stopping (default 0s)",
 		apply: durationFlag(func(c *Config) *time.Duration { return &c.Lameduck })},
@@ -300,14 +298,13 @@ func validate(c *Config) error {
 	for _, n := range []struct {
 		field string
 		v     int
-	}{{"server.prefetch_min_hits", c.PrefetchMinHits}, {"server.max_waiters", c.MaxWaiters},
-		{"clients.miss_burst", c.ClientMissBurst}, {"clients.max_tracked", c.ClientMaxTracked}} {
+	}{{"server.prefetch_min_hits", c.PrefetchMinHits}, {"server.max_waiters", c.MaxWaiters}} {
 		if n.v < 0 {
 			return fmt.Errorf("%s: %d is negative", n.field, n.v)
 		}
 	}
-	if c.ClientMissRate < 0 {
-		return fmt.Errorf("clients.miss_rate: %v is negative", c.ClientMissRate)
+	if c.MaxQueueWait <= 0 {
+		return errors.New("server.max_queue_wait: must be positive")
 	}
 	if c.MemoryLimitRatio <= 0 || c.MemoryLimitRatio > 1 {
 		return fmt.Errorf("memory_limit_ratio: %v is not in (0, 1]", c.MemoryLimitRatio)
@@ -339,8 +336,12 @@ func validate(c *Config) error {
 			seen[fz] = g.Name
 		}
 		for j, s := range g.Servers {
-			if _, err := upstream.ParseAddr(s); err != nil {
+			a, err := upstream.ParseAddr(s)
+			if err != nil {
 				return fmt.Errorf("upstreams[%d].servers[%d]: %v", i, j, err)
+			}
+			if l, ok := ownAddress(c.Listen, a); ok {
+				return fmt.Errorf("upstreams[%d].servers[%d]: %s is nodedns's own listen address %s: queries would loop back to it", i, j, s, l)
 			}
 		}
 		if g.Timeout <= 0 {
@@ -354,6 +355,26 @@ func validate(c *Config) error {
 		}
 	}
 	return nil
+}
+
+// ownAddress reports whether the upstream address up (IP:port) reaches one
+// of the listen addresses: the same address, or a wildcard listen address
+// on the same port and up a loopback address.
+func ownAddress(listen []string, up string) (string, bool) {
+	ua, err := netip.ParseAddrPort(up)
+	if err != nil {
+		return "", false
+	}
+	for _, l := range listen {
+		la, err := netip.ParseAddrPort(l)
+		if err != nil || la.Port() != ua.Port() {
+			continue
+		}
+		if la.Addr().Unmap() == ua.Addr().Unmap() || (la.Addr().IsUnspecified() && ua.Addr().IsLoopback()) {
+			return l, true
+		}
+	}
+	return "", false
 }
 
 func anyRoot(gs []Group) bool {

@@ -36,6 +36,9 @@ type worker struct {
 	// key; stale is an expired entry to fall back on, or nil.
 	cacheable bool
 	stale     *cache.Entry
+	// kept is set by dispatch once the query waits on a flight, which will
+	// answer it: a panic after that must not answer it a second time.
+	kept bool
 }
 
 func (s *Server) newWorker(outCap int) *worker {
@@ -252,6 +255,26 @@ func (s *Server) logQuery(src netip.AddrPort, proto int, name []byte, qtype uint
 		zap.Stringer("client", src), zap.String("proto", protoNames[proto]),
 		zap.String("qname", qname), zap.String("qtype", dns.TypeToString[qtype]),
 		zap.String("rcode", rcodeName(rcode)), zap.Bool("cache_hit", hit), zap.Duration("duration", d))
+}
+
+// recovered records a panic while one packet was handled: the reader that
+// caught it goes on with the next packet.
+func (s *Server) recovered(p any) {
+	s.metrics.panics.Inc()
+	s.log.Error("panic while handling a query; answered SERVFAIL", zap.Any("panic", p), zap.Stack("stack"))
+}
+
+// servfailFor appends a SERVFAIL answer to pkt to dst, echoing its question
+// when it can be read; nil when not even the header can.
+func servfailFor(dst, pkt []byte) []byte {
+	var q dnswire.Query
+	if dnswire.ParseQuery(pkt, &q) == nil {
+		return dnswire.AppendError(dst, pkt, &q, dns.RcodeServerFailure)
+	}
+	if len(pkt) < dnswire.HeaderLen {
+		return nil
+	}
+	return appendHeaderOnly(dst, pkt, dns.RcodeServerFailure)
 }
 
 // frame prefixes a TCP message with its length (RFC 1035 section 4.2.2).

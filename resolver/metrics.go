@@ -61,7 +61,7 @@ type metrics struct {
 	droppedMalformed, droppedResponse, droppedRefused prometheus.Counter
 	shed                                              [numShedReasons]prometheus.Counter
 	staleServed                                       [numStaleReasons]prometheus.Counter
-	coalesced                                         prometheus.Counter
+	coalesced, queued                                 prometheus.Counter
 	prefetches, prefetchSkipped                       prometheus.Counter
 	tcpConns                                          prometheus.Gauge
 	tcpRejected                                       prometheus.Counter
@@ -83,13 +83,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "nodedns_coalesced_total",
 			Help: "Misses that waited for an identical resolution already in flight instead of starting one.",
 		}),
+		queued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nodedns_queued_total",
+			Help: "Misses that found every resolution slot taken and waited in their client's queue for one.",
+		}),
 		prefetches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nodedns_prefetch_total",
 			Help: "Background refreshes of entries in use shortly before they expire.",
 		}),
 		prefetchSkipped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nodedns_prefetch_skipped_total",
-			Help: "Prefetches not started because no resolution slot was free.",
+			Help: "Prefetches not started because the forward stage was busy (over half its slots taken, or misses waiting).",
 		}),
 		tcpConns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nodedns_tcp_connections", Help: "Open client TCP connections.",
@@ -98,7 +102,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "nodedns_tcp_rejected_total", Help: "Client TCP connections closed at once because the connection cap was reached.",
 		}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "nodedns_inflight_misses", Help: "Cache misses being resolved.",
+			Name: "nodedns_inflight_misses", Help: "Resolutions in flight to the upstreams (slots in use).",
 		}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nodedns_panics_total", Help: "Queries whose handling panicked; each was answered SERVFAIL.",
@@ -117,7 +121,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.droppedRefused = m.dropped.WithLabelValues("refused_unparsable")
 	shed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "nodedns_shed_total",
-		Help: "Queries answered at once, stale or SERVFAIL, because a bound was reached, by reason.",
+		Help: "Queries answered stale or SERVFAIL without an upstream answer because they could not be kept or forwarded, by reason.",
 	}, []string{"reason"})
 	for i, r := range shedReasonNames {
 		m.shed[i] = shed.WithLabelValues(r)
@@ -130,7 +134,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.staleServed[i] = stale.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, dur, m.dropped, shed, stale, m.coalesced, m.prefetches, m.prefetchSkipped,
+		reg.MustRegister(m.requests, dur, m.dropped, shed, stale, m.coalesced, m.queued, m.prefetches, m.prefetchSkipped,
 			m.tcpConns, m.tcpRejected, m.inflight, m.panics)
 	}
 	return m

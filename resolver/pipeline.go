@@ -24,17 +24,16 @@ type Request struct {
 	Client netip.AddrPort
 	// Proto is "udp" or "tcp".
 	Proto string
-	// Refresh asks for a fresh answer even when the cache has one: a
-	// prefetch.
-	Refresh bool
 }
 
-// Answer is what the pipeline produced: a cache entry, which the edge
-// renders exactly as it renders a cache hit, or a message for replies that
-// were not cached.
+// Answer is what a stage produced: a cache entry, which the edge renders
+// exactly as it renders a cache hit, or a message for replies that were not
+// cached, or, from the local half of the pipeline, Forward: no local stage
+// could answer, the query must go upstream.
 type Answer struct {
-	Entry *cache.Entry
-	Msg   *dns.Msg
+	Entry   *cache.Entry
+	Msg     *dns.Msg
+	Forward bool
 }
 
 // rcode returns the answer's response code, or -1 for an empty answer.
@@ -63,7 +62,7 @@ func (f HandlerFunc) Resolve(ctx context.Context, req *Request) (Answer, error) 
 type Middleware func(next Handler) Handler
 
 // Forwarder sends a query to the upstream that serves its name.
-// upstream.Router satisfies it through ForwarderFunc in cmd/nodedns.
+// cmd/nodedns adapts upstream.Router to it.
 type Forwarder interface {
 	Forward(ctx context.Context, req *dns.Msg) (*dns.Msg, error)
 }
@@ -76,34 +75,75 @@ func (f ForwarderFunc) Forward(ctx context.Context, req *dns.Msg) (*dns.Msg, err
 	return f(ctx, req)
 }
 
-// chain builds the miss pipeline once. The stages, in order:
-//
-//  1. cacheStage: a miss may have been filled by another query since the
-//     fast path looked; replies from upstream are stored here, and the
-//     stored entry (clamped TTLs, no AA, our OPT) is what the client gets.
-//  2. forwardStage: the query goes to the upstream group for its zone.
-func chain(c *cache.Cache, fwd Forwarder, now func() time.Time) Handler {
-	stages := []Middleware{
-		cacheStage(c, now),
-	}
-	var h Handler = forwardStage(fwd)
-	for i := len(stages) - 1; i >= 0; i-- {
-		h = stages[i](h)
-	}
-	return h
+// ForwardChecker is implemented by forwarders that know, before a query is
+// admitted, that forwarding it would fail at once. dispatch then answers on
+// the reader's goroutine, within its batch, without taking a slot.
+type ForwardChecker interface {
+	// Check returns an error when forwarding qname would fail at once:
+	// every upstream of its group is down, or the group forwards in a loop
+	// (an error wrapping ErrLoop).
+	Check(qname string) error
+	// IsLoopProbe reports whether qname is one of nodedns's own loop probes
+	// that came back to it, and records the loop.
+	IsLoopProbe(qname string) bool
 }
+
+// chain builds the two halves of the miss pipeline once.
+//
+// The local half runs on the reader's goroutine for every query the fast
+// path could not answer; its stages never block and never leave the node:
+//
+//  1. cacheStage: another query may have filled the entry since the fast
+//     path looked; answers a later stage synthesizes are stored here, so
+//     that the next identical query is a fast-path hit.
+//  2. upstreamNeeded: nothing local answered; the query goes to admission
+//     (fair.go) and, on a slot, to the remote half.
+//
+// The remote half runs on a leader goroutine holding a slot:
+//
+//  1. storeStage: stores the upstream's reply; the stored entry (clamped
+//     TTLs, no AA, our OPT) is what every waiting client gets.
+//  2. forwardStage: the query goes to the upstream group for its zone.
+func chain(c *cache.Cache, fwd Forwarder, now func() time.Time) (local, remote Handler) {
+	build := func(stages []Middleware, last Handler) Handler {
+		h := last
+		for i := len(stages) - 1; i >= 0; i-- {
+			h = stages[i](h)
+		}
+		return h
+	}
+	local = build([]Middleware{cacheStage(c, now)}, upstreamNeeded)
+	remote = build([]Middleware{storeStage(c, now)}, forwardStage(fwd))
+	return local, remote
+}
+
+// upstreamNeeded ends the local half: no stage could answer.
+var upstreamNeeded = HandlerFunc(func(context.Context, *Request) (Answer, error) {
+	return Answer{Forward: true}, nil
+})
 
 func cacheStage(c *cache.Cache, now func() time.Time) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *Request) (Answer, error) {
-			if req.Key == nil {
-				return next.Resolve(ctx, req)
-			}
-			if e, ok := c.Get(req.Key); ok && e.Fresh(now().UnixNano()) && !req.Refresh {
-				return Answer{Entry: e}, nil
+			if req.Key != nil {
+				if e, ok := c.Get(req.Key); ok && e.Fresh(now().UnixNano()) {
+					return Answer{Entry: e}, nil
+				}
 			}
 			a, err := next.Resolve(ctx, req)
-			if err != nil || a.Msg == nil {
+			if err != nil || a.Msg == nil || req.Key == nil {
+				return a, err
+			}
+			return store(c, req.Key, a, now)
+		})
+	}
+}
+
+func storeStage(c *cache.Cache, now func() time.Time) Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, req *Request) (Answer, error) {
+			a, err := next.Resolve(ctx, req)
+			if err != nil || a.Msg == nil || req.Key == nil {
 				return a, err
 			}
 			if a.Msg.Rcode == dns.RcodeServerFailure {
@@ -114,16 +154,22 @@ func cacheStage(c *cache.Cache, now func() time.Time) Middleware {
 					return a, nil
 				}
 			}
-			e, err := c.Store(req.Key, a.Msg, now())
-			if err != nil {
-				return a, fmt.Errorf("cache: %w", err)
-			}
-			if e != nil {
-				return Answer{Entry: e}, nil
-			}
-			return a, nil
+			return store(c, req.Key, a, now)
 		})
 	}
+}
+
+// store caches a.Msg under key and returns the stored entry as the answer,
+// or a as it is when the policy does not cache it.
+func store(c *cache.Cache, key []byte, a Answer, now func() time.Time) (Answer, error) {
+	e, err := c.Store(key, a.Msg, now())
+	if err != nil {
+		return a, fmt.Errorf("cache: %w", err)
+	}
+	if e != nil {
+		return Answer{Entry: e}, nil
+	}
+	return a, nil
 }
 
 // errNoAnswer is returned when an upstream exchange produced neither a
@@ -138,6 +184,17 @@ func forwardStage(fwd Forwarder) Handler {
 		}
 		if resp == nil {
 			return Answer{}, fmt.Errorf("forward: %w", errNoAnswer)
+		}
+		if resp.Rcode == dns.RcodeRefused {
+			// An upstream that refuses is failing us, whatever its reason
+			// (CoreDNS's max_concurrent answers REFUSED under overload):
+			// SERVFAIL, so that the stale answer, the short SERVFAIL cache
+			// and the client's next server all apply. musl treats a
+			// REFUSED passed through like a timeout.
+			m := new(dns.Msg)
+			m.SetRcode(req.Msg, dns.RcodeServerFailure)
+			m.RecursionAvailable = true
+			return Answer{Msg: m}, nil
 		}
 		return Answer{Msg: resp}, nil
 	})

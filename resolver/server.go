@@ -49,19 +49,23 @@ type Config struct {
 	// TCPIdleTimeout closes a client TCP connection with no query for this
 	// long (RFC 7766 section 6.2.3); 0 means 10s.
 	TCPIdleTimeout time.Duration
-	// MaxInflight caps cache misses being resolved at once; beyond it a miss
-	// is answered SERVFAIL (or stale) at once. 0 means 500, the default cap
-	// of one upstream server: a resolution started beyond what the upstream
-	// takes would only fail later, at the cost of a goroutine and a write of
-	// its own, where shedding it at once joins the reader's batch.
+	// MaxInflight caps resolutions in flight to the upstreams (slots); a
+	// miss that finds none free waits for one in its client's queue
+	// (fair.go). 0 means 500, the default cap of one upstream server.
 	MaxInflight int
-	// RequestTimeout is the overall deadline for resolving a miss, across
-	// every upstream try; 0 means 4s, under glibc's 5 s resolver timeout.
+	// MaxQueueWait is how long a miss may wait for a slot before it is
+	// answered (stale or SERVFAIL); 0 means 1s.
+	MaxQueueWait time.Duration
+	// RequestTimeout is the overall deadline for resolving a miss, counted
+	// from its arrival, across the wait for a slot and every upstream try;
+	// 0 means 4s, under glibc's 5 s resolver timeout.
 	RequestTimeout time.Duration
 	// QueryLogSample is the fraction of queries logged at Info (0 = none).
 	QueryLogSample float64
-	// MaxWaiters caps the queries waiting for a resolution already in
-	// flight for the same name (coalesced); 0 means 10000.
+	// MaxWaiters caps the queries waiting for an answer from upstream,
+	// whether for a slot or for a resolution already in flight for the same
+	// name (coalesced); shared max-min between clients (fair.go). 0 means
+	// 10000.
 	MaxWaiters int
 	// StaleAnswerTimeout is how long a client waits for the upstream before
 	// it gets a stale answer, when there is one (RFC 8767 suggests 1.8 s);
@@ -72,14 +76,6 @@ type Config struct {
 	// last tenth of its TTL refreshes it in the background; 0 disables
 	// prefetching.
 	PrefetchMinHits uint32
-	// Limiter budgets upstream-bound work per client; nil means no limit.
-	Limiter ClientLimiter
-}
-
-// ClientLimiter decides whether a client may start one more upstream
-// resolution. admission.ClientLimiter implements it.
-type ClientLimiter interface {
-	Allow(client netip.Addr) bool
 }
 
 func (c *Config) setDefaults() {
@@ -104,6 +100,9 @@ func (c *Config) setDefaults() {
 	if c.MaxInflight <= 0 {
 		c.MaxInflight = 500
 	}
+	if c.MaxQueueWait <= 0 {
+		c.MaxQueueWait = time.Second
+	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 4 * time.Second
 	}
@@ -122,23 +121,22 @@ type Server struct {
 	// queryLogSample holds math.Float64bits of the fraction of queries logged.
 	queryLogSample atomic.Uint64
 	cache          *cache.Cache
-	pipeline       Handler
+	local, remote  Handler        // the two halves of the miss pipeline (chain)
+	checker        ForwardChecker // nil when the forwarder has no checks
 	log            *zap.Logger
 	metrics        *metrics
+	shedTally      *shedTally
 	now            func() time.Time
 
-	limiter ClientLimiter
-
-	// sem holds one token per miss being resolved (a bounded semaphore).
-	sem chan struct{}
-	// flightMu guards flights and waiting.
+	// flightMu guards flights and fair.
 	flightMu sync.Mutex
-	flights  map[string]*flight // resolutions in flight, by cache key
-	waiting  int                // queries waiting on flights
-	// misses tracks goroutines resolving misses, for a graceful stop.
+	flights  map[string]*flight // resolutions queued or running, by cache key
+	fair     *fair              // slots, waiting queries and queues per client
+	// misses tracks leader goroutines, for a graceful stop.
 	misses sync.WaitGroup
-	// readers tracks the UDP reader and TCP accept goroutines.
-	readers sync.WaitGroup
+	// readers tracks the UDP reader, TCP accept and sweeper goroutines.
+	readers   sync.WaitGroup
+	stopSweep chan struct{}
 
 	ctx    context.Context // cancelled when Shutdown gives up waiting
 	cancel context.CancelFunc
@@ -165,21 +163,25 @@ func New(cfg Config, c *cache.Cache, fwd Forwarder, log *zap.Logger, reg prometh
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:      cfg,
-		cache:    c,
-		log:      log.Named("resolver"),
-		metrics:  newMetrics(reg),
-		now:      time.Now,
-		sem:      make(chan struct{}, cfg.MaxInflight),
-		flights:  make(map[string]*flight),
-		limiter:  cfg.Limiter,
-		ctx:      ctx,
-		cancel:   cancel,
-		tcpConns: make(map[net.Conn]struct{}),
+		cfg:       cfg,
+		cache:     c,
+		log:       log.Named("resolver"),
+		metrics:   newMetrics(reg),
+		now:       time.Now,
+		flights:   make(map[string]*flight),
+		fair:      newFair(cfg.MaxInflight, cfg.MaxWaiters),
+		ctx:       ctx,
+		cancel:    cancel,
+		tcpConns:  make(map[net.Conn]struct{}),
+		stopSweep: make(chan struct{}),
+	}
+	s.shedTally = newShedTally(s.now)
+	if reg != nil {
+		reg.MustRegister(s.shedTally)
 	}
 	s.allow.Store(&allowList{prefixes: cfg.Allow})
 	s.queryLogSample.Store(math.Float64bits(cfg.QueryLogSample))
-	s.pipeline = chain(c, fwd, s.now)
+	s.setForwarder(fwd)
 	return s, nil
 }
 
@@ -200,6 +202,8 @@ func (s *Server) Start() error {
 		s.readers.Add(1)
 		go s.serveTCP(l)
 	}
+	s.readers.Add(1)
+	go s.sweep()
 	s.started.Store(true)
 	s.log.Info("serving", zap.Strings("listen", s.cfg.Listen), zap.Int("udp_sockets_per_address", s.cfg.UDPSockets))
 	return nil
@@ -290,6 +294,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = c.SetReadDeadline(time.Now())
 	}
 	s.mu.Unlock()
+	close(s.stopSweep)
+	s.dropQueued()
 
 	done := make(chan struct{})
 	go func() {
@@ -301,13 +307,27 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		err = fmt.Errorf("shutdown: %w with %d misses in flight", ctx.Err(), len(s.sem))
+		err = fmt.Errorf("shutdown: %w with %d misses in flight", ctx.Err(), s.inflight())
 		s.cancel()
 		<-done // cancelled misses return promptly: every wait takes s.ctx
 	}
 	s.cancel()
 	s.closeAll()
 	return err
+}
+
+// setForwarder builds the pipeline around fwd; tests use it to swap the
+// clock and the upstream.
+func (s *Server) setForwarder(fwd Forwarder) {
+	s.local, s.remote = chain(s.cache, fwd, s.now)
+	s.checker, _ = fwd.(ForwardChecker)
+}
+
+// inflight returns the number of slots in use.
+func (s *Server) inflight() int {
+	s.flightMu.Lock()
+	defer s.flightMu.Unlock()
+	return s.fair.slots
 }
 
 func (s *Server) closeAll() {

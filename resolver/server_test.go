@@ -205,7 +205,7 @@ func TestTTLCountsDown(t *testing.T) {
 	var offset atomic.Int64
 	s := startServer(t, Config{}, forwardTo(up.addr), func(s *Server) {
 		s.now = func() time.Time { return base.Add(time.Duration(offset.Load())) }
-		s.pipeline = chain(s.cache, forwardTo(up.addr), s.now)
+		s.setForwarder(forwardTo(up.addr))
 	})
 
 	exchange(t, "udp", s.addr, query("ttl.test.", dns.TypeA))
@@ -509,32 +509,56 @@ func (b *blockingUpstream) Forward(ctx context.Context, req *dns.Msg) (*dns.Msg,
 	return m, nil
 }
 
-func TestFullInflightCapAnswersAtOnce(t *testing.T) {
+func TestFullInflightQueuesForASlot(t *testing.T) {
 	b := &blockingUpstream{release: make(chan struct{}), entered: make(chan struct{}, 10)}
 	s := startServer(t, Config{MaxInflight: 1}, b)
 
-	done := make(chan *dns.Msg)
+	done := make(chan *dns.Msg, 2)
+	ask := func(name string) {
+		c := &dns.Client{Timeout: 5 * time.Second}
+		r, _, _ := c.Exchange(query(name, dns.TypeA), s.addr)
+		done <- r
+	}
+	go ask("slow.test.")
+	<-b.entered // the only slot is taken
+	go ask("other.test.")
+	waitFor(t, "the second miss to queue", func() bool { return testutil.ToFloat64(s.metrics.queued) == 1 })
+	if n := b.calls.Load(); n != 1 {
+		t.Fatalf("upstream calls %d with one slot, want 1", n)
+	}
+	close(b.release) // the first resolution ends; its slot goes to the queued miss
+	for range 2 {
+		if r := <-done; r == nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Errorf("want both answered from upstream, got %v", r)
+		}
+	}
+	if n := testutil.ToFloat64(s.metrics.shed[shedQueueTimeout]) + testutil.ToFloat64(s.metrics.shed[shedWaiters]); n != 0 {
+		t.Errorf("%v queries shed while a slot was coming", n)
+	}
+}
+
+func TestQueuedMissIsAnsweredAfterMaxQueueWait(t *testing.T) {
+	b := &blockingUpstream{release: make(chan struct{}), entered: make(chan struct{}, 10)}
+	t.Cleanup(func() { close(b.release) })
+	s := startServer(t, Config{MaxInflight: 1, MaxQueueWait: 100 * time.Millisecond}, b)
 	go func() {
 		c := &dns.Client{Timeout: 5 * time.Second}
-		r, _, _ := c.Exchange(query("slow.test.", dns.TypeA), s.addr)
-		done <- r
+		_, _, _ = c.Exchange(query("slow.test.", dns.TypeA), s.addr)
 	}()
-	<-b.entered // the only slot is taken
-
+	<-b.entered
 	start := time.Now()
 	r := exchange(t, "udp", s.addr, query("other.test.", dns.TypeA))
 	if r.Rcode != dns.RcodeServerFailure {
-		t.Errorf("over the cap: rcode %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
+		t.Errorf("after the queue wait: %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
 	}
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("over the cap took %v: it must not wait for a slot", d)
+	if d := time.Since(start); d < 100*time.Millisecond || d > 2*time.Second {
+		t.Errorf("answered after %v, want about max_queue_wait (100ms)", d)
 	}
-	if n := testutil.ToFloat64(s.metrics.shed[shedInflight]); n != 1 {
-		t.Errorf("shed{inflight} = %v, want 1", n)
+	if n := testutil.ToFloat64(s.metrics.shed[shedQueueTimeout]); n != 1 {
+		t.Errorf("shed{queue_timeout} = %v, want 1", n)
 	}
-	close(b.release)
-	if r := <-done; r == nil || len(r.Answer) != 1 {
-		t.Errorf("the query holding the slot got %v", r)
+	if n := b.calls.Load(); n != 1 {
+		t.Errorf("the expired miss reached the upstream (%d calls)", n)
 	}
 }
 

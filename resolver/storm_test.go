@@ -3,7 +3,6 @@ package resolver
 import (
 	"context"
 	"errors"
-	"github.com/nodedns/nodedns/admission"
 	"github.com/nodedns/nodedns/cache"
 	"net"
 	"net/netip"
@@ -30,7 +29,7 @@ func (c *fakeClock) advance(d time.Duration) { c.t.Add(int64(d)) }
 func withClock(c *fakeClock, fwd Forwarder) func(*Server) {
 	return func(s *Server) {
 		s.now = c.now
-		s.pipeline = chain(s.cache, fwd, s.now)
+		s.setForwarder(fwd)
 	}
 }
 
@@ -235,7 +234,7 @@ func TestSlowUpstreamServesStaleThenRefreshes(t *testing.T) {
 		t.Fatalf("want the stale answer while the upstream is slow, got %v", r)
 	}
 	unblock() // the resolution in the background completes and refreshes the entry
-	waitFor(t, "no resolution in flight", func() bool { return len(s.sem) == 0 })
+	waitFor(t, "no resolution in flight", func() bool { return s.inflight() == 0 })
 	r = exchange(t, "udp", s.addr, query("slow.test.", dns.TypeA))
 	if len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "192.0.2.2" || r.Answer[0].Header().Ttl != 60 {
 		t.Errorf("after the refresh: %v", r)
@@ -254,7 +253,7 @@ func TestPrefetchRefreshesHotEntryBeforeExpiry(t *testing.T) {
 	exchange(t, "udp", s.addr, query("prefetch.test.", dns.TypeA)) // hit 1, early: no prefetch
 	clock.advance(55 * time.Second)                                // 5 s left: within the last tenth (6 s)
 	exchange(t, "udp", s.addr, query("prefetch.test.", dns.TypeA)) // hit 2: prefetch
-	waitFor(t, "no resolution in flight", func() bool { return len(s.sem) == 0 })
+	waitFor(t, "no resolution in flight", func() bool { return s.inflight() == 0 })
 	if n := calls.Load(); n != 2 {
 		t.Fatalf("upstream calls %d, want 2 (the prefetch)", n)
 	}
@@ -285,49 +284,10 @@ func TestPrefetchFailureKeepsTheEntry(t *testing.T) {
 	})
 	clock.advance(58 * time.Second)
 	exchange(t, "udp", s.addr, query("keep.test.", dns.TypeA)) // prefetch gets SERVFAIL
-	waitFor(t, "no resolution in flight", func() bool { return len(s.sem) == 0 })
+	waitFor(t, "no resolution in flight", func() bool { return s.inflight() == 0 })
 	r := exchange(t, "udp", s.addr, query("keep.test.", dns.TypeA))
 	if len(r.Answer) != 1 || r.Rcode != dns.RcodeSuccess {
 		t.Errorf("a failed prefetch replaced a good entry: %v", r)
-	}
-}
-
-func TestClientOverBudgetIsLimitedOthersAreNot(t *testing.T) {
-	up := startUpstream(t, zone(t, "a.test. 60 IN A 192.0.2.1", "b.test. 60 IN A 192.0.2.2", "c.test. 60 IN A 192.0.2.3"))
-	// One miss per client, refilled once a day: the second miss of a client
-	// is over its budget whatever the test's speed.
-	clock := newFakeClock()
-	limiter := admission.NewClientLimiter(admission.ClientLimitConfig{Rate: 1.0 / 86400, Burst: 1, Now: clock.now}, nil)
-	s := startServer(t, Config{Limiter: limiter}, forwardTo(up.addr))
-
-	from := func(src, name string) *dns.Msg {
-		c := &dns.Client{Timeout: 3 * time.Second, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(src)}}}
-		r, _, err := c.Exchange(query(name, dns.TypeA), s.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	if r := from("127.0.0.2", "a.test."); len(r.Answer) != 1 {
-		t.Errorf("first miss of 127.0.0.2: %v", r)
-	}
-	if r := from("127.0.0.2", "b.test."); r.Rcode != dns.RcodeServerFailure {
-		t.Errorf("127.0.0.2 over its budget: %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
-	}
-	if r := from("127.0.0.1", "b.test."); len(r.Answer) != 1 {
-		t.Errorf("another client within its budget: %v", r)
-	}
-	// Cache hits are never limited.
-	for _, name := range []string{"a.test.", "b.test."} {
-		if r := from("127.0.0.2", name); len(r.Answer) != 1 {
-			t.Errorf("limited client on cached %s: %v", name, r)
-		}
-	}
-	if got := limiter.Top(); len(got) != 1 || got[0].Client != netip.MustParseAddr("127.0.0.2") || got[0].Denied != 1 {
-		t.Errorf("top limited clients %+v, want 127.0.0.2 once", got)
-	}
-	if n := testutil.ToFloat64(s.metrics.shed[shedClientRate]); n != 1 {
-		t.Errorf("shed{client_rate} = %v, want 1", n)
 	}
 }
 
@@ -357,7 +317,7 @@ func TestNegativeAnswersAreNotPrefetched(t *testing.T) {
 			t.Fatalf("rcode %s", dns.RcodeToString[r.Rcode])
 		}
 	}
-	waitFor(t, "no resolution in flight", func() bool { return len(s.sem) == 0 })
+	waitFor(t, "no resolution in flight", func() bool { return s.inflight() == 0 })
 	if n := calls.Load(); n != 1 {
 		t.Errorf("upstream calls %d, want 1: a denial is not prefetched", n)
 	}

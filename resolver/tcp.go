@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -76,10 +77,6 @@ func (s *Server) serveConn(c net.Conn) {
 			_ = c.Close() // the reader sees the error and ends the connection
 		}
 	}
-	writeMiss := func(b []byte) {
-		defer pending.Done()
-		writeFramed(frame(b))
-	}
 	w := s.newWorker(2 + 512) // grows to the largest reply this connection needed
 	in := make([]byte, 0, 512)
 	var lenBuf [2]byte
@@ -102,19 +99,52 @@ func (s *Server) serveConn(c net.Conn) {
 		if _, err := io.ReadFull(c, pkt); err != nil {
 			return
 		}
-		out, act := w.fast(pkt, src, protoTCP, w.out[:2])
-		switch act {
-		case actReply:
-			binary.BigEndian.PutUint16(out, uint16(len(out)-2))
-			writeFramed(out)
-			if cap(out) > 4096 {
-				out = make([]byte, 0, 2+512) // do not keep a large reply's buffer per connection
+		s.handleTCP(w, pkt, src, writeFramed, &pending)
+	}
+}
+
+// handleTCP answers one query of a connection: a hit at once, in order; a
+// miss when it resolves. A panic is caught here, per query: the query gets
+// SERVFAIL and the connection goes on.
+func (s *Server) handleTCP(w *worker, pkt []byte, src netip.AddrPort, writeFramed func([]byte), pending *sync.WaitGroup) {
+	var write func([]byte)
+	answered := false
+	defer func() {
+		if p := recover(); p != nil {
+			s.recovered(p)
+			switch {
+			case write != nil:
+				write(servfailFor(nil, pkt)) // a no-op if dispatch answered
+			case !answered:
+				if out := servfailFor(nil, pkt); out != nil {
+					writeFramed(frame(out))
+				}
 			}
-			w.out = out[:0]
-		case actMiss:
-			pending.Add(1)
-			s.dispatch(w, pkt, src, protoTCP, writeMiss, nil)
 		}
+	}()
+	out, act := w.fast(pkt, src, protoTCP, w.out[:2])
+	switch act {
+	case actReply:
+		answered = true
+		binary.BigEndian.PutUint16(out, uint16(len(out)-2))
+		writeFramed(out)
+		if cap(out) > 4096 {
+			out = make([]byte, 0, 2+512) // do not keep a large reply's buffer per connection
+		}
+		w.out = out[:0]
+	case actMiss:
+		// Answered exactly once, from whichever goroutine resolves it.
+		var once atomic.Bool
+		pending.Add(1)
+		write = func(b []byte) {
+			if once.CompareAndSwap(false, true) {
+				defer pending.Done()
+				if b != nil {
+					writeFramed(frame(b))
+				}
+			}
+		}
+		s.dispatch(w, pkt, src, protoTCP, write, nil)
 	}
 }
 

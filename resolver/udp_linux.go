@@ -117,8 +117,11 @@ func (r *udpBatchReader) loop() {
 }
 
 // handle answers datagram i of the batch: into the send batch for a cache
-// hit, to the miss pipeline otherwise.
+// hit, to the miss pipeline otherwise. A panic is caught here, per packet:
+// the datagram gets SERVFAIL and the reader (and the node's DNS) goes on.
 func (r *udpBatchReader) handle(i int) {
+	defer r.recoverPacket(i, r.nsend)
+	r.w.kept = false
 	s := r.s
 	h := &r.rhdr[i]
 	if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
@@ -139,6 +142,24 @@ func (r *udpBatchReader) handle(i int) {
 		conn := r.conn
 		r.cur = i
 		s.dispatch(r.w, pkt, src, protoUDP, func(b []byte) { s.writeUDP(conn, b, src) }, r.immediate)
+	}
+}
+
+// recoverPacket answers datagram i SERVFAIL after a panic, unless its answer
+// is already in the batch (nsend grew past sent) or waits on a flight.
+func (r *udpBatchReader) recoverPacket(i, sent int) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	r.s.recovered(p)
+	if r.nsend > sent || r.w.kept {
+		return
+	}
+	pkt := r.in[i*udpInSlot : i*udpInSlot+int(r.rhdr[i].Len)]
+	slot := r.out[i*r.outSlot : i*r.outSlot : (i+1)*r.outSlot]
+	if out := servfailFor(slot, pkt); len(out) > 0 {
+		r.queue(i, out)
 	}
 }
 

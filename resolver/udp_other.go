@@ -33,13 +33,30 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 			s.log.Warn("reading from UDP socket", zap.Error(err))
 			continue
 		}
-		pkt := in[:n]
-		out, act := w.fast(pkt, src, protoUDP, w.out[:0])
-		switch act {
-		case actReply:
-			s.writeUDP(conn, out, src)
-		case actMiss:
-			s.dispatch(w, pkt, src, protoUDP, write(src), nil)
+		s.handleUDP(w, conn, in[:n], src, write)
+	}
+}
+
+// handleUDP answers one datagram; a panic is caught here, per packet.
+func (s *Server) handleUDP(w *worker, conn *net.UDPConn, pkt []byte, src netip.AddrPort, write func(netip.AddrPort) func([]byte)) {
+	answered := false
+	defer func() {
+		if p := recover(); p != nil {
+			s.recovered(p)
+			if !answered && !w.kept {
+				if out := servfailFor(nil, pkt); out != nil {
+					s.writeUDP(conn, out, src)
+				}
+			}
 		}
+	}()
+	w.kept = false
+	out, act := w.fast(pkt, src, protoUDP, w.out[:0])
+	switch act {
+	case actReply:
+		answered = true
+		s.writeUDP(conn, out, src)
+	case actMiss:
+		s.dispatch(w, pkt, src, protoUDP, write(src), nil)
 	}
 }

@@ -54,6 +54,12 @@ type GroupConfig struct {
 	// every healthy member is at its cap Exchange fails at once with
 	// ErrOverloaded instead of queueing. Health probes are not counted.
 	MaxInflight int
+	// LoopToken, when set, makes the group check for forwarding loops with
+	// probes carrying it (loop.go); NewLoopToken makes one per process.
+	LoopToken string
+	// LoopCheckInterval is the period of loop checks; default
+	// LoopCheckInterval.
+	LoopCheckInterval time.Duration
 }
 
 // Group forwards queries to a set of equivalent upstreams: it spreads load
@@ -68,6 +74,7 @@ type Group struct {
 	m       *Metrics
 	log     *zap.Logger
 	probeQ  dns.Question // what members are probed with
+	loop    loopState
 	next    atomic.Uint32
 	down    atomic.Int32 // members currently marked down
 	closed  atomic.Bool
@@ -146,6 +153,8 @@ func NewGroup(cfg GroupConfig, m *Metrics, log *zap.Logger) (*Group, error) {
 		})
 		m.healthy.WithLabelValues(r.addr).Set(1)
 	}
+	m.looping.WithLabelValues(cfg.Name).Set(0)
+	m.loopProbesBack.WithLabelValues(cfg.Name)
 	return g, nil
 }
 
@@ -214,6 +223,9 @@ func normaliseGroupConfig(cfg GroupConfig) (GroupConfig, error) {
 	if cfg.MaxInflight == 0 {
 		cfg.MaxInflight = DefaultMaxInflight
 	}
+	if cfg.LoopCheckInterval <= 0 {
+		cfg.LoopCheckInterval = LoopCheckInterval
+	}
 	cfg.Zones, cfg.Addrs = zones, addrs
 	return cfg, nil
 }
@@ -233,6 +245,18 @@ func (g *Group) Config() GroupConfig {
 	c := g.cfg
 	c.Zones, c.Addrs = g.Zones(), g.Addrs()
 	return c
+}
+
+// Check returns an error when an Exchange would fail at once: the group
+// loops (ErrLoop) or every member is down (ErrNoHealthyUpstream).
+func (g *Group) Check() error {
+	switch {
+	case g.loop.looping.Load():
+		return fmt.Errorf("upstream group %q: %w", g.cfg.Name, ErrLoop)
+	case !g.Healthy():
+		return fmt.Errorf("upstream group %q: %w", g.cfg.Name, ErrNoHealthyUpstream)
+	}
+	return nil
 }
 
 // Healthy reports whether at least one member is in rotation; readiness
@@ -264,6 +288,9 @@ func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, err)
+	}
+	if g.loop.looping.Load() {
+		return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, ErrLoop)
 	}
 	g.m.inflight.Inc()
 	defer g.m.inflight.Dec()

@@ -197,6 +197,10 @@ func (g *Group) Start(ctx context.Context) {
 		g.wg.Add(1)
 		go g.probeLoop(ctx, mb)
 	}
+	if g.cfg.LoopToken != "" {
+		g.wg.Add(1)
+		go g.loopLoop(ctx)
+	}
 }
 
 func (g *Group) probeLoop(ctx context.Context, mb *member) {

@@ -37,6 +37,8 @@ type Metrics struct {
 
 	memberInflight *prometheus.GaugeVec
 	overloaded     *prometheus.CounterVec
+	looping        *prometheus.GaugeVec
+	loopProbesBack *prometheus.CounterVec
 }
 
 // NewMetrics creates the instruments and registers them on reg. A nil reg
@@ -76,6 +78,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		overloaded: prometheus.NewCounterVec(prometheus.CounterOpts(opts("overloaded_total",
 			"Times the upstream was skipped because it had max_inflight exchanges in flight.")),
 			[]string{"upstream"}),
+		looping: prometheus.NewGaugeVec(prometheus.GaugeOpts(opts("loop_detected",
+			"1 while the group forwards in a loop (its loop probe came back to nodedns); its names are answered SERVFAIL at once.")),
+			[]string{"group"}),
+		loopProbesBack: prometheus.NewCounterVec(prometheus.CounterOpts(opts("loop_probes_returned_total",
+			"Loop probes of the group that came back to nodedns.")),
+			[]string{"group"}),
 	}
 	if reg != nil {
 		m.requests = register(reg, m.requests)
@@ -87,6 +95,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.probes = register(reg, m.probes)
 		m.memberInflight = register(reg, m.memberInflight)
 		m.overloaded = register(reg, m.overloaded)
+		m.looping = register(reg, m.looping)
+		m.loopProbesBack = register(reg, m.loopProbesBack)
 	}
 	return m
 }

@@ -61,3 +61,17 @@ func (r *Router) Route(qname string) *Group {
 // Groups returns the groups in the order given to NewRouter (a copy), so the
 // caller can start, health-check and close them.
 func (r *Router) Groups() []*Group { return append([]*Group(nil), r.groups...) }
+
+// Check returns an error when forwarding qname would fail at once (see
+// [Group.Check]).
+func (r *Router) Check(qname string) error { return r.Route(qname).Check() }
+
+// IsLoopProbe reports whether qname is one of the loop probes of token and,
+// if so, records the loop on the group that sent it.
+func (r *Router) IsLoopProbe(qname, token string) bool {
+	if !IsLoopProbe(qname, token) {
+		return false
+	}
+	r.Route(qname).SawLoopProbe()
+	return true
+}

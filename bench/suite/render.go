@@ -395,7 +395,7 @@ func writeScenario(b *strings.Builder, s *Scenario, res *Results) {
 		rows = append(rows,
 			row{label: "RSS before the storm (MB)", n: val(n, func(r *ServerRun) float64 { return float64(r.RSSBefore) / 1e6 }), c: val(c, func(r *ServerRun) float64 { return float64(r.RSSBefore) / 1e6 }), format: func(v float64) string { return fmtNum(v, 1) }},
 			row{label: "shed / limited / coalesced / stale", format: intf, text: [2]string{
-				metricCell(n, "nodedns_shed_total", "nodedns_coalesced_total", "nodedns_stale_served_total", "nodedns_client_limited_total", "nodedns_dropped_total"),
+				metricCell(n, "nodedns_shed_total", "nodedns_coalesced_total", "nodedns_stale_served_total", "nodedns_queued_total", "nodedns_dropped_total"),
 				metricCell(c, "coredns_forward_max_concurrent_rejects_total")}},
 			row{label: "server's own counters", format: intf, text: [2]string{
 				metricCell(n, "nodedns_upstream_requests_total", "nodedns_upstream_errors_total"),

@@ -39,7 +39,7 @@ const (
 // Counter families kept (as deltas over the measured phase) per server.
 var keptMetrics = map[string][]string{
 	NodeDNS: {"nodedns_requests_total", "nodedns_shed_total", "nodedns_coalesced_total", "nodedns_stale_served_total",
-		"nodedns_client_limited_total", "nodedns_dropped_total", "nodedns_cache_hits_total", "nodedns_cache_misses_total",
+		"nodedns_queued_total", "nodedns_dropped_total", "nodedns_cache_hits_total", "nodedns_cache_misses_total",
 		"nodedns_upstream_requests_total", "nodedns_upstream_errors_total", "nodedns_prefetch_total"},
 	CoreDNS: {"coredns_dns_requests_total", "coredns_dns_responses_total", "coredns_cache_hits_total", "coredns_cache_misses_total",
 		"coredns_forward_requests_total", "coredns_forward_responses_total", "coredns_forward_max_concurrent_rejects_total",

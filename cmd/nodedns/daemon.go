@@ -20,7 +20,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/nodedns/nodedns/admission"
 	"github.com/nodedns/nodedns/cache"
 	"github.com/nodedns/nodedns/config"
 	"github.com/nodedns/nodedns/memlimit"
@@ -58,23 +57,16 @@ func run(ctx context.Context, args []string) error {
 	upMetrics := upstream.NewMetrics(reg)
 	upCtx, stopUpstreams := context.WithCancel(context.Background())
 	defer stopUpstreams()
-	router, err := buildRouter(upCtx, cfg, upMetrics, log)
+	loopToken := upstream.NewLoopToken()
+	router, err := buildRouter(upCtx, cfg, loopToken, upMetrics, log)
 	if err != nil {
 		return &usageError{err}
 	}
 	var current atomic.Pointer[upstream.Router]
 	current.Store(router)
-	fwd := resolver.ForwarderFunc(func(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
-		return current.Load().Route(req.Question[0].Name).Exchange(ctx, req)
-	})
+	fwd := &forwarder{router: &current, loopToken: loopToken}
 
-	scfg := serverConfig(cfg)
-	if cfg.ClientMissRate > 0 {
-		scfg.Limiter = admission.NewClientLimiter(admission.ClientLimitConfig{
-			Rate: cfg.ClientMissRate, Burst: cfg.ClientMissBurst, MaxClients: cfg.ClientMaxTracked,
-		}, reg)
-	}
-	srv, err := resolver.New(scfg, c, fwd, log, reg)
+	srv, err := resolver.New(serverConfig(cfg), c, fwd, log, reg)
 	if err != nil {
 		return &usageError{err}
 	}
@@ -116,7 +108,7 @@ func run(ctx context.Context, args []string) error {
 			done = true
 		case <-hup:
 			old := current.Load()
-			if r, err := reload(upCtx, args, cfg, srv, level, upMetrics, log); err != nil {
+			if r, err := reload(upCtx, args, cfg, srv, level, loopToken, upMetrics, log); err != nil {
 				log.Error("config reload rejected; keeping the running configuration", zap.Error(err))
 			} else {
 				current.Store(r)
@@ -192,6 +184,7 @@ func serverConfig(cfg config.Config) resolver.Config {
 		TCPMaxConns:    cfg.TCPMaxConns,
 		TCPIdleTimeout: cfg.TCPIdleTimeout,
 		MaxInflight:    cfg.MaxInflight,
+		MaxQueueWait:   cfg.MaxQueueWait,
 		RequestTimeout: cfg.RequestTimeout,
 		QueryLogSample: cfg.QueryLogSample,
 		MaxWaiters:     cfg.MaxWaiters,
@@ -201,8 +194,31 @@ func serverConfig(cfg config.Config) resolver.Config {
 	}
 }
 
+// forwarder hands the resolver's upstream-bound queries to the router in
+// use (swapped on SIGHUP).
+type forwarder struct {
+	router    *atomic.Pointer[upstream.Router]
+	loopToken string
+}
+
+func (f *forwarder) Forward(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
+	return f.router.Load().Route(req.Question[0].Name).Exchange(ctx, req)
+}
+
+func (f *forwarder) Check(qname string) error {
+	err := f.router.Load().Check(qname)
+	if errors.Is(err, upstream.ErrLoop) {
+		return fmt.Errorf("%w: %w", resolver.ErrLoop, err)
+	}
+	return err
+}
+
+func (f *forwarder) IsLoopProbe(qname string) bool {
+	return f.router.Load().IsLoopProbe(qname, f.loopToken)
+}
+
 // buildRouter builds and starts the upstream groups of cfg.
-func buildRouter(ctx context.Context, cfg config.Config, m *upstream.Metrics, log *zap.Logger) (*upstream.Router, error) {
+func buildRouter(ctx context.Context, cfg config.Config, loopToken string, m *upstream.Metrics, log *zap.Logger) (*upstream.Router, error) {
 	var groups []*upstream.Group
 	closeAll := func() {
 		for _, g := range groups {
@@ -213,7 +229,7 @@ func buildRouter(ctx context.Context, cfg config.Config, m *upstream.Metrics, lo
 		g, err := upstream.NewGroup(upstream.GroupConfig{
 			Name: gc.Name, Zones: gc.Zones, Addrs: gc.Servers, ForceTCP: gc.ForceTCP,
 			Timeout: gc.Timeout, MaxFails: gc.MaxFails, HealthInterval: gc.HealthInterval,
-			MaxInflight: gc.MaxInflight,
+			MaxInflight: gc.MaxInflight, LoopToken: loopToken,
 		}, m, log)
 		if err != nil {
 			closeAll()
@@ -237,7 +253,7 @@ func buildRouter(ctx context.Context, cfg config.Config, m *upstream.Metrics, lo
 // once; the cache keeps its entries. Settings that need new sockets or a
 // new cache are reported and left as they are until a restart.
 func reload(ctx context.Context, args []string, old config.Config, srv *resolver.Server, level zap.AtomicLevel,
-	m *upstream.Metrics, log *zap.Logger) (*upstream.Router, error) {
+	loopToken string, m *upstream.Metrics, log *zap.Logger) (*upstream.Router, error) {
 	cfg, err := config.Reload(args)
 	if err != nil {
 		return nil, err
@@ -246,7 +262,7 @@ func reload(ctx context.Context, args []string, old config.Config, srv *resolver
 	if err := lvl.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		return nil, err
 	}
-	r, err := buildRouter(ctx, cfg, m, log)
+	r, err := buildRouter(ctx, cfg, loopToken, m, log)
 	if err != nil {
 		return nil, err
 	}
@@ -261,9 +277,7 @@ func reload(ctx context.Context, args []string, old config.Config, srv *resolver
 		{"server", serverConfig(cfg).UDPSockets != serverConfig(old).UDPSockets ||
 			cfg.TCPMaxConns != old.TCPMaxConns || cfg.MaxInflight != old.MaxInflight ||
 			cfg.MaxWaiters != old.MaxWaiters || cfg.StaleAnswerTimeout != old.StaleAnswerTimeout ||
-			cfg.PrefetchMinHits != old.PrefetchMinHits},
-		{"clients", cfg.ClientMissRate != old.ClientMissRate || cfg.ClientMissBurst != old.ClientMissBurst ||
-			cfg.ClientMaxTracked != old.ClientMaxTracked},
+			cfg.PrefetchMinHits != old.PrefetchMinHits || cfg.MaxQueueWait != old.MaxQueueWait},
 	} {
 		if restart.changed {
 			log.Warn("setting changed in the config file takes effect only after a restart", zap.String("field", restart.name))

@@ -1,0 +1,540 @@
+package resolver
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+
+	"github.com/nodedns/nodedns/cache"
+)
+
+// A query the fast path could not answer goes through dispatch, on the
+// reader's goroutine: the local stages of the pipeline run there (they never
+// block), and only a query that must go upstream is admitted to the forward
+// stage (fair.go): it starts a flight on a free slot, or waits for one in
+// its client's queue. Identical queries (same cache key) that arrive while a
+// flight is queued or running do not start one of their own: they wait on
+// it as a small record (their query and where to answer), and get the same
+// answer with their own ID and question case. Flights run on leader
+// goroutines, at most one per slot; a leader that finishes a flight takes
+// the next queued one. Every bound is checked without waiting; a query that
+// cannot be kept is answered at once, stale if there is a stale entry,
+// SERVFAIL otherwise, and counted in nodedns_shed_total.
+
+// maxKeptQuery bounds the copy a waiting query keeps, so that room to wait
+// is bounded in bytes. A stub's query is a header, a name and an OPT record:
+// far below it; EDNS padding (RFC 7830, meaningless over plain DNS) is
+// dropped from the copy. A query larger still never waits: it runs if a
+// slot is free and is answered SERVFAIL otherwise.
+const maxKeptQuery = 512
+
+// waiter is a query waiting for a flight's answer.
+type waiter struct {
+	pkt   []byte // the query; a waiter kept past dispatch owns a copy
+	src   netip.AddrPort
+	proto int
+	write func([]byte)
+	start time.Time
+
+	flight *flight
+	done   bool // answered before its flight ended (pushed out); guarded by flightMu
+	// client, cnext and cprev account the waiter to its client (fair.go);
+	// guarded by flightMu.
+	client       *client
+	cnext, cprev *waiter
+}
+
+// flight is one resolution, queued or running.
+type flight struct {
+	key   string   // cache key; "" for a query that is not cached
+	req   *dns.Msg // the query to forward
+	src   netip.AddrPort
+	proto int
+	start time.Time // arrival of its first query (real time): its deadline counts from here
+	// refreshOf is the entry a prefetch refreshes; nil for a client's miss.
+	refreshOf *cache.Entry
+	stale     *cache.Entry // fallback answer, may be nil
+
+	// Guarded by Server.flightMu.
+	waiters []*waiter
+	live    int // waiters not yet answered
+	// staleServed is set once the waiters got the stale answer because the
+	// upstream was slow; queries arriving later get it at once.
+	staleServed bool
+	// owner, queuedAt, qnext and qprev place a flight waiting for a slot in
+	// its client's queue (fair.go); owner is nil once it runs.
+	owner        *client
+	queuedAt     time.Time
+	qnext, qprev *flight
+}
+
+// Reasons a query was shed (answered at once, stale or SERVFAIL); indexes
+// into the metrics.
+const (
+	shedWaiters      = iota // no room to wait and the client holds the most
+	shedPushedOut           // displaced by a client holding fewer waiting queries
+	shedQueueTimeout        // waited max_queue_wait for a slot
+	shedShutdown            // the server is stopping
+	shedUpstreamDown        // every upstream of the name's group is down
+	shedLoop                // a forwarding loop: the query would come back
+	numShedReasons
+)
+
+var shedReasonNames = [numShedReasons]string{"waiters", "pushed_out", "queue_timeout", "shutdown", "upstream_down", "loop"}
+
+// Reasons a stale answer was served, beyond the shed reasons.
+const (
+	staleUpstreamFailed = numShedReasons + iota // upstream failed or SERVFAILed
+	staleSlowUpstream                           // no answer within StaleAnswerTimeout
+	staleRecheckReason                          // upstream failed recently: not asked again yet
+	staleBusy                                   // every slot taken: stale now rather than wait
+	numStaleReasons
+)
+
+var staleReasonNames = [numStaleReasons]string{"waiters", "pushed_out", "queue_timeout", "shutdown", "upstream_down", "loop",
+	"upstream_failed", "slow_upstream", "recheck", "busy"}
+
+// dispatch answers a query the fast path could not. pkt is the reader's
+// buffer: dispatch copies what it keeps. w.cacheable, w.key and w.stale come
+// from the fast path. write answers the query later, from another goroutine;
+// immediate, when not nil, answers it now, on the reader's goroutine (the
+// UDP reader adds it to its batch of replies, so that an answer given at
+// once costs no system call of its own).
+func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, write, immediate func([]byte)) {
+	// Real time, not s.now (the cache's clock): deadlines and queue waits
+	// are timers.
+	imm := &waiter{pkt: pkt, src: src, proto: proto, write: write, start: time.Now()}
+	if immediate != nil {
+		imm.write = immediate
+	}
+	w.kept = false
+	if w.cacheable {
+		s.flightMu.Lock()
+		if f, ok := s.flights[string(w.key)]; ok {
+			s.join(w, f, imm, write) // unlocks
+			return
+		}
+		s.flightMu.Unlock()
+	}
+
+	req := new(dns.Msg)
+	if err := req.Unpack(pkt); err != nil {
+		s.countAndWrite(imm, appendHeaderOnly(nil, pkt, dns.RcodeFormatError), 0, dns.RcodeFormatError)
+		return
+	}
+	if rc, bad := checkRequest(req); bad {
+		s.answerError(imm, rc)
+		return
+	}
+	qname := req.Question[0].Name
+	if s.checker != nil && s.checker.IsLoopProbe(qname) {
+		s.log.Warn("forwarding loop: one of our own loop probes came back", zap.String("qname", qname), zap.Stringer("from", src))
+		s.shed(imm, shedLoop, nil)
+		return
+	}
+	var key []byte
+	if w.cacheable {
+		key = w.key
+	}
+	ans, err := s.local.Resolve(s.ctx, &Request{Msg: req, Key: key, Client: src, Proto: protoNames[proto]})
+	if err != nil {
+		if ce := s.log.Check(zap.DebugLevel, "answering locally failed"); ce != nil {
+			ce.Write(zap.String("qname", qname), zap.Error(err))
+		}
+		s.answerError(imm, dns.RcodeServerFailure)
+		return
+	}
+	if !ans.Forward {
+		s.answer(imm, ans)
+		return
+	}
+	// The query must leave the node.
+	if s.checker != nil {
+		if err := s.checker.Check(qname); err != nil {
+			reason := shedUpstreamDown
+			if isLoop(err) {
+				reason = shedLoop
+			}
+			s.shed(imm, reason, w.stale)
+			return
+		}
+	}
+	if s.closing.Load() {
+		s.shed(imm, shedShutdown, w.stale)
+		return
+	}
+	s.admit(w, imm, write, req, key)
+}
+
+// admit starts a flight for a query that must go upstream, or queues it
+// for a slot.
+func (s *Server) admit(w *worker, imm *waiter, write func([]byte), req *dns.Msg, key []byte) {
+	s.flightMu.Lock()
+	if key != nil {
+		// Another reader may have started the flight since dispatch looked.
+		if f, ok := s.flights[string(key)]; ok {
+			s.join(w, f, imm, write) // unlocks
+			return
+		}
+	}
+	slot := s.fair.takeSlot()
+	if !slot && w.stale != nil {
+		// Every slot is taken: a stale answer now beats waiting for one
+		// (RFC 8767); a later query refreshes the entry.
+		s.flightMu.Unlock()
+		s.answerStale(imm, w.stale, staleBusy)
+		return
+	}
+	f := &flight{req: req, src: imm.src, proto: imm.proto, start: imm.start, stale: w.stale}
+	if key != nil {
+		f.key = string(key)
+	}
+	kw, kept := keepWaiter(imm, write)
+	var victim *waiter
+	charged := false
+	if kept {
+		victim, charged = s.fair.charge(kw, clientKey(imm.src))
+	}
+	switch {
+	case charged:
+		s.addWaiter(f, kw)
+		if victim != nil {
+			s.pushOut(victim)
+		}
+	case slot:
+		// No room to wait (or too large to), but nothing to wait for: it
+		// runs at once, uncharged, its copy bounded by the slots.
+		if !kept {
+			kw.pkt = bytes.Clone(imm.pkt)
+		}
+		s.addWaiter(f, kw)
+	default:
+		s.flightMu.Unlock()
+		s.shed(imm, shedWaiters, nil)
+		return
+	}
+	if f.key != "" {
+		s.flights[f.key] = f
+	}
+	w.kept = true
+	if slot {
+		s.misses.Add(1)
+		s.flightMu.Unlock()
+		go s.lead(f)
+	} else {
+		s.fair.enqueue(f, clientKey(imm.src), imm.start)
+		s.flightMu.Unlock()
+		s.metrics.queued.Inc()
+	}
+	if victim != nil {
+		s.shed(victim, shedPushedOut, victim.flight.stale)
+	}
+}
+
+// join adds a query to a flight for the same key. It is called with
+// flightMu held and unlocks it.
+func (s *Server) join(w *worker, f *flight, imm *waiter, write func([]byte)) {
+	if f.staleServed && f.stale != nil {
+		s.flightMu.Unlock()
+		s.answerStale(imm, f.stale, staleSlowUpstream)
+		return
+	}
+	kw, kept := keepWaiter(imm, write)
+	if !kept {
+		s.flightMu.Unlock()
+		s.shed(imm, shedWaiters, f.stale)
+		return
+	}
+	victim, ok := s.fair.charge(kw, clientKey(imm.src))
+	if !ok {
+		s.flightMu.Unlock()
+		s.shed(imm, shedWaiters, f.stale)
+		return
+	}
+	s.addWaiter(f, kw)
+	if victim != nil {
+		s.pushOut(victim)
+	}
+	w.kept = true
+	s.flightMu.Unlock()
+	s.metrics.coalesced.Inc()
+	if victim != nil {
+		s.shed(victim, shedPushedOut, victim.flight.stale)
+	}
+}
+
+// keepWaiter makes a waiter that outlives the reader's buffer, holding a
+// compact copy of the query; kept is false for a query too large to wait.
+func keepWaiter(imm *waiter, write func([]byte)) (w *waiter, kept bool) {
+	w = &waiter{src: imm.src, proto: imm.proto, write: write, start: imm.start}
+	w.pkt, kept = compactQuery(imm.pkt)
+	return w, kept
+}
+
+// compactQuery copies a query to keep while it waits, without EDNS padding,
+// or reports false when even that is larger than maxKeptQuery.
+func compactQuery(pkt []byte) ([]byte, bool) {
+	if len(pkt) <= maxKeptQuery {
+		return bytes.Clone(pkt), true
+	}
+	m := new(dns.Msg)
+	if m.Unpack(pkt) != nil {
+		return nil, false
+	}
+	if opt := m.IsEdns0(); opt != nil {
+		opt.Option = slices.DeleteFunc(opt.Option, func(o dns.EDNS0) bool {
+			_, pad := o.(*dns.EDNS0_PADDING)
+			return pad
+		})
+	}
+	b, err := m.Pack()
+	if err != nil || len(b) > maxKeptQuery {
+		return nil, false
+	}
+	return b, true
+}
+
+// addWaiter adds a charged waiter to f; flightMu is held.
+func (s *Server) addWaiter(f *flight, w *waiter) {
+	w.flight = f
+	f.waiters = append(f.waiters, w)
+	f.live++
+}
+
+// pushOut takes a waiter that lost its room out of its flight; the caller
+// answers it once flightMu is released. A queued flight left with nobody
+// waiting is dropped: no client wants its answer any more. flightMu is held.
+func (s *Server) pushOut(v *waiter) {
+	v.done = true
+	f := v.flight
+	f.live--
+	if f.live == 0 && f.owner != nil {
+		s.fair.unqueue(f)
+		s.forget(f)
+	}
+}
+
+// forget removes f from the flights map; flightMu is held.
+func (s *Server) forget(f *flight) {
+	if f.key != "" && s.flights[f.key] == f {
+		delete(s.flights, f.key)
+	}
+}
+
+// lead runs flights on one slot: f, then every queued flight the fair
+// order hands the slot to, until nobody waits for one.
+func (s *Server) lead(f *flight) {
+	defer s.misses.Done()
+	for f != nil {
+		s.run(f)
+		f = s.handOff()
+	}
+}
+
+// handOff passes the slot of a finished flight to the next queued flight,
+// or frees it.
+func (s *Server) handOff() *flight {
+	s.flightMu.Lock()
+	defer s.flightMu.Unlock()
+	if s.closing.Load() {
+		// Queued flights were answered by Shutdown; nothing new starts.
+		for s.fair.next() != nil {
+		}
+		return nil
+	}
+	return s.fair.next()
+}
+
+// run resolves one flight and answers every query waiting for it.
+func (s *Server) run(f *flight) {
+	s.metrics.inflight.Inc()
+	defer s.metrics.inflight.Dec()
+	if f.refreshOf != nil {
+		defer f.refreshOf.EndRefresh()
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.metrics.panics.Inc()
+			s.log.Error("panic while resolving", zap.Any("panic", r), zap.Stack("stack"))
+			for _, wt := range s.takeWaiters(f) {
+				s.answerError(wt, dns.RcodeServerFailure)
+			}
+		}
+	}()
+
+	ctx, cancel := context.WithDeadline(s.ctx, f.start.Add(s.cfg.RequestTimeout))
+	defer cancel()
+	if f.stale != nil && s.cfg.StaleAnswerTimeout > 0 {
+		wait := s.cfg.StaleAnswerTimeout - time.Since(f.start)
+		t := time.AfterFunc(max(wait, 0), func() { s.serveStaleNow(f) })
+		defer t.Stop()
+	}
+	var rkey []byte
+	if f.key != "" {
+		rkey = []byte(f.key)
+	}
+	ans, err := s.remote.Resolve(ctx, &Request{Msg: f.req, Key: rkey, Client: f.src, Proto: protoNames[f.proto]})
+	waiters := s.takeWaiters(f)
+
+	failed := err != nil || ans.rcode() == dns.RcodeServerFailure
+	if failed && f.refreshOf != nil {
+		// A failed prefetch is not retried on every hit: the entry is
+		// served as it is until the recheck time (its TTL still runs).
+		f.refreshOf.ServeStaleUntil(s.now().UnixNano() + int64(staleRecheck))
+	}
+	if failed && rkey != nil {
+		now := s.now().UnixNano()
+		if st, ok := s.cache.LookupStale(rkey, now); ok {
+			st.ServeStaleUntil(now + int64(staleRecheck))
+			for _, wt := range waiters {
+				s.answerStale(wt, st, staleUpstreamFailed)
+			}
+			return
+		}
+	}
+	if err != nil {
+		if ce := s.log.Check(zap.DebugLevel, "resolving failed"); ce != nil {
+			ce.Write(zap.String("qname", f.req.Question[0].Name), zap.Error(err))
+		}
+		for _, wt := range waiters {
+			s.answerError(wt, dns.RcodeServerFailure)
+		}
+		return
+	}
+	for _, wt := range waiters {
+		s.answer(wt, ans)
+	}
+}
+
+// takeWaiters ends a flight and returns the queries still waiting for it,
+// discharged from their clients.
+func (s *Server) takeWaiters(f *flight) []*waiter {
+	s.flightMu.Lock()
+	defer s.flightMu.Unlock()
+	s.forget(f)
+	return s.takeLive(f)
+}
+
+// takeLive removes and discharges f's waiters not yet answered; flightMu
+// is held.
+func (s *Server) takeLive(f *flight) []*waiter {
+	ws := f.waiters[:0]
+	for _, w := range f.waiters {
+		if !w.done {
+			w.done = true
+			s.fair.discharge(w)
+			ws = append(ws, w)
+		}
+	}
+	f.waiters, f.live = nil, 0
+	return ws
+}
+
+// serveStaleNow answers the waiters of a flight whose upstream is slow with
+// the stale entry; the resolution goes on and refreshes the cache.
+func (s *Server) serveStaleNow(f *flight) {
+	s.flightMu.Lock()
+	if f.key == "" || s.flights[f.key] != f {
+		s.flightMu.Unlock()
+		return
+	}
+	ws := s.takeLive(f)
+	f.staleServed = true
+	s.flightMu.Unlock()
+	f.stale.ServeStaleUntil(s.now().UnixNano() + int64(staleRecheck))
+	for _, wt := range ws {
+		s.answerStale(wt, f.stale, staleSlowUpstream)
+	}
+}
+
+// expireQueued answers the queued flights that waited max_queue_wait for a
+// slot; the sweeper calls it.
+func (s *Server) expireQueued(now time.Time, buf []*flight) []*flight {
+	s.flightMu.Lock()
+	expired := s.fair.expired(now, s.cfg.MaxQueueWait, buf[:0])
+	var ws []*waiter
+	for _, f := range expired {
+		s.forget(f)
+		ws = append(ws, s.takeLive(f)...)
+	}
+	s.flightMu.Unlock()
+	for _, w := range ws {
+		s.shed(w, shedQueueTimeout, w.flightStale())
+	}
+	clear(expired)
+	return expired
+}
+
+// flightStale is the stale entry of the waiter's flight, if any. Waiters
+// taken from a flight keep the pointer; the flight is no longer shared.
+func (w *waiter) flightStale() *cache.Entry {
+	if w.flight == nil {
+		return nil
+	}
+	return w.flight.stale
+}
+
+// sweep expires queued flights until the server stops.
+func (s *Server) sweep() {
+	defer s.readers.Done()
+	period := min(max(s.cfg.MaxQueueWait/10, 10*time.Millisecond), 100*time.Millisecond)
+	t := time.NewTicker(period)
+	defer t.Stop()
+	var buf []*flight
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.stopSweep:
+			return
+		case <-t.C:
+			buf = s.expireQueued(time.Now(), buf)
+		}
+	}
+}
+
+// dropQueued answers every queued flight at shutdown.
+func (s *Server) dropQueued() {
+	s.flightMu.Lock()
+	var ws []*waiter
+	for _, f := range s.fair.expired(time.Time{}, -1, nil) {
+		s.forget(f)
+		ws = append(ws, s.takeLive(f)...)
+	}
+	s.flightMu.Unlock()
+	for _, w := range ws {
+		s.shed(w, shedShutdown, w.flightStale())
+	}
+}
+
+// prefetch refreshes a fresh entry that is still in use shortly before it
+// expires, in the background, so that hot names never miss. It runs only
+// when the forward stage is idle (fair.idle): prefetching never delays a
+// client's miss. e.BeginRefresh has been called.
+func (s *Server) prefetch(e *cache.Entry) {
+	req, ok := queryForKey(e.Key(), s.cfg.MaxUDPSize)
+	if !ok {
+		e.EndRefresh()
+		return
+	}
+	key := string(e.Key())
+	s.flightMu.Lock()
+	if _, busy := s.flights[key]; busy || s.closing.Load() || !s.fair.idle() || !s.fair.takeSlot() {
+		s.flightMu.Unlock()
+		e.EndRefresh()
+		s.metrics.prefetchSkipped.Inc()
+		return
+	}
+	// The flight lets queries that miss while the prefetch runs wait for it.
+	f := &flight{key: key, req: req, start: time.Now(), refreshOf: e}
+	s.flights[key] = f
+	s.misses.Add(1)
+	s.flightMu.Unlock()
+	s.metrics.prefetches.Inc()
+	go s.lead(f)
+}
