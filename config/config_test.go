@@ -105,6 +105,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"group max_fails", nil, "upstreams:\n  - zones: [a.]\n    servers: [\"127.0.0.1\"]\n    max_fails: 0\n", "upstreams[0].max_fails"},
 		{"bad zone", nil, "upstreams:\n  - zones: [\"a..b\"]\n    servers: [\"127.0.0.1\"]\n", "upstreams[0].zones"},
 		{"queue wait", nil, "server:\n  max_queue_wait: 0s\n", "server.max_queue_wait"},
+		{"queue wait above the deadline", []string{"--max-queue-wait", "5s"}, "", "server.max_queue_wait"},
 		{"upstream is our listen address", []string{"--listen", "127.0.0.1:5353", "--upstream", "127.0.0.1:5353"}, "", "upstreams[0].servers[0]"},
 		{"upstream behind a wildcard listen", []string{"--listen", "0.0.0.0:53", "--upstream", "127.0.0.1"}, "", "loop"},
 		{"resolv.conf points back at us", []string{"--listen", "192.0.2.53:53"}, "", "loop"},

@@ -303,8 +303,8 @@ func validate(c *Config) error {
 			return fmt.Errorf("%s: %d is negative", n.field, n.v)
 		}
 	}
-	if c.MaxQueueWait <= 0 {
-		return errors.New("server.max_queue_wait: must be positive")
+	if c.MaxQueueWait <= 0 || c.MaxQueueWait >= c.RequestTimeout {
+		return fmt.Errorf("server.max_queue_wait: %v must be positive and below server.request_timeout (%v)", c.MaxQueueWait, c.RequestTimeout)
 	}
 	if c.MemoryLimitRatio <= 0 || c.MemoryLimitRatio > 1 {
 		return fmt.Errorf("memory_limit_ratio: %v is not in (0, 1]", c.MemoryLimitRatio)

@@ -108,8 +108,11 @@ func (w *worker) fast(pkt []byte, src netip.AddrPort, proto int, prefix []byte) 
 		opts.StaleTTL = staleTTL
 		s.metrics.staleServed[staleRecheckReason].Inc()
 	case cache.Fresh:
+		// InStaleRecheck: a refresh failed recently; it is not retried on
+		// every hit, so upstream load does not follow client load while the
+		// upstream struggles.
 		if s.cfg.PrefetchMinHits > 0 && e.Kind() == cache.KindPositive && e.Hit() >= s.cfg.PrefetchMinHits &&
-			inPrefetchWindow(e, nowNano) && e.BeginRefresh() {
+			inPrefetchWindow(e, nowNano) && !e.InStaleRecheck(nowNano) && e.BeginRefresh() {
 			s.prefetch(e)
 		}
 	}

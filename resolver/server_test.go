@@ -539,8 +539,8 @@ func TestFullInflightQueuesForASlot(t *testing.T) {
 
 func TestQueuedMissIsAnsweredAfterMaxQueueWait(t *testing.T) {
 	b := &blockingUpstream{release: make(chan struct{}), entered: make(chan struct{}, 10)}
-	t.Cleanup(func() { close(b.release) })
 	s := startServer(t, Config{MaxInflight: 1, MaxQueueWait: 100 * time.Millisecond}, b)
+	t.Cleanup(func() { close(b.release) }) // runs before the server's shutdown
 	go func() {
 		c := &dns.Client{Timeout: 5 * time.Second}
 		_, _, _ = c.Exchange(query("slow.test.", dns.TypeA), s.addr)
