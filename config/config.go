@@ -51,16 +51,17 @@ type CacheFile struct {
 
 // ServerFile is the `server` section.
 type ServerFile struct {
-	UDPSockets         *int   `json:"udp_sockets,omitempty"`
-	MaxUDPSize         *int   `json:"max_udp_size,omitempty"`
-	TCPMaxConns        *int   `json:"tcp_max_conns,omitempty"`
-	TCPIdleTimeout     string `json:"tcp_idle_timeout,omitempty"`
-	MaxInflight        *int   `json:"max_inflight,omitempty"`
-	MaxQueueWait       string `json:"max_queue_wait,omitempty"`
-	RequestTimeout     string `json:"request_timeout,omitempty"`
-	StaleAnswerTimeout string `json:"stale_answer_timeout,omitempty"`
-	PrefetchMinHits    *int   `json:"prefetch_min_hits,omitempty"`
-	MaxWaiters         *int   `json:"max_waiters,omitempty"`
+	UDPSockets           *int   `json:"udp_sockets,omitempty"`
+	MaxUDPSize           *int   `json:"max_udp_size,omitempty"`
+	TCPMaxConns          *int   `json:"tcp_max_conns,omitempty"`
+	TCPMaxConnsPerClient *int   `json:"tcp_max_conns_per_client,omitempty"`
+	TCPIdleTimeout       string `json:"tcp_idle_timeout,omitempty"`
+	MaxInflight          *int   `json:"max_inflight,omitempty"`
+	MaxQueueWait         string `json:"max_queue_wait,omitempty"`
+	RequestTimeout       string `json:"request_timeout,omitempty"`
+	StaleAnswerTimeout   string `json:"stale_answer_timeout,omitempty"`
+	PrefetchMinHits      *int   `json:"prefetch_min_hits,omitempty"`
+	MaxWaiters           *int   `json:"max_waiters,omitempty"`
 }
 
 // GroupFile is one entry of `upstreams`: the servers that answer a set of
@@ -100,13 +101,14 @@ type Config struct {
 	CacheServFailTTL time.Duration
 	CacheServeStale  time.Duration
 
-	UDPSockets     int
-	MaxUDPSize     int
-	TCPMaxConns    int
-	TCPIdleTimeout time.Duration
-	MaxInflight    int
-	MaxQueueWait   time.Duration
-	RequestTimeout time.Duration
+	UDPSockets           int
+	MaxUDPSize           int
+	TCPMaxConns          int
+	TCPMaxConnsPerClient int
+	TCPIdleTimeout       time.Duration
+	MaxInflight          int
+	MaxQueueWait         time.Duration
+	RequestTimeout       time.Duration
 
 	StaleAnswerTimeout time.Duration
 	PrefetchMinHits    int
@@ -141,22 +143,23 @@ type Group struct {
 // resolvers. The DaemonSet overrides listen with the node-local address.
 func Defaults() Config {
 	return Config{
-		Listen:           []string{"127.0.0.1:5353"},
-		HTTPListen:       "127.0.0.1:9253",
-		LogLevel:         "info",
-		LogFormat:        "json",
-		CacheSize:        32 << 20,
-		CacheMaxTTL:      time.Hour,
-		CacheNegativeTTL: time.Minute,
-		CacheServFailTTL: 2 * time.Second,
-		CacheServeStale:  time.Hour,
-		MaxUDPSize:       1232,
-		TCPMaxConns:      250,
-		TCPIdleTimeout:   10 * time.Second,
-		MaxInflight:      500,
-		MaxQueueWait:     time.Second,
-		RequestTimeout:   4 * time.Second,
-		ShutdownTimeout:  5 * time.Second,
+		Listen:               []string{"127.0.0.1:5353"},
+		HTTPListen:           "127.0.0.1:9253",
+		LogLevel:             "info",
+		LogFormat:            "json",
+		CacheSize:            32 << 20,
+		CacheMaxTTL:          time.Hour,
+		CacheNegativeTTL:     time.Minute,
+		CacheServFailTTL:     2 * time.Second,
+		CacheServeStale:      time.Hour,
+		MaxUDPSize:           1232,
+		TCPMaxConns:          250,
+		TCPMaxConnsPerClient: 64,
+		TCPIdleTimeout:       10 * time.Second,
+		MaxInflight:          500,
+		MaxQueueWait:         time.Second,
+		RequestTimeout:       4 * time.Second,
+		ShutdownTimeout:      5 * time.Second,
 
 		StaleAnswerTimeout: 1800 * time.Millisecond,
 		PrefetchMinHits:    2,
@@ -302,6 +305,7 @@ func apply(c *Config, f *File) error {
 	setInt(&c.UDPSockets, f.Server.UDPSockets)
 	setInt(&c.MaxUDPSize, f.Server.MaxUDPSize)
 	setInt(&c.TCPMaxConns, f.Server.TCPMaxConns)
+	setInt(&c.TCPMaxConnsPerClient, f.Server.TCPMaxConnsPerClient)
 	setInt(&c.MaxInflight, f.Server.MaxInflight)
 	setInt(&c.PrefetchMinHits, f.Server.PrefetchMinHits)
 	setInt(&c.MaxWaiters, f.Server.MaxWaiters)

@@ -138,6 +138,8 @@ var flagDefs = []flagDef{
 		apply: intFlag(func(c *Config) *int { return &c.MaxUDPSize })},
 	{name: "tcp-max-conns", usage: "cap on open client TCP connections (default 250)",
 		apply: intFlag(func(c *Config) *int { return &c.TCPMaxConns })},
+	{name: "tcp-max-conns-per-client", usage: "cap on open TCP connections of one client address; at the cap its idlest one makes room (default 64)",
+		apply: intFlag(func(c *Config) *int { return &c.TCPMaxConnsPerClient })},
 	{name: "tcp-idle-timeout", usage: "close client TCP connections idle this long (default 10s)",
 		apply: durationFlag(func(c *Config) *time.Duration { return &c.TCPIdleTimeout })},
 	{name: "max-inflight", usage: "cap on resolutions in flight to the upstreams; beyond it misses wait for a slot, served round-robin between clients (default 500)",
@@ -287,7 +289,8 @@ func validate(c *Config) error {
 	for _, n := range []struct {
 		field string
 		v     int
-	}{{"server.udp_sockets", c.UDPSockets}, {"server.tcp_max_conns", c.TCPMaxConns}, {"server.max_inflight", c.MaxInflight}} {
+	}{{"server.udp_sockets", c.UDPSockets}, {"server.tcp_max_conns", c.TCPMaxConns}, {"server.max_inflight", c.MaxInflight},
+		{"server.tcp_max_conns_per_client", c.TCPMaxConnsPerClient}} {
 		if n.v < 0 {
 			return fmt.Errorf("%s: %d is negative", n.field, n.v)
 		}

@@ -64,7 +64,7 @@ type metrics struct {
 	coalesced, queued                                 prometheus.Counter
 	prefetches, prefetchSkipped                       prometheus.Counter
 	tcpConns                                          prometheus.Gauge
-	tcpRejected                                       prometheus.Counter
+	tcpRejected, tcpIdleClosed                        prometheus.Counter
 	inflight                                          prometheus.Gauge
 	panics                                            prometheus.Counter
 }
@@ -99,7 +99,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "nodedns_tcp_connections", Help: "Open client TCP connections.",
 		}),
 		tcpRejected: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nodedns_tcp_rejected_total", Help: "Client TCP connections closed at once because the connection cap was reached.",
+			Name: "nodedns_tcp_rejected_total", Help: "Client TCP connections closed at once because the cap was reached and no connection was idle.",
+		}),
+		tcpIdleClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nodedns_tcp_idle_closed_total", Help: "Idle client TCP connections closed to make room for a new one (pool nearly full, or the client at its own cap).",
 		}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nodedns_inflight_misses", Help: "Resolutions in flight to the upstreams (slots in use).",
@@ -135,7 +138,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, dur, m.dropped, shed, stale, m.coalesced, m.queued, m.prefetches, m.prefetchSkipped,
-			m.tcpConns, m.tcpRejected, m.inflight, m.panics)
+			m.tcpConns, m.tcpRejected, m.tcpIdleClosed, m.inflight, m.panics)
 	}
 	return m
 }

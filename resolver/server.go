@@ -45,7 +45,13 @@ type Config struct {
 	MaxUDPSize uint16
 	// TCPMaxConns caps open client TCP connections; 0 means 250. Stub
 	// resolvers use TCP only after a truncated reply, so few are needed.
+	// When nine tenths are open, a new connection closes the one idle
+	// longest (RFC 7766 section 6.2.3).
 	TCPMaxConns int
+	// TCPMaxConnsPerClient caps the connections of one client address; a
+	// client at its cap that opens another closes its own idlest one. 0
+	// means 64.
+	TCPMaxConnsPerClient int
 	// TCPIdleTimeout closes a client TCP connection with no query for this
 	// long (RFC 7766 section 6.2.3); 0 means 10s.
 	TCPIdleTimeout time.Duration
@@ -93,6 +99,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.TCPMaxConns <= 0 {
 		c.TCPMaxConns = 250
+	}
+	if c.TCPMaxConnsPerClient <= 0 {
+		c.TCPMaxConnsPerClient = 64
 	}
 	if c.TCPIdleTimeout <= 0 {
 		c.TCPIdleTimeout = 10 * time.Second
@@ -144,7 +153,8 @@ type Server struct {
 	mu       sync.Mutex
 	udp      []*net.UDPConn
 	tcp      []net.Listener
-	tcpConns map[net.Conn]struct{} // guarded by mu
+	tcpConns     map[net.Conn]*tcpConn // guarded by mu
+	tcpPerClient map[netip.Addr]int    // guarded by mu
 	closing  atomic.Bool
 	started  atomic.Bool
 }
@@ -172,7 +182,8 @@ func New(cfg Config, c *cache.Cache, fwd Forwarder, log *zap.Logger, reg prometh
 		fair:      newFair(cfg.MaxInflight, cfg.MaxWaiters),
 		ctx:       ctx,
 		cancel:    cancel,
-		tcpConns:  make(map[net.Conn]struct{}),
+		tcpConns:     make(map[net.Conn]*tcpConn),
+		tcpPerClient: make(map[netip.Addr]int),
 		stopSweep: make(chan struct{}),
 	}
 	s.shedTally = newShedTally(s.now)

@@ -3,6 +3,7 @@ package resolver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -450,8 +451,11 @@ func TestTCPPipelinesSeveralQueriesPerConnection(t *testing.T) {
 }
 
 func TestTCPConnectionCapAndIdleTimeout(t *testing.T) {
-	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1"))
-	s := startServer(t, Config{TCPMaxConns: 1, TCPIdleTimeout: 200 * time.Millisecond}, forwardTo(up.addr))
+	b := &blockingUpstream{release: make(chan struct{}), entered: make(chan struct{}, 10)}
+	s := startServer(t, Config{TCPMaxConns: 1, TCPIdleTimeout: 200 * time.Millisecond}, b)
+	var once sync.Once
+	release := func() { once.Do(func() { close(b.release) }) }
+	t.Cleanup(release)
 
 	first, err := dns.Dial("tcp", s.addr)
 	if err != nil {
@@ -461,10 +465,9 @@ func TestTCPConnectionCapAndIdleTimeout(t *testing.T) {
 	if err := first.WriteMsg(query("a.test.", dns.TypeA)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := first.ReadMsg(); err != nil {
-		t.Fatal(err)
-	}
-	// The second connection is over the cap: closed at once, no answer.
+	<-b.entered // the first connection has a miss outstanding: it is not idle
+	// The second connection is over the cap and nothing is idle: closed at
+	// once, no answer.
 	second, err := dns.Dial("tcp", s.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -478,12 +481,101 @@ func TestTCPConnectionCapAndIdleTimeout(t *testing.T) {
 	if n := testutil.ToFloat64(s.metrics.tcpRejected); n != 1 {
 		t.Errorf("tcp rejected %v, want 1", n)
 	}
+	release()
+	if _, err := first.ReadMsg(); err != nil {
+		t.Fatal(err)
+	}
 	// The first connection is closed by the server once idle.
 	_ = first.SetReadDeadline(time.Now().Add(3 * time.Second))
 	if _, err := first.ReadMsg(); err == nil {
 		t.Error("idle connection still open")
 	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Error("idle connection not closed by the server within 3s")
+	}
+}
+
+// dialFrom opens a TCP connection to addr from the source address src and
+// asks one query on it.
+func dialFrom(t *testing.T, src, addr, name string) (*dns.Conn, error) {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &dns.Conn{Conn: nc}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if err := c.WriteMsg(query(name, dns.TypeA)); err != nil {
+		return c, err
+	}
+	r, err := c.ReadMsg()
+	if err == nil && len(r.Answer) != 1 {
+		err = fmt.Errorf("reply %v", r)
+	}
+	return c, err
+}
+
+// One client holding connections open cannot take the pool: it is capped
+// per address, and its own idle connections make room for its new ones.
+func TestTCPOneClientCannotHoldEveryConnection(t *testing.T) {
+	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1"))
+	s := startServer(t, Config{TCPMaxConns: 10, TCPMaxConnsPerClient: 3, TCPIdleTimeout: time.Minute}, forwardTo(up.addr))
+	var hog []*dns.Conn
+	for i := range 10 {
+		c, err := dialFrom(t, "127.0.0.2", s.addr, "a.test.")
+		if err != nil {
+			t.Fatalf("hog connection %d: %v", i, err)
+		}
+		hog = append(hog, c)
+	}
+	waitFor(t, "the hog's extra connections to close", func() bool { return testutil.ToFloat64(s.metrics.tcpConns) == 3 })
+	// Its oldest ones were closed; its newest three are open.
+	for i, c := range hog {
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		err := c.WriteMsg(query("a.test.", dns.TypeA))
+		if err == nil {
+			_, err = c.ReadMsg()
+		}
+		if open := i >= 7; open != (err == nil) {
+			t.Errorf("hog connection %d: err %v, want open=%v", i, err, open)
+		}
+	}
+	for i := range 5 { // others are served
+		if _, err := dialFrom(t, fmt.Sprintf("127.0.0.%d", 10+i), s.addr, "a.test."); err != nil {
+			t.Errorf("client %d: %v", i, err)
+		}
+	}
+	if n := testutil.ToFloat64(s.metrics.tcpRejected); n != 0 {
+		t.Errorf("tcp rejected %v, want 0", n)
+	}
+}
+
+// A pool nearly full of idle connections makes room for a new client by
+// closing the one idle longest (RFC 7766 section 6.2.3).
+func TestTCPNearlyFullPoolClosesTheIdlestConnection(t *testing.T) {
+	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1"))
+	s := startServer(t, Config{TCPMaxConns: 4, TCPIdleTimeout: time.Minute}, forwardTo(up.addr))
+	var conns []*dns.Conn
+	for i := range 4 {
+		c, err := dialFrom(t, fmt.Sprintf("127.0.0.%d", 20+i), s.addr, "a.test.")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	// The pool is full of idle connections; a new client gets in, the
+	// oldest idle connection goes.
+	if _, err := dialFrom(t, "127.0.0.30", s.addr, "a.test."); err != nil {
+		t.Fatalf("new client in a pool of idle connections: %v", err)
+	}
+	_ = conns[0].SetDeadline(time.Now().Add(2 * time.Second))
+	_ = conns[0].WriteMsg(query("a.test.", dns.TypeA))
+	if _, err := conns[0].ReadMsg(); err == nil {
+		t.Error("the idlest connection was kept")
+	}
+	if n := testutil.ToFloat64(s.metrics.tcpIdleClosed); n < 1 {
+		t.Errorf("tcp_idle_closed = %v", n)
 	}
 }
 

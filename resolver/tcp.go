@@ -21,8 +21,32 @@ const maxTCPQuery = 4096
 // tcpWriteTimeout bounds how long a slow client can hold a writer.
 const tcpWriteTimeout = 5 * time.Second
 
-// serveTCP accepts client connections. Over the cap a connection is closed
-// at once rather than left waiting in the backlog, so the client moves on.
+// tcpConn is one client connection and what the accept loop needs to know
+// to choose which connection to close when the pool is short.
+type tcpConn struct {
+	net.Conn
+	client     netip.Addr
+	lastActive atomic.Int64 // UnixNano of the last query read
+	pending    atomic.Int32 // misses not yet answered
+	evicted    atomic.Bool
+}
+
+// idle reports whether the connection waits for a query with none of its
+// own outstanding: the one to close first (RFC 7766 section 6.2.3).
+func (tc *tcpConn) idle() bool { return tc.pending.Load() == 0 && !tc.evicted.Load() }
+
+// close asks the connection's reader to end: it is blocked reading the
+// next query, which then fails.
+func (tc *tcpConn) evict() {
+	tc.evicted.Store(true)
+	_ = tc.SetReadDeadline(time.Now())
+}
+
+// serveTCP accepts client connections. A client address holds at most
+// TCPMaxConnsPerClient connections; when the pool is nearly full, the
+// connection idle longest makes room. A connection that cannot get room is
+// closed at once rather than left waiting in the backlog, so the client
+// moves on.
 func (s *Server) serveTCP(l net.Listener) {
 	defer s.readers.Done()
 	for {
@@ -35,26 +59,68 @@ func (s *Server) serveTCP(l net.Listener) {
 			time.Sleep(10 * time.Millisecond) // e.g. EMFILE: do not spin
 			continue
 		}
-		s.mu.Lock()
-		if len(s.tcpConns) >= s.cfg.TCPMaxConns || s.closing.Load() {
-			s.mu.Unlock()
+		tc := &tcpConn{Conn: c, client: clientKey(remoteAddrPort(c))}
+		tc.lastActive.Store(time.Now().UnixNano())
+		if !s.admitConn(tc) {
 			s.metrics.tcpRejected.Inc()
 			_ = c.Close()
 			continue
 		}
-		s.tcpConns[c] = struct{}{}
-		s.mu.Unlock()
 		s.metrics.tcpConns.Inc()
 		s.readers.Add(1)
-		go s.serveConn(c)
+		go s.serveConn(tc)
 	}
+}
+
+// admitConn finds room for a new connection, closing an idle one if need
+// be: the client's own idle one when it is at its cap, the pool's idlest one
+// when the pool is nine tenths full.
+func (s *Server) admitConn(tc *tcpConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	if s.tcpPerClient[tc.client] >= s.cfg.TCPMaxConnsPerClient {
+		victim := s.idlest(func(o *tcpConn) bool { return o.client == tc.client })
+		if victim == nil {
+			return false
+		}
+		victim.evict()
+		s.metrics.tcpIdleClosed.Inc()
+	} else if n := len(s.tcpConns); n >= s.cfg.TCPMaxConns*9/10 {
+		if victim := s.idlest(func(*tcpConn) bool { return true }); victim != nil {
+			victim.evict()
+			s.metrics.tcpIdleClosed.Inc()
+		} else if n >= s.cfg.TCPMaxConns {
+			return false
+		}
+	}
+	// Evicted connections leave the pool when their reader ends; until
+	// then the pool may exceed its cap by the few being closed.
+	s.tcpConns[tc.Conn] = tc
+	s.tcpPerClient[tc.client]++
+	return true
+}
+
+// idlest returns the connection idle longest among those match accepts,
+// or nil when none is idle. s.mu is held.
+func (s *Server) idlest(match func(*tcpConn) bool) *tcpConn {
+	var best *tcpConn
+	for _, o := range s.tcpConns {
+		if match(o) && o.idle() && (best == nil || o.lastActive.Load() < best.lastActive.Load()) {
+			best = o
+		}
+	}
+	return best
 }
 
 // serveConn reads the queries of one connection (RFC 7766: several per
 // connection, pipelined). Hits are answered in order by this goroutine;
 // misses are answered when they resolve, possibly out of order, which
 // RFC 7766 section 7 allows.
-func (s *Server) serveConn(c net.Conn) {
+func (s *Server) serveConn(tc *tcpConn) {
+	c := tc.Conn
 	var pending sync.WaitGroup // misses of this connection
 	defer func() {
 		// Every miss is answered within the request timeout; the bound is a
@@ -62,6 +128,9 @@ func (s *Server) serveConn(c net.Conn) {
 		waitTimeout(&pending, s.cfg.RequestTimeout+time.Second)
 		s.mu.Lock()
 		delete(s.tcpConns, c)
+		if s.tcpPerClient[tc.client]--; s.tcpPerClient[tc.client] <= 0 {
+			delete(s.tcpPerClient, tc.client)
+		}
 		s.mu.Unlock()
 		_ = c.Close()
 		s.metrics.tcpConns.Dec()
@@ -80,7 +149,7 @@ func (s *Server) serveConn(c net.Conn) {
 	w := s.newWorker(2 + 512) // grows to the largest reply this connection needed
 	in := make([]byte, 0, 512)
 	var lenBuf [2]byte
-	for !s.closing.Load() {
+	for !s.closing.Load() && !tc.evicted.Load() {
 		_ = c.SetReadDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
 		if _, err := io.ReadFull(c, lenBuf[:]); err != nil {
 			return
@@ -99,14 +168,15 @@ func (s *Server) serveConn(c net.Conn) {
 		if _, err := io.ReadFull(c, pkt); err != nil {
 			return
 		}
-		s.handleTCP(w, pkt, src, writeFramed, &pending)
+		tc.lastActive.Store(time.Now().UnixNano())
+		s.handleTCP(w, pkt, src, writeFramed, &pending, &tc.pending)
 	}
 }
 
 // handleTCP answers one query of a connection: a hit at once, in order; a
 // miss when it resolves. A panic is caught here, per query: the query gets
 // SERVFAIL and the connection goes on.
-func (s *Server) handleTCP(w *worker, pkt []byte, src netip.AddrPort, writeFramed func([]byte), pending *sync.WaitGroup) {
+func (s *Server) handleTCP(w *worker, pkt []byte, src netip.AddrPort, writeFramed func([]byte), pending *sync.WaitGroup, npending *atomic.Int32) {
 	var write func([]byte)
 	answered := false
 	defer func() {
@@ -136,9 +206,11 @@ func (s *Server) handleTCP(w *worker, pkt []byte, src netip.AddrPort, writeFrame
 		// Answered exactly once, from whichever goroutine resolves it.
 		var once atomic.Bool
 		pending.Add(1)
+		npending.Add(1)
 		write = func(b []byte) {
 			if once.CompareAndSwap(false, true) {
 				defer pending.Done()
+				defer npending.Add(-1)
 				if b != nil {
 					writeFramed(frame(b))
 				}

@@ -177,17 +177,18 @@ func cachePolicy(cfg config.Config) cache.Policy {
 
 func serverConfig(cfg config.Config) resolver.Config {
 	return resolver.Config{
-		Listen:         cfg.Listen,
-		Allow:          cfg.Allow,
-		UDPSockets:     cfg.UDPSockets,
-		MaxUDPSize:     uint16(cfg.MaxUDPSize),
-		TCPMaxConns:    cfg.TCPMaxConns,
-		TCPIdleTimeout: cfg.TCPIdleTimeout,
-		MaxInflight:    cfg.MaxInflight,
-		MaxQueueWait:   cfg.MaxQueueWait,
-		RequestTimeout: cfg.RequestTimeout,
-		QueryLogSample: cfg.QueryLogSample,
-		MaxWaiters:     cfg.MaxWaiters,
+		Listen:               cfg.Listen,
+		Allow:                cfg.Allow,
+		UDPSockets:           cfg.UDPSockets,
+		MaxUDPSize:           uint16(cfg.MaxUDPSize),
+		TCPMaxConns:          cfg.TCPMaxConns,
+		TCPMaxConnsPerClient: cfg.TCPMaxConnsPerClient,
+		TCPIdleTimeout:       cfg.TCPIdleTimeout,
+		MaxInflight:          cfg.MaxInflight,
+		MaxQueueWait:         cfg.MaxQueueWait,
+		RequestTimeout:       cfg.RequestTimeout,
+		QueryLogSample:       cfg.QueryLogSample,
+		MaxWaiters:           cfg.MaxWaiters,
 		// 0 in the config means "never serve stale on a slow upstream".
 		StaleAnswerTimeout: staleTimeout(cfg.StaleAnswerTimeout),
 		PrefetchMinHits:    uint32(cfg.PrefetchMinHits),
@@ -275,7 +276,7 @@ func reload(ctx context.Context, args []string, old config.Config, srv *resolver
 		{"cache.size", cfg.CacheSize != old.CacheSize},
 		{"cache.shards", cfg.CacheShards != old.CacheShards},
 		{"server", serverConfig(cfg).UDPSockets != serverConfig(old).UDPSockets ||
-			cfg.TCPMaxConns != old.TCPMaxConns || cfg.MaxInflight != old.MaxInflight ||
+			cfg.TCPMaxConns != old.TCPMaxConns || cfg.TCPMaxConnsPerClient != old.TCPMaxConnsPerClient || cfg.MaxInflight != old.MaxInflight ||
 			cfg.MaxWaiters != old.MaxWaiters || cfg.StaleAnswerTimeout != old.StaleAnswerTimeout ||
 			cfg.PrefetchMinHits != old.PrefetchMinHits || cfg.MaxQueueWait != old.MaxQueueWait},
 	} {
