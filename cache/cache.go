@@ -10,7 +10,6 @@
 package cache
 
 import (
-	"bytes"
 	"fmt"
 	"hash/maphash"
 	"sync/atomic"
@@ -26,7 +25,8 @@ import (
 type Config struct {
 	// MaxBytes bounds the accounted size of all entries.
 	MaxBytes int64
-	// MaxEntries bounds the number of entries; 0 means MaxBytes/256.
+	// MaxEntries bounds the number of entries; 0 means MaxBytes/160, which
+	// only the byte bound reaches first.
 	MaxEntries int
 	// Shards is the number of independently locked shards, a power of two;
 	// 0 means 256.
@@ -59,7 +59,9 @@ func New(cfg Config, reg prometheus.Registerer) (*Cache, error) {
 		cfg.Shards /= 2
 	}
 	if cfg.MaxEntries == 0 {
-		cfg.MaxEntries = int(cfg.MaxBytes / 256)
+		// Below the smallest entry's Size: the byte bound is the one that
+		// binds.
+		cfg.MaxEntries = int(cfg.MaxBytes / 160)
 	}
 	if cfg.MaxEntries < cfg.Shards {
 		cfg.MaxEntries = cfg.Shards
@@ -87,7 +89,7 @@ func (c *Cache) hash(key []byte) uint64 { return maphash.Bytes(c.seed, key) }
 // a hash collision is a miss, never a wrong answer.
 func (c *Cache) Get(key []byte) (*Entry, bool) {
 	e, ok := c.store.Get(c.hash(key))
-	if !ok || !bytes.Equal(e.key, key) {
+	if !ok || e.key() != string(key) {
 		return nil, false
 	}
 	return e, true
@@ -149,10 +151,10 @@ func (c *Cache) StaleUsable(e *Entry, now int64) bool { return !e.Fresh(now) && 
 
 // usableStale reports whether an expired entry may still be served.
 func (c *Cache) usableStale(e *Entry, now int64) bool {
-	if e.kind == KindServFail {
+	if e.Kind() == KindServFail {
 		return false // a stale failure is no better than a fresh one
 	}
-	return now < e.expires+int64(c.policy.Load().ServeStale)
+	return now < e.expires()+int64(c.policy.Load().ServeStale)
 }
 
 // Store caches resp, the upstream's reply to the question with key, if the
@@ -163,7 +165,7 @@ func (c *Cache) Store(key []byte, resp *dns.Msg, now time.Time) (*Entry, error) 
 		return nil, err
 	}
 	c.store.Add(c.hash(key), e)
-	c.metrics.stores.WithLabelValues(e.kind.String()).Inc()
+	c.metrics.stores.WithLabelValues(e.Kind().String()).Inc()
 	return e, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -142,13 +143,14 @@ func TestCacheReplaceAccounting(t *testing.T) {
 // TestEntrySize checks that an entry accounts for the memory it holds.
 func TestEntrySize(t *testing.T) {
 	e := storedEntry(t, "www.example.org.", 10)
-	if e.Size() < len(e.msg)+len(e.key)+8*len(e.ttls) {
+	if e.Size() < len(e.data)+int(unsafe.Sizeof(*e)) {
 		t.Errorf("Size %d below the data it holds", e.Size())
 	}
-	// Allocation size classes round up by at most 1/8 above 128 bytes.
-	if cap(e.msg) > len(e.msg)+len(e.msg)/8 || cap(e.ttls) != len(e.ttls) {
-		t.Errorf("packed reply of %d bytes holds a %d-byte buffer, %d TTLs a slice of %d",
-			len(e.msg), cap(e.msg), len(e.ttls), cap(e.ttls))
+	if got := len(e.ttlRefs()) / ttlRefLen; got != 10 {
+		t.Errorf("%d TTL references, want 10", got)
+	}
+	if sz := unsafe.Sizeof(Entry{}); sz > entryStructSize {
+		t.Errorf("Entry is %d bytes, above the %d-byte size class Size assumes", sz, entryStructSize)
 	}
 }
 

@@ -74,18 +74,23 @@ func TestFairRoomToWaitIsSharedMaxMin(t *testing.T) {
 		}
 	}
 	// C (0) takes from one of them.
-	if v, ok := fq.charge(&waiter{}, clientC); !ok || v == nil {
+	cv, ok := fq.charge(&waiter{}, clientC)
+	if !ok || cv == nil || cv.client != nil {
 		t.Fatal("a new client found no room in a pool held 2:2")
 	}
 	checkFair(t, fq)
 	// Answered waiters leave the accounting; discharge is idempotent.
+	want := fq.records
 	for _, w := range []*waiter{aw[0], aw[1], bw} {
+		if w.client != nil {
+			want--
+		}
 		fq.discharge(w)
 		fq.discharge(w)
 	}
 	checkFair(t, fq)
-	if fq.records != 2 {
-		t.Errorf("records %d after discharges, want 2", fq.records)
+	if fq.records != want {
+		t.Errorf("records %d after discharges, want %d", fq.records, want)
 	}
 }
 
