@@ -150,13 +150,13 @@ type Server struct {
 	ctx    context.Context // cancelled when Shutdown gives up waiting
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	udp      []*net.UDPConn
-	tcp      []net.Listener
+	mu           sync.Mutex
+	udp          []*net.UDPConn
+	tcp          []net.Listener
 	tcpConns     map[net.Conn]*tcpConn // guarded by mu
 	tcpPerClient map[netip.Addr]int    // guarded by mu
-	closing  atomic.Bool
-	started  atomic.Bool
+	closing      atomic.Bool
+	started      atomic.Bool
 }
 
 // New builds a server that answers from c and forwards misses with fwd.
@@ -173,18 +173,18 @@ func New(cfg Config, c *cache.Cache, fwd Forwarder, log *zap.Logger, reg prometh
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:       cfg,
-		cache:     c,
-		log:       log.Named("resolver"),
-		metrics:   newMetrics(reg),
-		now:       time.Now,
-		flights:   make(map[string]*flight),
-		fair:      newFair(cfg.MaxInflight, cfg.MaxWaiters),
-		ctx:       ctx,
-		cancel:    cancel,
+		cfg:          cfg,
+		cache:        c,
+		log:          log.Named("resolver"),
+		metrics:      newMetrics(reg),
+		now:          time.Now,
+		flights:      make(map[string]*flight),
+		fair:         newFair(cfg.MaxInflight, cfg.MaxWaiters),
+		ctx:          ctx,
+		cancel:       cancel,
 		tcpConns:     make(map[net.Conn]*tcpConn),
 		tcpPerClient: make(map[netip.Addr]int),
-		stopSweep: make(chan struct{}),
+		stopSweep:    make(chan struct{}),
 	}
 	s.shedTally = newShedTally(s.now)
 	if reg != nil {
