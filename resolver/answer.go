@@ -106,9 +106,9 @@ func (s *Server) countAndWrite(wt *waiter, out []byte, qtype uint16, rcode int) 
 	}
 }
 
-// queryForKey rebuilds the query a cache key was made from, for a
+// queryForKey rebuilds the query a cache key was made from, packed, for a
 // prefetch.
-func queryForKey(key []byte, udpSize uint16) (*dns.Msg, bool) {
+func queryForKey(key []byte, udpSize uint16) ([]byte, bool) {
 	name, qtype, qclass, do, cd, ok := dnswire.ParseKey(key)
 	if !ok {
 		return nil, false
@@ -124,5 +124,6 @@ func queryForKey(key []byte, udpSize uint16) (*dns.Msg, bool) {
 	if do {
 		m.SetEdns0(udpSize, true)
 	}
-	return m, true
+	b, err := m.Pack()
+	return b, err == nil
 }

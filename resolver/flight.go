@@ -3,6 +3,7 @@ package resolver
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -51,8 +52,11 @@ type waiter struct {
 
 // flight is one resolution, queued or running.
 type flight struct {
-	key   string   // cache key; "" for a query that is not cached
-	req   *dns.Msg // the query to forward
+	key string // cache key; "" for a query that is not cached
+	// query is the query to forward, packed (a queued flight keeps no
+	// unpacked message: room to wait is bounded in bytes); it is shared with
+	// the first waiter, and never modified.
+	query []byte
 	src   netip.AddrPort
 	proto int
 	start time.Time // arrival of its first query (real time): its deadline counts from here
@@ -168,12 +172,12 @@ func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, 
 		s.shed(imm, shedShutdown, w.stale)
 		return
 	}
-	s.admit(w, imm, write, req, key)
+	s.admit(w, imm, write, key)
 }
 
 // admit starts a flight for a query that must go upstream, or queues it
 // for a slot.
-func (s *Server) admit(w *worker, imm *waiter, write func([]byte), req *dns.Msg, key []byte) {
+func (s *Server) admit(w *worker, imm *waiter, write func([]byte), key []byte) {
 	s.flightMu.Lock()
 	if key != nil {
 		// Another reader may have started the flight since dispatch looked.
@@ -190,7 +194,7 @@ func (s *Server) admit(w *worker, imm *waiter, write func([]byte), req *dns.Msg,
 		s.answerStale(imm, w.stale, staleBusy)
 		return
 	}
-	f := &flight{req: req, src: imm.src, proto: imm.proto, start: imm.start, stale: w.stale}
+	f := &flight{src: imm.src, proto: imm.proto, start: imm.start, stale: w.stale}
 	if key != nil {
 		f.key = string(key)
 	}
@@ -202,6 +206,7 @@ func (s *Server) admit(w *worker, imm *waiter, write func([]byte), req *dns.Msg,
 	}
 	switch {
 	case charged:
+		f.query = kw.pkt
 		s.addWaiter(f, kw)
 		if victim != nil {
 			s.pushOut(victim)
@@ -212,6 +217,7 @@ func (s *Server) admit(w *worker, imm *waiter, write func([]byte), req *dns.Msg,
 		if !kept {
 			kw.pkt = bytes.Clone(imm.pkt)
 		}
+		f.query = kw.pkt
 		s.addWaiter(f, kw)
 	default:
 		s.flightMu.Unlock()
@@ -378,7 +384,11 @@ func (s *Server) run(f *flight) {
 	if f.key != "" {
 		rkey = []byte(f.key)
 	}
-	ans, err := s.remote.Resolve(ctx, &Request{Msg: f.req, Key: rkey, Client: f.src, Proto: protoNames[f.proto]})
+	req := new(dns.Msg)
+	if err := req.Unpack(f.query); err != nil { // unpacked once already by dispatch
+		panic(fmt.Sprintf("a flight's query no longer unpacks: %v", err))
+	}
+	ans, err := s.remote.Resolve(ctx, &Request{Msg: req, Key: rkey, Client: f.src, Proto: protoNames[f.proto]})
 	waiters := s.takeWaiters(f)
 
 	failed := err != nil || ans.rcode() == dns.RcodeServerFailure
@@ -399,7 +409,7 @@ func (s *Server) run(f *flight) {
 	}
 	if err != nil {
 		if ce := s.log.Check(zap.DebugLevel, "resolving failed"); ce != nil {
-			ce.Write(zap.String("qname", f.req.Question[0].Name), zap.Error(err))
+			ce.Write(zap.String("qname", req.Question[0].Name), zap.Error(err))
 		}
 		for _, wt := range waiters {
 			s.answerError(wt, dns.RcodeServerFailure)
@@ -517,7 +527,7 @@ func (s *Server) dropQueued() {
 // when the forward stage is idle (fair.idle): prefetching never delays a
 // client's miss. e.BeginRefresh has been called.
 func (s *Server) prefetch(e *cache.Entry) {
-	req, ok := queryForKey(e.Key(), s.cfg.MaxUDPSize)
+	query, ok := queryForKey(e.Key(), s.cfg.MaxUDPSize)
 	if !ok {
 		e.EndRefresh()
 		return
@@ -531,7 +541,7 @@ func (s *Server) prefetch(e *cache.Entry) {
 		return
 	}
 	// The flight lets queries that miss while the prefetch runs wait for it.
-	f := &flight{key: key, req: req, start: time.Now(), refreshOf: e}
+	f := &flight{key: key, query: query, start: time.Now(), refreshOf: e}
 	s.flights[key] = f
 	s.misses.Add(1)
 	s.flightMu.Unlock()
