@@ -13,7 +13,7 @@ FUZZTIME    ?= 100000x
 FUZZ_TARGETS := ./dnswire:FuzzParseQuery ./dnswire:FuzzTTLOffsets ./resolver:FuzzRequestPath \
                 ./upstream:FuzzParseAddr ./upstream:FuzzCheckReply ./bench:FuzzParseQueryFile
 
-.PHONY: help build run test vet staticcheck unit fuzz bench bench-go bench-suite bench-storm clean tools
+.PHONY: help build run test vet staticcheck unit memory fuzz bench bench-go bench-suite bench-storm clean tools
 
 help:
 	@echo "make build        build bin/nodedns and bin/nodedns-bench"
@@ -31,7 +31,7 @@ build:
 run: build
 	./$(BIN)/nodedns --log-format console
 
-test: tools vet staticcheck unit fuzz
+test: tools vet staticcheck unit memory fuzz
 
 # tools installs what the tests use from outside Go: dig (a real DNS client)
 # and dnsperf. It does nothing when they are already there.
@@ -46,6 +46,11 @@ staticcheck:
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# The memory bounds are measured without the race detector, which grows
+# goroutine stacks and would measure itself.
+memory:
+	$(GO) test -count=1 -run 'WorstCase|AccountedBytes' -v ./resolver ./cache
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -555,7 +555,7 @@ func TestTCPOneClientCannotHoldEveryConnection(t *testing.T) {
 // closing the one idle longest (RFC 7766 section 6.2.3).
 func TestTCPNearlyFullPoolClosesTheIdlestConnection(t *testing.T) {
 	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1"))
-	s := startServer(t, Config{TCPMaxConns: 4, TCPIdleTimeout: time.Minute}, forwardTo(up.addr))
+	s := startServer(t, Config{TCPMaxConns: 4, TCPIdleTimeout: time.Second}, forwardTo(up.addr))
 	var conns []*dns.Conn
 	for i := range 4 {
 		c, err := dialFrom(t, fmt.Sprintf("127.0.0.%d", 20+i), s.addr, "a.test.")
@@ -564,6 +564,9 @@ func TestTCPNearlyFullPoolClosesTheIdlestConnection(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
+	// Idle means idle for a tenth of the idle timeout: a connection just
+	// opened is not. Time passing is what is tested here.
+	time.Sleep(150 * time.Millisecond)
 	// The pool is full of idle connections; a new client gets in, the
 	// oldest idle connection goes.
 	if _, err := dialFrom(t, "127.0.0.30", s.addr, "a.test."); err != nil {

@@ -31,9 +31,12 @@ type tcpConn struct {
 	evicted    atomic.Bool
 }
 
-// idle reports whether the connection waits for a query with none of its
-// own outstanding: the one to close first (RFC 7766 section 6.2.3).
-func (tc *tcpConn) idle() bool { return tc.pending.Load() == 0 && !tc.evicted.Load() }
+// idleSince reports whether the connection has had no query outstanding
+// and none read since before t: one to close first when room is short
+// (RFC 7766 section 6.2.3).
+func (tc *tcpConn) idleSince(t int64) bool {
+	return tc.pending.Load() == 0 && !tc.evicted.Load() && tc.lastActive.Load() <= t
+}
 
 // close asks the connection's reader to end: it is blocked reading the
 // next query, which then fails.
@@ -73,23 +76,27 @@ func (s *Server) serveTCP(l net.Listener) {
 }
 
 // admitConn finds room for a new connection, closing an idle one if need
-// be: the client's own idle one when it is at its cap, the pool's idlest one
-// when the pool is nine tenths full.
+// be: the client's own idlest one when it is at its cap, the pool's idlest
+// one when the pool is nine tenths full. Another client's connection counts
+// as idle once it has been for a tenth of the idle timeout (at most a
+// second): a connection just opened, its first query not yet read, is not.
 func (s *Server) admitConn(tc *tcpConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
 		return false
 	}
+	now := time.Now().UnixNano()
 	if s.tcpPerClient[tc.client] >= s.cfg.TCPMaxConnsPerClient {
-		victim := s.idlest(func(o *tcpConn) bool { return o.client == tc.client })
+		victim := s.idlest(now, func(o *tcpConn) bool { return o.client == tc.client })
 		if victim == nil {
 			return false
 		}
 		victim.evict()
 		s.metrics.tcpIdleClosed.Inc()
 	} else if n := len(s.tcpConns); n >= s.cfg.TCPMaxConns*9/10 {
-		if victim := s.idlest(func(*tcpConn) bool { return true }); victim != nil {
+		minIdle := int64(min(s.cfg.TCPIdleTimeout/10, time.Second))
+		if victim := s.idlest(now-minIdle, func(*tcpConn) bool { return true }); victim != nil {
 			victim.evict()
 			s.metrics.tcpIdleClosed.Inc()
 		} else if n >= s.cfg.TCPMaxConns {
@@ -104,11 +111,11 @@ func (s *Server) admitConn(tc *tcpConn) bool {
 }
 
 // idlest returns the connection idle longest among those match accepts,
-// or nil when none is idle. s.mu is held.
-func (s *Server) idlest(match func(*tcpConn) bool) *tcpConn {
+// or nil when none has been idle since before t. s.mu is held.
+func (s *Server) idlest(t int64, match func(*tcpConn) bool) *tcpConn {
 	var best *tcpConn
 	for _, o := range s.tcpConns {
-		if match(o) && o.idle() && (best == nil || o.lastActive.Load() < best.lastActive.Load()) {
+		if match(o) && o.idleSince(t) && (best == nil || o.lastActive.Load() < best.lastActive.Load()) {
 			best = o
 		}
 	}

@@ -45,7 +45,7 @@ func run(ctx context.Context, args []string) error {
 	// Before anything allocates: the Go runtime's soft memory limit follows
 	// the container's, so the garbage collector works harder before the
 	// kernel kills the process (the lesson of resolvers OOM-killed in a storm).
-	memlimit.Apply(log, cfg.MemoryLimitRatio)
+	goLimit, _ := memlimit.Apply(log, cfg.MemoryLimitRatio)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -70,6 +70,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return &usageError{err}
 	}
+	logMemoryBounds(log, cfg, goLimit)
 	if err := srv.Start(); err != nil {
 		return err
 	}
@@ -139,6 +140,22 @@ func run(ctx context.Context, args []string) error {
 		log.Info("stopped")
 	}
 	return nil
+}
+
+// logMemoryBounds states at start how much memory the bounds allow, and
+// warns when that is more than the Go runtime's limit: the process would
+// then be collecting hard, or killed, before a bound is reached.
+func logMemoryBounds(log *zap.Logger, cfg config.Config, goLimit int64) {
+	worst := resolver.WorstCase(serverConfig(cfg))
+	total := cfg.CacheSize + worst.Total()
+	fields := []zap.Field{zap.Int64("cache_bytes", cfg.CacheSize), zap.Int64("worst_case_bytes", total),
+		zap.Stringer("beyond_the_cache", worst)}
+	if goLimit > 0 && total > goLimit {
+		log.Warn("the cache and the bounds on work in flight allow more memory than the Go memory limit; lower cache.size or the server caps",
+			append(fields, zap.Int64("go_memory_limit_bytes", goLimit))...)
+		return
+	}
+	log.Info("memory bounds", fields...)
 }
 
 func newLogger(cfg config.Config, level zap.AtomicLevel) (*zap.Logger, error) {
