@@ -541,7 +541,9 @@ func (s *Server) prefetch(e *cache.Entry) {
 		return
 	}
 	// The flight lets queries that miss while the prefetch runs wait for it.
-	f := &flight{key: key, query: query, start: time.Now(), refreshOf: e}
+	// The entry is their stale answer: once it expires, a slow refresh
+	// must not hold them past the stale answer timeout.
+	f := &flight{key: key, query: query, start: time.Now(), refreshOf: e, stale: e}
 	s.flights[key] = f
 	s.misses.Add(1)
 	s.flightMu.Unlock()

@@ -126,13 +126,16 @@ func (w *worker) fast(pkt []byte, src netip.AddrPort, proto int, prefix []byte) 
 }
 
 // inPrefetchWindow reports whether a fresh entry is in the last tenth of
-// its TTL (at least the last second), when a hit should refresh it so that
-// names in use never expire (after Unbound's prefetch). Only positive
-// answers are prefetched: a denial that is asked for again is cheap to ask
-// upstream once it expires, and refreshing the short-lived NXDOMAINs of
-// search-list expansions would only add upstream queries.
+// its TTL (at least the last second, at most the second half), when a hit
+// should refresh it so that names in use never expire (after Unbound's
+// prefetch). The cap matters for TTLs of a second or two: without it every
+// second hit would go upstream. Only positive answers are prefetched: a
+// denial that is asked for again is cheap to ask upstream once it expires,
+// and refreshing the short-lived NXDOMAINs of search-list expansions would
+// only add upstream queries.
 func inPrefetchWindow(e *cache.Entry, now int64) bool {
-	window := max(e.OrigTTL()/10, time.Second)
+	ttl := e.OrigTTL()
+	window := min(max(ttl/10, time.Second), ttl/2)
 	return e.TTL(now) <= window
 }
 

@@ -140,8 +140,14 @@ func (s *syncBuffer) String() string {
 
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
+	return startDaemonAt(t, fmt.Sprintf("127.0.0.1:%d", freePort(t)), args...)
+}
+
+// startDaemonAt starts nodedns serving DNS on dnsAddr.
+func startDaemonAt(t *testing.T, dnsAddr string, args ...string) *daemon {
+	t.Helper()
 	d := &daemon{
-		dnsAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		dnsAddr: dnsAddr,
 		http:    fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		logs:    &syncBuffer{lines: make(chan string, 1000)},
 		exited:  make(chan error, 1),
