@@ -13,12 +13,13 @@ FUZZTIME    ?= 100000x
 FUZZ_TARGETS := ./dnswire:FuzzParseQuery ./dnswire:FuzzTTLOffsets ./resolver:FuzzRequestPath \
                 ./upstream:FuzzParseAddr ./upstream:FuzzCheckReply ./bench:FuzzParseQueryFile
 
-.PHONY: help build run test vet staticcheck unit memory fuzz bench bench-go bench-suite bench-storm clean tools
+.PHONY: help build run test vet staticcheck unit memory soak soak-short fuzz bench bench-go bench-suite bench-storm clean tools
 
 help:
 	@echo "make build        build bin/nodedns and bin/nodedns-bench"
 	@echo "make run          run nodedns on 127.0.0.1:5353 forwarding to /etc/resolv.conf's nameservers"
-	@echo "make test         everything CI checks: vet, staticcheck, go test -race, short fuzzing"
+	@echo "make test         everything CI checks: vet, staticcheck, go test -race, memory bounds, a 1-minute soak, short fuzzing"
+	@echo "make soak         10 minutes of hits, misses, storms and upstream faults: memory and goroutines stay flat (SOAK=30m for longer)"
 	@echo "make fuzz         each fuzz target for FUZZTIME runs (default $(FUZZTIME); FUZZTIME=2000000x fuzzes longer)"
 	@echo "make bench        Go benchmarks of the hot path, then the side-by-side suite (see bench/README.md)"
 	@echo "make bench-go     only the Go benchmarks of the hot path"
@@ -31,7 +32,7 @@ build:
 run: build
 	./$(BIN)/nodedns --log-format console
 
-test: tools vet staticcheck unit memory fuzz
+test: tools vet staticcheck unit memory soak-short fuzz
 
 # tools installs what the tests use from outside Go: dig (a real DNS client)
 # and dnsperf. It does nothing when they are already there.
@@ -46,6 +47,16 @@ staticcheck:
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# The soak runs the real binary under hits, misses, storms and upstream
+# faults, and checks that memory and goroutines stay flat. Without the race
+# detector, which would measure itself. SOAK sets the length.
+SOAK ?= 10m
+soak:
+	NODEDNS_SOAK=$(SOAK) $(GO) test -count=1 -timeout 0 -run '^TestSoak$$' -v ./cmd/nodedns
+
+soak-short:
+	$(MAKE) soak SOAK=1m
 
 # The memory bounds are measured without the race detector, which grows
 # goroutine stacks and would measure itself.
