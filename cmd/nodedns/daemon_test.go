@@ -400,3 +400,31 @@ func writeFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// Every metric the running binary exports is in the README's metrics
+// table: dashboards and alerts are written from it.
+func TestEveryMetricIsDocumented(t *testing.T) {
+	up := startUpstream(t, "192.0.2.1")
+	d := startDaemon(t, "--upstream", up.addr)
+	ask(t, d.dnsAddr, "www.example.org.")
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, metrics := httpGet(t, "http://"+d.http+"/metrics")
+	n := 0
+	for _, line := range strings.Split(metrics, "\n") {
+		name, ok := strings.CutPrefix(line, "# TYPE ")
+		if !ok || !strings.HasPrefix(name, "nodedns_") {
+			continue
+		}
+		name, _, _ = strings.Cut(name, " ")
+		n++
+		if !strings.Contains(string(readme), "`"+name+"`") {
+			t.Errorf("README's metrics table lacks %s", name)
+		}
+	}
+	if n < 20 {
+		t.Errorf("only %d nodedns metrics exported", n)
+	}
+}
