@@ -8,7 +8,10 @@
 //   - names in (or under) one of Options.NX get NXDOMAIN with the zone's SOA
 //     in the authority section (TTL and MINIMUM: the zone's NegTTL), so that
 //     negative answers can be cached (RFC 2308);
-//   - other types get NODATA with an SOA for ".".
+//   - other types get NODATA with an SOA for ".";
+//   - queries for names in (or under) one of Options.Dead are counted
+//     (Stats.Dead) and never answered: a domain whose authoritative servers
+//     are down, while everything else resolves.
 //
 // Every answer can be delayed (SetDelay: e.g. a slow cluster DNS) or every
 // query dropped (SetDrop: a dead one). Stats counts what was received.
@@ -44,6 +47,10 @@ type Options struct {
 	TTL   uint32        // TTL of A/AAAA answers (default 3600)
 	NX    []Zone        // zones answered NXDOMAIN
 	Delay time.Duration // initial delay of every answer
+	// Dead are zones whose queries are counted (Stats.Dead) and never
+	// answered, e.g. "dead.bench.test." (not the root: health probes ask
+	// for ".").
+	Dead []string
 	// QueueLen bounds the delayed UDP answers held at once (default 1<<20);
 	// beyond it queries are dropped and counted in Stats.Overflow. Memory
 	// is taken as answers are queued, not up front.
@@ -59,6 +66,7 @@ type Stats struct {
 	Answered uint64 `json:"answered"` // answers written (or attempted)
 	NXDomain uint64 `json:"nxdomain"`
 	Dropped  uint64 `json:"dropped"`  // in drop mode
+	Dead     uint64 `json:"dead"`     // for a name in a dead zone (never answered)
 	Overflow uint64 `json:"overflow"` // delay queue full
 	Probes   uint64 `json:"probes"`   // queries for "." (health checks)
 	Bad      uint64 `json:"bad"`      // not a query we could parse
@@ -72,7 +80,7 @@ func (s Stats) Sub(o Stats) Stats {
 	return Stats{
 		Received: s.Received - o.Received, UDP: s.UDP - o.UDP, TCP: s.TCP - o.TCP,
 		Answered: s.Answered - o.Answered, NXDomain: s.NXDomain - o.NXDomain,
-		Dropped: s.Dropped - o.Dropped, Overflow: s.Overflow - o.Overflow,
+		Dropped: s.Dropped - o.Dropped, Dead: s.Dead - o.Dead, Overflow: s.Overflow - o.Overflow,
 		Probes: s.Probes - o.Probes, Bad: s.Bad - o.Bad, TCPConns: s.TCPConns - o.TCPConns,
 		MaxPending: s.MaxPending,
 	}
@@ -81,7 +89,8 @@ func (s Stats) Sub(o Stats) Stats {
 // Server is a running fake upstream.
 type Server struct {
 	o     Options
-	nx    []Zone // fully qualified, lower case
+	nx    []Zone   // fully qualified, lower case
+	dead  []string // fully qualified, lower case
 	udp   *net.UDPConn
 	tcp   *net.TCPListener
 	delay atomic.Int64
@@ -96,6 +105,7 @@ type Server struct {
 
 	received, udpN, tcpN, answered, nxdomain atomic.Uint64
 	dropped, overflow, probes, bad, tcpConns atomic.Uint64
+	deadN                                    atomic.Uint64
 	pending, maxPending                      atomic.Int64
 
 	wg           sync.WaitGroup
@@ -131,6 +141,12 @@ func Listen(o Options) (*Server, error) {
 	for _, z := range o.NX {
 		s.nx = append(s.nx, Zone{Name: strings.ToLower(dns.Fqdn(z.Name)), NegTTL: z.NegTTL})
 	}
+	for _, z := range o.Dead {
+		if z = strings.ToLower(dns.Fqdn(z)); z == "." {
+			return nil, errors.New("fakeup: the root cannot be a dead zone (health probes ask for it)")
+		}
+		s.dead = append(s.dead, z)
+	}
 	s.delay.Store(int64(o.Delay))
 	if s.udp, s.tcp, err = loopnet.Listen(ap); err != nil {
 		return nil, err
@@ -161,7 +177,7 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		Received: s.received.Load(), UDP: s.udpN.Load(), TCP: s.tcpN.Load(),
 		Answered: s.answered.Load(), NXDomain: s.nxdomain.Load(),
-		Dropped: s.dropped.Load(), Overflow: s.overflow.Load(), Probes: s.probes.Load(),
+		Dropped: s.dropped.Load(), Dead: s.deadN.Load(), Overflow: s.overflow.Load(), Probes: s.probes.Load(),
 		Bad: s.bad.Load(), TCPConns: s.tcpConns.Load(), MaxPending: uint64(s.maxPending.Load()),
 	}
 }
@@ -197,11 +213,15 @@ func (s *Server) respond(msg []byte) []byte {
 		s.dropped.Add(1)
 		return nil
 	}
+	name := strings.ToLower(qq.Name)
+	if inZone(name, s.dead) {
+		s.deadN.Add(1)
+		return nil
+	}
 	r := new(dns.Msg)
 	r.SetReply(q)
 	r.RecursionAvailable = true
 	r.Compress = true
-	name := strings.ToLower(qq.Name)
 	if q.Opcode != dns.OpcodeQuery {
 		r.Rcode = dns.RcodeNotImplemented
 	} else if z, ok := s.nxZone(name); ok {
@@ -244,6 +264,17 @@ func (s *Server) nxZone(name string) (Zone, bool) {
 		}
 	}
 	return Zone{}, false
+}
+
+// inZone reports whether name (lower case, fully qualified) is one of zones
+// or under one.
+func inZone(name string, zones []string) bool {
+	for _, z := range zones {
+		if name == z || strings.HasSuffix(name, "."+z) {
+			return true
+		}
+	}
+	return false
 }
 
 func soa(zone string, negTTL uint32) *dns.SOA {

@@ -100,3 +100,43 @@ func TestRefusesNonLoopback(t *testing.T) {
 		t.Fatal("listened on 0.0.0.0")
 	}
 }
+
+func TestDead(t *testing.T) {
+	s, err := Listen(Options{Dead: []string{"Dead.Test"}, NX: []Zone{{Name: "nx.test", NegTTL: 5}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, proto := range []string{"udp", "tcp"} {
+		for _, q := range []struct {
+			name  string
+			qtype uint16
+		}{{"www.dead.test.", dns.TypeA}, {"www.DEAD.test.", dns.TypeAAAA}, {"dead.test.", dns.TypeA}} {
+			if r, err := exchange(t, s, proto, q.name, q.qtype, 200*time.Millisecond); err == nil {
+				t.Errorf("%s %s: answered in a dead zone: %v", proto, q.name, r)
+			}
+		}
+		// Everything else is answered as usual: other names, a name that
+		// only ends like the zone, NXDOMAIN zones and health probes.
+		r, err := exchange(t, s, proto, "www.notdead.test.", dns.TypeA, 2*time.Second)
+		if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Fatalf("%s: a live name beside the dead zone: %v %v", proto, r, err)
+		}
+		if r, err := exchange(t, s, proto, "x.nx.test.", dns.TypeA, 2*time.Second); err != nil || r.Rcode != dns.RcodeNameError {
+			t.Fatalf("%s: NXDOMAIN beside the dead zone: %v %v", proto, r, err)
+		}
+		if r, err := exchange(t, s, proto, ".", dns.TypeNS, 2*time.Second); err != nil || r.Rcode != dns.RcodeSuccess {
+			t.Fatalf("%s: probe: %v %v", proto, r, err)
+		}
+	}
+	st := s.Stats()
+	if st.Received != 12 || st.Dead != 6 || st.Answered != 6 || st.Probes != 2 || st.Dropped != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	if d := st.Sub(Stats{Received: 2, Dead: 1}); d.Dead != 5 || d.Received != 10 {
+		t.Errorf("Sub: %+v", d)
+	}
+	if _, err := Listen(Options{Dead: []string{"."}}); err == nil {
+		t.Error("the root accepted as a dead zone")
+	}
+}

@@ -138,6 +138,7 @@ func runFakeUpstream(ctx context.Context, args []string) error {
 	drop := fs.Bool("drop", false, "drop every query")
 	ttl := fs.Uint("ttl", 3600, "TTL of A/AAAA answers")
 	nx := fs.String("nx", "cluster.local:5", "zones answered NXDOMAIN, `ZONE:NEGTTL`[,...]")
+	dead := fs.String("dead", "", "zones whose queries are counted and never answered, `ZONE`[,...]")
 	duration := fs.Duration("duration", 10*time.Minute, "stop after `D`")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -151,7 +152,7 @@ func runFakeUpstream(ctx context.Context, args []string) error {
 	if *duration <= 0 {
 		return usagef("duration", "must be > 0")
 	}
-	o := fakeup.Options{Addr: *listen, TTL: uint32(*ttl), Delay: *delay}
+	o := fakeup.Options{Addr: *listen, TTL: uint32(*ttl), Delay: *delay, Dead: splitList(*dead)}
 	for _, z := range splitList(*nx) {
 		name, t, ok := strings.Cut(z, ":")
 		n, err := strconv.ParseUint(t, 10, 32)
