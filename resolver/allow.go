@@ -21,7 +21,10 @@ var DefaultAllow = []netip.Prefix{
 type allowList struct{ prefixes []netip.Prefix }
 
 func (l *allowList) allows(a netip.Addr) bool {
-	a = a.Unmap() // IPv4 clients of a dual-stack socket arrive as ::ffff:a.b.c.d
+	// IPv4 clients of a dual-stack socket arrive as ::ffff:a.b.c.d; a
+	// link-local IPv6 client over TCP carries its zone (fe80::1%eth0), which
+	// no prefix contains.
+	a = a.Unmap().WithZone("")
 	for _, p := range l.prefixes {
 		if p.Contains(a) {
 			return true
