@@ -311,6 +311,8 @@ func fmtTarget(v float64, unit string) string {
 		return pctf(v)
 	case "qps/core":
 		return intf(v) + " qps/core"
+	case "count":
+		return intf(v)
 	}
 	return fmtNum(v, 4)
 }
@@ -355,6 +357,8 @@ func writeScenario(b *strings.Builder, s *Scenario, res *Results) {
 			cpu[0],
 			row{label: "**qps per core**", n: val(n, func(r *ServerRun) float64 { return r.QPSPerCore }), c: val(c, func(r *ServerRun) float64 { return r.QPSPerCore }), format: intf, ratio: true},
 			lossRow("lost", n, c, load),
+			row{label: "cache misses during the run (server's counter)", n: val(n, CacheMisses), c: val(c, CacheMisses), format: intf},
+			row{label: "upstream queries received (health probes excluded)", n: val(n, upstreamQueries), c: val(c, upstreamQueries), format: intf},
 		)
 		rows = append(rows, latRows("latency", n, c, load)...)
 		rows = append(rows, cpu[1], cpu[2], cpu[3])
@@ -394,7 +398,7 @@ func writeScenario(b *strings.Builder, s *Scenario, res *Results) {
 		rows = append(rows, cpu...)
 		rows = append(rows,
 			row{label: "RSS before the storm (MB)", n: val(n, func(r *ServerRun) float64 { return float64(r.RSSBefore) / 1e6 }), c: val(c, func(r *ServerRun) float64 { return float64(r.RSSBefore) / 1e6 }), format: func(v float64) string { return fmtNum(v, 1) }},
-			row{label: "shed / limited / coalesced / stale", format: intf, text: [2]string{
+			row{label: "shed / queued / coalesced / stale", format: intf, text: [2]string{
 				metricCell(n, "nodedns_shed_total", "nodedns_coalesced_total", "nodedns_stale_served_total", "nodedns_queued_total", "nodedns_dropped_total"),
 				metricCell(c, "coredns_forward_max_concurrent_rejects_total")}},
 			row{label: "server's own counters", format: intf, text: [2]string{
@@ -544,6 +548,11 @@ func received(r *ServerRun) string {
 		return "-"
 	}
 	return intf(float64(r.Upstream.Received))
+}
+
+// upstreamQueries is what the upstream received besides health probes.
+func upstreamQueries(r *ServerRun) float64 {
+	return float64(r.Upstream.Received - r.Upstream.Probes)
 }
 
 func drops(r *ServerRun) float64   { return float64(r.ServerDrops) }

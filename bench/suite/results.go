@@ -3,9 +3,11 @@ package suite
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/nodedns/nodedns/bench"
 	"github.com/nodedns/nodedns/bench/fakeup"
@@ -258,6 +260,43 @@ func FailedPct(r *bench.Report) float64 {
 	return 100 * float64(Failed(r)) / float64(r.Sent)
 }
 
+// outcome describes a report's answers: "N/M NOERROR", followed by the
+// count of every other RCODE and of lost queries, if any.
+func outcome(r *bench.Report) string {
+	if r == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("%d/%d NOERROR", r.Rcodes["NOERROR"], r.Sent)
+	var other []string
+	for _, rc := range slices.Sorted(maps.Keys(r.Rcodes)) {
+		if rc != "NOERROR" && r.Rcodes[rc] > 0 {
+			other = append(other, fmt.Sprintf("%s %d", rc, r.Rcodes[rc]))
+		}
+	}
+	if r.Lost > 0 {
+		other = append(other, fmt.Sprintf("lost %d", r.Lost))
+	}
+	if len(other) > 0 {
+		s += " (" + strings.Join(other, ", ") + ")"
+	}
+	return s
+}
+
+// CacheMisses is the server's own count of cache misses over the measured
+// phase (nodedns_cache_misses_total or coredns_cache_misses_total), NaN if
+// the run has no such counter.
+func CacheMisses(r *ServerRun) float64 {
+	if r == nil {
+		return math.NaN()
+	}
+	for _, m := range []string{"nodedns_cache_misses_total", "coredns_cache_misses_total"} {
+		if r.Metrics.Has(m) {
+			return r.Metrics.Sum(m)
+		}
+	}
+	return math.NaN()
+}
+
 // Target statuses.
 const (
 	Pass = "PASS"
@@ -335,6 +374,22 @@ func Evaluate(res *Results) []Target {
 		if usable(n) {
 			t.Value = n.QPSPerCore
 			t.Detail = fmt.Sprintf("%.0f qps on %.2f cores", n.Load.QPS, n.Cores)
+		}
+		add(t)
+		t = Target{ID: "hit-misses", Scenario: ScHit, Desc: "cache misses after a one-burst warm-up from one client address (server's counter), nodedns",
+			Op: "<=", Threshold: 0, Unit: "count", Value: na}
+		if usable(n) && !math.IsNaN(CacheMisses(n)) {
+			t.Value = CacheMisses(n)
+			t.Detail = fmt.Sprintf("%.0f of %d queries; the upstream received %d queries besides health probes",
+				t.Value, n.Load.Sent, n.Upstream.Received-n.Upstream.Probes)
+			if usable(c) && !math.IsNaN(CacheMisses(c)) {
+				t.Detail += fmt.Sprintf("; CoreDNS: %.0f misses of %d queries", CacheMisses(c), c.Load.Sent)
+			}
+			if t.Value > 0 && n.Warmup != "" {
+				t.Detail += "; warm-up: " + strings.TrimSuffix(n.Warmup, ".")
+			}
+		} else if usable(n) {
+			t.Detail = "nodedns exposes no nodedns_cache_misses_total"
 		}
 		add(t)
 	}

@@ -61,8 +61,8 @@ func TestParseLoadavg(t *testing.T) {
 
 const sampleMetrics = `# HELP nodedns_shed_total Queries shed.
 # TYPE nodedns_shed_total counter
-nodedns_shed_total{reason="client_rate"} 46337
-nodedns_shed_total{reason="inflight"} 12
+nodedns_shed_total{reason="pushed_out"} 46337
+nodedns_shed_total{reason="queue_timeout"} 12
 nodedns_shed_total{reason="waiters"} 0
 go_goroutines 515
 weird_total{a="x}y",b="say \"hi\""} 3 1700000000000
@@ -79,7 +79,7 @@ func TestParseMetrics(t *testing.T) {
 		t.Errorf("shed sum %v", got)
 	}
 	by := m.By("nodedns_shed_total", "reason")
-	if by["client_rate"] != 46337 || by["inflight"] != 12 || len(by) != 3 {
+	if by["pushed_out"] != 46337 || by["queue_timeout"] != 12 || len(by) != 3 {
 		t.Errorf("by reason %v", by)
 	}
 	if m.Sum("go_goroutines") != 515 || !m.Has("go_goroutines") || m.Has("go_threads") {
@@ -95,9 +95,9 @@ func TestParseMetrics(t *testing.T) {
 	if m[`nodedns_request_duration_seconds_bucket{le="+Inf"}`] != 1e6 || !math.IsNaN(m["nan_gauge"]) {
 		t.Errorf("values: %v", m)
 	}
-	before := Metrics{`nodedns_shed_total{reason="client_rate"}`: 337, "go_goroutines": 10}
+	before := Metrics{`nodedns_shed_total{reason="pushed_out"}`: 337, "go_goroutines": 10}
 	d := m.Delta(before, "nodedns_shed_total")
-	if d[`nodedns_shed_total{reason="client_rate"}`] != 46000 || d[`nodedns_shed_total{reason="inflight"}`] != 12 || len(d) != 3 {
+	if d[`nodedns_shed_total{reason="pushed_out"}`] != 46000 || d[`nodedns_shed_total{reason="queue_timeout"}`] != 12 || len(d) != 3 {
 		t.Errorf("delta %v", d)
 	}
 	if _, err := ParseMetrics("foo{a=\"b\" 1\n"); err == nil {
@@ -127,8 +127,12 @@ func sampleResults() *Results {
 	res.Servers = []ServerBin{{Name: NodeDNS, Path: "bin/nodedns", Version: "dev", Args: []string{"--listen", "127.0.0.1:1"}}}
 	res.Scenarios = []*Scenario{
 		{ID: ScHit, Title: titles[ScHit], Runs: []*ServerRun{
-			{Server: NodeDNS, Load: report(2_000_000, 2_000_000, ok(2_000_000), 0.5, 1.5), Cores: 0.8, GoroutinesMax: 12},
-			{Server: CoreDNS, Load: report(400_000, 400_000, ok(400_000), 4, 7), Cores: 1.0, GoroutinesMax: 25},
+			{Server: NodeDNS, Load: report(2_000_000, 2_000_000, ok(2_000_000), 0.5, 1.5), Cores: 0.8, GoroutinesMax: 12,
+				Metrics: Metrics{"nodedns_cache_misses_total": 0}, Upstream: fakeup.Stats{Received: 5, Probes: 5},
+				Warmup: "5000 names from one client address (127.0.1.1), up to 500 outstanding at once on 16 sockets; one pass: 4990/5000 NOERROR (SERVFAIL 10), p50 1.000 ms, p99 2.000 ms."},
+			{Server: CoreDNS, Load: report(400_000, 400_000, ok(400_000), 4, 7), Cores: 1.0, GoroutinesMax: 25,
+				Metrics:  Metrics{`coredns_cache_misses_total{server="dns://127.0.0.1:1",type="success"}`: 2, `coredns_cache_misses_total{server="dns://127.0.0.1:1",type="denial"}`: 1},
+				Upstream: fakeup.Stats{Received: 3}},
 		}},
 		{ID: ScLatency, Title: titles[ScLatency], Runs: []*ServerRun{
 			{Server: NodeDNS, Load: report(200_000, 200_000, ok(200_000), 0.1, 0.42)},
@@ -139,7 +143,7 @@ func sampleResults() *Results {
 			{Server: NodeDNS, Load: report(400_000, 399_000, map[string]uint64{"SERVFAIL": 399_000}, 0.15, 30),
 				Bystanders: report(40_000, 40_000, ok(40_000), 0.14, 1.1),
 				RSSPeak:    45e6, Upstream: fakeup.Stats{Received: 500},
-				Metrics: Metrics{`nodedns_shed_total{reason="client_rate"}`: 300_000, `nodedns_shed_total{reason="waiters"}`: 0}},
+				Metrics: Metrics{`nodedns_shed_total{reason="pushed_out"}`: 300_000, `nodedns_shed_total{reason="waiters"}`: 0}},
 			{Server: CoreDNS, Load: report(400_000, 100_000, map[string]uint64{"SERVFAIL": 90_000, "NOERROR": 10_000}, 4000, 4200),
 				Bystanders: report(40_000, 14_000, ok(14_000), 45, 190),
 				RSSPeak:    430e6, Upstream: fakeup.Stats{Received: 250_000}},
@@ -189,6 +193,7 @@ func TestEvaluate(t *testing.T) {
 	want := map[string]string{
 		"hit-ratio":                    Pass, // 250k vs 40k qps/core = 6.25x
 		"hit-qps":                      Pass,
+		"hit-misses":                   Pass, // 0 misses
 		"latency-p99":                  Miss, // 0.42 > 0.3
 		"nx-upstream":                  Pass, // bursts: 4/3 vs 1498/3
 		"ndots-upstream":               NA,   // nodedns failed
@@ -221,6 +226,22 @@ func TestEvaluate(t *testing.T) {
 	if v := targetByID(res.Targets, "storm-delay-upstream").Value; math.Abs(v-500.0/400_000) > 1e-12 {
 		t.Errorf("storm upstream ratio %v", v)
 	}
+
+	if d := targetByID(res.Targets, "hit-misses").Detail; d != "0 of 2000000 queries; the upstream received 0 queries besides health probes; CoreDNS: 3 misses of 400000 queries" {
+		t.Errorf("hit-misses detail: %s", d)
+	}
+	// A miss after the warm-up: MISS, and the warm-up is quoted.
+	hn := res.Scenario(ScHit).Run(NodeDNS)
+	hn.Metrics = Metrics{"nodedns_cache_misses_total": 10}
+	if got := targetByID(Evaluate(res), "hit-misses"); got.Status != Miss || got.Value != 10 || !strings.Contains(got.Detail, "warm-up: 5000 names from one client address") {
+		t.Errorf("hit misses: %+v", got)
+	}
+	// No counter: not measured.
+	hn.Metrics = Metrics{"nodedns_cache_hits_total": 10}
+	if got := targetByID(Evaluate(res), "hit-misses"); got.Status != NA || !strings.Contains(got.Detail, "no nodedns_cache_misses_total") {
+		t.Errorf("hit misses without the counter: %+v", got)
+	}
+	hn.Metrics = Metrics{"nodedns_cache_misses_total": 0}
 
 	// Bystanders with losses over 0.1%: MISS; p99 over 2 ms: MISS.
 	st := res.Scenario(ScStorm).Run(NodeDNS)
@@ -326,9 +347,13 @@ func TestWriteMarkdown(t *testing.T) {
 		"**nodedns missed 1 of",
 		"![latency distributions](2026-11-24.svg)",
 		"| **qps per core** | 250,000 | 40,000 | 6.25× |",
+		"| cache misses during the run (server's counter) | 0 | 3 |  |",
+		"| upstream queries received (health probes excluded) | 0 | 3 |  |",
+		"| cache misses after a one-burst warm-up from one client address (server's counter), nodedns | 0 | <= 0 | PASS |",
+		"nodedns warm-up: 5000 names from one client address (127.0.1.1)",
 		"| upstream queries per storm query | 0.0013 | 0.6250 |",
 		"| storm answers | SERVFAIL 99.8%, lost 0.2% |",
-		"`nodedns_shed_total{reason=\"client_rate\"}` 300,000",
+		"`nodedns_shed_total{reason=\"pushed_out\"}` 300,000",
 		"Generator floor (the same load against a trivial echo responder",
 		"**nodedns failed:** nodedns exited during the scenario",
 		"| upstream queries per lookup | - | 8.0000 | - |",
@@ -537,6 +562,21 @@ func TestAggregateBursts(t *testing.T) {
 	}
 	if m, _, _ := BurstUpstream(nil); !math.IsNaN(m) {
 		t.Error("no bursts: want NaN")
+	}
+}
+
+func TestOutcome(t *testing.T) {
+	for _, c := range []struct {
+		r    *bench.Report
+		want string
+	}{
+		{nil, "-"},
+		{report(100, 100, ok(100), 1, 2), "100/100 NOERROR"},
+		{report(100, 97, map[string]uint64{"NOERROR": 90, "SERVFAIL": 5, "REFUSED": 2}, 1, 2), "90/100 NOERROR (REFUSED 2, SERVFAIL 5, lost 3)"},
+	} {
+		if got := outcome(c.r); got != c.want {
+			t.Errorf("outcome = %q, want %q", got, c.want)
+		}
 	}
 }
 
