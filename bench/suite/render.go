@@ -382,7 +382,7 @@ func writeScenario(b *strings.Builder, s *Scenario, res *Results) {
 		rows = append(rows,
 			row{label: "generator send lag p99 (ms)", n: val(n, sendLag), c: val(c, sendLag), format: fmtMs},
 			cpu[0], cpu[1], cpu[3])
-	case ScStorm, ScStormDrop:
+	case ScStorm, ScStormDrop, ScStormShared:
 		rows = append(rows,
 			row{label: "storm queries sent", n: val(n, sent), c: val(c, sent), format: intf},
 			row{label: "storm answers", format: intf, text: [2]string{str(n, func(r *ServerRun) string { return rcodes(r.Load) }), str(c, func(r *ServerRun) string { return rcodes(r.Load) })}},

@@ -516,6 +516,9 @@ func fetchProfile(base string, seconds int, path string) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
+// stormAddr is the address of storm client i (127.0.0.16...).
+func stormAddr(i int) string { return fmt.Sprintf("127.0.0.%d", 16+i) }
+
 // addrs returns n loopback addresses 127.0.<block>.1...
 func addrs(block, n int) []string {
 	out := make([]string, n)
@@ -624,18 +627,25 @@ func (r *runner) scenarioFunc(id string, sc *Scenario) scenarioFunc {
 				return err
 			})
 		}
-	case ScStorm, ScStormDrop:
+	case ScStorm, ScStormDrop, ScStormShared:
 		what := fmt.Sprintf("delays every answer by %v", o.StormDelay)
 		if id == ScStormDrop {
 			what = "drops every query (a dead cluster DNS)"
 		}
+		// Bystanders from their own address, or (storm-shared) from the
+		// storm's first one: a pod whose retry storm must not starve its
+		// own other lookups, or hostNetwork pods sharing the node's address.
+		byAddr, byWhere := "127.0.0.3", "127.0.0.3"
+		if id == ScStormShared {
+			byAddr, byWhere = stormAddr(0), stormAddr(0)+", **the storm's first client address**"
+		}
 		sc.Setup = fmt.Sprintf("%d bystander names are cached first. Then for %v the upstream %s while a storm of unique random names (all misses) "+
 			"arrives as an **open loop at %.0f qps** from %d client addresses (127.0.0.16+, %d sockets), and bystanders ask the cached names at a steady %.0f qps "+
-			"(open loop, 127.0.0.3). Open loop because retrying clients do not wait for answers: a closed loop would let a server that stalls receive less load "+
+			"(open loop, %s). Open loop because retrying clients do not wait for answers: a closed loop would let a server that stalls receive less load "+
 			"than one that answers, and the upstream/storm ratio would compare different loads. Client timeout %v (glibc's); a query without an answer by then is lost. "+
 			"Upstream queries are counted until the last storm query has been answered or timed out. "+
 			"A bystander counts as failed when lost or answered with an RCODE other than NOERROR.",
-			o.BystanderNames, o.StormDuration, what, o.StormQPS, o.StormClients, o.StormSockets, o.BystanderQPS, o.StormTimeout)
+			o.BystanderNames, o.StormDuration, what, o.StormQPS, o.StormClients, o.StormSockets, o.BystanderQPS, byWhere, o.StormTimeout)
 		drop := id == ScStormDrop
 		return func(ctx context.Context, p *proc, run *ServerRun, prof *profileReq) error {
 			w, err := warm(ctx, p.dns, o.BystanderNames, byZone, true)
@@ -645,7 +655,7 @@ func (r *runner) scenarioFunc(id string, sc *Scenario) scenarioFunc {
 			run.Warmup = w
 			sources := make([]string, o.StormClients)
 			for i := range sources {
-				sources[i] = fmt.Sprintf("127.0.0.%d", 16+i)
+				sources[i] = stormAddr(i)
 			}
 			if drop {
 				r.up.SetDrop(true)
@@ -668,7 +678,7 @@ func (r *runner) scenarioFunc(id string, sc *Scenario) scenarioFunc {
 				wg.Go(func() {
 					run.Bystanders, berr = bench.Run(ctx, bench.Config{
 						Server: p.dns, Names: o.BystanderNames, Zone: byZone, QPS: o.BystanderQPS, Sockets: o.BystanderSockets,
-						Sources: []string{"127.0.0.3"}, Duration: o.StormDuration, Timeout: o.StormTimeout, Curve: true,
+						Sources: []string{byAddr}, Duration: o.StormDuration, Timeout: o.StormTimeout, Curve: true,
 					})
 				})
 				wg.Wait()

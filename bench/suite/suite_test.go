@@ -148,6 +148,14 @@ func sampleResults() *Results {
 				Bystanders: report(40_000, 14_000, ok(14_000), 45, 190),
 				RSSPeak:    430e6, Upstream: fakeup.Stats{Received: 250_000}},
 		}},
+		{ID: ScStormShared, Title: titles[ScStormShared], Runs: []*ServerRun{
+			{Server: NodeDNS, Load: report(400_000, 400_000, map[string]uint64{"SERVFAIL": 400_000}, 0.15, 30),
+				Bystanders: report(40_000, 40_000, ok(40_000), 0.15, 1.2),
+				RSSPeak:    47e6, Upstream: fakeup.Stats{Received: 600}},
+			{Server: CoreDNS, Load: report(400_000, 100_000, map[string]uint64{"SERVFAIL": 100_000}, 4000, 4200),
+				Bystanders: report(40_000, 10_000, ok(10_000), 50, 200),
+				RSSPeak:    440e6, Upstream: fakeup.Stats{Received: 250_000}},
+		}},
 		{ID: ScNX, Title: titles[ScNX], Runs: []*ServerRun{
 			{Server: NodeDNS, Load: report(100_000, 100_000, map[string]uint64{"NXDOMAIN": 100_000}, 0.1, 0.5), Upstream: fakeup.Stats{Received: 200}},
 			{Server: CoreDNS, Load: report(100_000, 100_000, map[string]uint64{"NXDOMAIN": 100_000}, 0.1, 0.5), Upstream: fakeup.Stats{Received: 2000}},
@@ -201,6 +209,10 @@ func TestEvaluate(t *testing.T) {
 		"storm-delay-bystander-loss":   Pass,
 		"storm-delay-bystander-p99":    Pass,
 		"storm-delay-upstream":         Pass, // 500/400k
+		"storm-shared-rss":             Pass,
+		"storm-shared-bystander-loss":  Pass,
+		"storm-shared-bystander-p99":   Pass,
+		"storm-shared-upstream":        Pass, // 600/400k
 		"storm-drop-rss":               "missing storm-drop-rss",
 		"storm-drop-bystander-loss":    "missing storm-drop-bystander-loss",
 		"storm-drop-upstream (absent)": "",
@@ -253,6 +265,17 @@ func TestEvaluate(t *testing.T) {
 	if got := targetByID(ts, "storm-delay-bystander-p99"); got.Status != Miss {
 		t.Errorf("bystander p99: %+v", got)
 	}
+	// The same targets hold when the bystanders share the storm's address.
+	sh := res.Scenario(ScStormShared).Run(NodeDNS)
+	sh.Bystanders = report(10_000, 9_980, ok(9_980), 0.2, 2.5)
+	sh.RSSPeak = 120e6
+	ts = Evaluate(res)
+	for _, id := range []string{"storm-shared-bystander-loss", "storm-shared-bystander-p99", "storm-shared-rss"} {
+		if got := targetByID(ts, id); got.Status != Miss || !strings.HasPrefix(got.Desc, "3c ") {
+			t.Errorf("%s: %+v", id, got)
+		}
+	}
+	sh.Bystanders, sh.RSSPeak = report(40_000, 40_000, ok(40_000), 0.15, 1.2), 47e6
 	// SERVFAIL answers count as failures, like losses.
 	st.Bystanders = report(10_000, 10_000, map[string]uint64{"NOERROR": 9_000, "SERVFAIL": 1_000}, 0.2, 1)
 	if got := targetByID(Evaluate(res), "storm-delay-bystander-loss"); got.Status != Miss || got.Value != 10 {
@@ -368,6 +391,8 @@ func TestWriteMarkdown(t *testing.T) {
 		"Negative caching alone predicts 5,200 upstream queries here",
 		"| p99 above the generator floor's p99 (0.200 ms) | 0.220 | 2.10 | 0.10× |",
 		"| 3a peak RSS (VmHWM) during the storm, nodedns |",
+		"## 3c. Retry storm, bystanders on the storm's own client address",
+		"| 3c bystander queries without a NOERROR answer, nodedns | 0.000% | <= 0.100% | PASS |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
@@ -400,10 +425,14 @@ func TestWriteMarkdown(t *testing.T) {
 func TestWriteSVG(t *testing.T) {
 	res := sampleResults()
 	panels := Panels(res)
-	// hit, latency, storm bystanders, storm queries, nx, (ndots: only
-	// CoreDNS's lookups have no curve) = 5
-	if len(panels) != 5 {
-		t.Fatalf("%d panels, want 5", len(panels))
+	// hit, latency, storm bystanders, storm queries, shared-address storm
+	// bystanders and queries, nx, (ndots: only CoreDNS's lookups have no
+	// curve) = 7
+	if len(panels) != 7 {
+		t.Fatalf("%d panels, want 7", len(panels))
+	}
+	if got := panels[4].Title; got != "storm (upstream delays 2s, shared address): bystanders" {
+		t.Errorf("panel 4: %q", got)
 	}
 	if n := len(panels[1].Series); n != 3 {
 		t.Errorf("latency panel has %d series, want 3 (with the floor)", n)
@@ -413,8 +442,8 @@ func TestWriteSVG(t *testing.T) {
 		t.Fatal(err)
 	}
 	svg := b.String()
-	if got := strings.Count(svg, "<polyline"); got != 11 {
-		t.Errorf("%d polylines, want 11", got)
+	if got := strings.Count(svg, "<polyline"); got != 15 {
+		t.Errorf("%d polylines, want 15", got)
 	}
 	d := xml.NewDecoder(strings.NewReader(svg))
 	for {

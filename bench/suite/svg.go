@@ -57,10 +57,13 @@ func Panels(res *Results) []Panel {
 			add("cache hits, closed loop at max rate", s, loadCurve)
 		case ScLatency:
 			add("cache hits, fixed open-loop load", s, loadCurve)
-		case ScStorm, ScStormDrop:
+		case ScStorm, ScStormDrop, ScStormShared:
 			v := "upstream delays " + res.Params.StormDelay.String()
 			if s.ID == ScStormDrop {
 				v = "upstream drops all"
+			}
+			if s.ID == ScStormShared {
+				v += ", shared address"
 			}
 			add("storm ("+v+"): bystanders", s, func(r *ServerRun) []bench.CurvePoint {
 				if r.Bystanders == nil {
