@@ -75,6 +75,14 @@ type Params struct {
 	BystanderNames   int           `json:"bystander_names"`
 	BystanderSockets int           `json:"bystander_sockets"`
 
+	// fair: one client address (127.0.0.16) storms the upstream, which
+	// delays every answer by StormDelay, with unique names at FairQPS (open
+	// loop) while a quiet client (127.0.0.4) asks unique names at
+	// FairQuietQPS, from fairQuietDelay after the storm's start to its end.
+	FairQPS      float64       `json:"fair_qps"`
+	FairQuietQPS float64       `json:"fair_quiet_qps"`
+	FairDuration time.Duration `json:"fair_duration"`
+
 	NXNames    int           `json:"nx_names"`
 	NXQPS      float64       `json:"nx_qps"`
 	NXDuration time.Duration `json:"nx_duration"`
@@ -100,6 +108,13 @@ type Params struct {
 const (
 	burstTimeout = 2 * time.Second
 	burstPause   = 300 * time.Millisecond
+)
+
+// fair: the storm client's sockets, and how long after the storm's start
+// the quiet client begins (so that it asks while the storm holds the slots).
+const (
+	fairSockets    = 16
+	fairQuietDelay = time.Second
 )
 
 // DefaultOptions returns the defaults `make bench` uses.
@@ -133,6 +148,10 @@ func DefaultOptions() Options {
 			BystanderQPS:     2000,
 			BystanderNames:   1000,
 			BystanderSockets: 8,
+
+			FairQPS:      5000,
+			FairQuietQPS: 20,
+			FairDuration: 20 * time.Second,
 
 			NXNames:    200,
 			NXQPS:      10000,
@@ -217,6 +236,9 @@ func (o *Options) fill() error {
 	setF(&p.BystanderQPS, dp.BystanderQPS)
 	setInt(&p.BystanderNames, dp.BystanderNames)
 	setInt(&p.BystanderSockets, dp.BystanderSockets)
+	setF(&p.FairQPS, dp.FairQPS)
+	setF(&p.FairQuietQPS, dp.FairQuietQPS)
+	setDur(&p.FairDuration, dp.FairDuration)
 	setInt(&p.NXNames, dp.NXNames)
 	setF(&p.NXQPS, dp.NXQPS)
 	setDur(&p.NXDuration, dp.NXDuration)
@@ -248,6 +270,9 @@ func (o *Options) fill() error {
 	}
 	if p.NXBursts < 1 || p.NXBurstSize < 1 || p.NXBurstRTT < 0 {
 		return fmt.Errorf("nx bursts and burst size must be > 0, burst RTT >= 0")
+	}
+	if p.FairDuration < 2*fairQuietDelay || p.FairQPS < 0 || p.FairQuietQPS < 0 {
+		return fmt.Errorf("fair: duration at least %v, rates > 0", 2*fairQuietDelay)
 	}
 	if p.HitSockets > p.HitConcurrency {
 		return fmt.Errorf("hit sockets (%d) exceed hit concurrency (%d)", p.HitSockets, p.HitConcurrency)

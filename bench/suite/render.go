@@ -180,6 +180,7 @@ func lossRow(label string, n, c *ServerRun, get func(*ServerRun) *bench.Report) 
 
 func load(r *ServerRun) *bench.Report       { return r.Load }
 func bystanders(r *ServerRun) *bench.Report { return r.Bystanders }
+func quiet(r *ServerRun) *bench.Report      { return r.Quiet }
 
 // metricRows lists the non-zero counter deltas of a run (shed by reason,
 // coalesced, stale served, ...) as one cell.
@@ -404,6 +405,31 @@ func writeScenario(b *strings.Builder, s *Scenario, res *Results) {
 			row{label: "server's own counters", format: intf, text: [2]string{
 				metricCell(n, "nodedns_upstream_requests_total", "nodedns_upstream_errors_total"),
 				metricCell(c, "coredns_forward_requests_total", "coredns_forward_responses_total", "coredns_dns_responses_total")}},
+		)
+	case ScFair:
+		quietSent := func(r *ServerRun) float64 {
+			if r.Quiet == nil {
+				return math.NaN()
+			}
+			return float64(r.Quiet.Sent)
+		}
+		rows = append(rows,
+			row{label: "storm queries sent (one address)", n: val(n, sent), c: val(c, sent), format: intf},
+			row{label: "storm answers", format: intf, text: [2]string{str(n, func(r *ServerRun) string { return rcodes(r.Load) }), str(c, func(r *ServerRun) string { return rcodes(r.Load) })}},
+		)
+		rows = append(rows, latRows("storm latency", n, c, load)...)
+		rows = append(rows,
+			row{label: "quiet client's queries sent", n: val(n, quietSent), c: val(c, quietSent), format: intf},
+			row{label: "**quiet client answered NOERROR**", n: val(n, func(r *ServerRun) float64 { return NoErrorPct(r.Quiet) }), c: val(c, func(r *ServerRun) float64 { return NoErrorPct(r.Quiet) }), format: pctf, ratio: true},
+			row{label: "quiet client's answers", format: intf, text: [2]string{str(n, func(r *ServerRun) string { return rcodes(r.Quiet) }), str(c, func(r *ServerRun) string { return rcodes(r.Quiet) })}},
+		)
+		rows = append(rows, latRows("quiet client", n, c, quiet)...)
+		rows = append(rows, upRows("per storm query")...)
+		rows = append(rows, cpu...)
+		rows = append(rows,
+			row{label: "shed / queued / coalesced / stale", format: intf, text: [2]string{
+				metricCell(n, "nodedns_shed_total", "nodedns_coalesced_total", "nodedns_stale_served_total", "nodedns_queued_total", "nodedns_dropped_total"),
+				metricCell(c, "coredns_forward_max_concurrent_rejects_total")}},
 		)
 	case ScNX:
 		rows = append(rows,

@@ -28,13 +28,15 @@ const (
 	// ScStormShared is storm-delay with the bystanders on the storm's
 	// first client address.
 	ScStormShared = "storm-shared"
-	ScNX          = "nx"
-	ScNXBurst     = "nx-burst"
-	ScNdots       = "ndots"
+	// ScFair: one address storms a slow upstream, a quiet one does misses.
+	ScFair    = "fair"
+	ScNX      = "nx"
+	ScNXBurst = "nx-burst"
+	ScNdots   = "ndots"
 )
 
 // AllScenarios lists every scenario in the order the suite runs them.
-var AllScenarios = []string{ScHit, ScLatency, ScStorm, ScStormDrop, ScStormShared, ScNX, ScNXBurst, ScNdots}
+var AllScenarios = []string{ScHit, ScLatency, ScStorm, ScStormDrop, ScStormShared, ScFair, ScNX, ScNXBurst, ScNdots}
 
 var titles = map[string]string{
 	ScHit:         "1. Cache-hit throughput",
@@ -42,6 +44,7 @@ var titles = map[string]string{
 	ScStorm:       "3a. Retry storm, upstream delays every answer",
 	ScStormDrop:   "3b. Retry storm, upstream drops everything",
 	ScStormShared: "3c. Retry storm, bystanders on the storm's own client address",
+	ScFair:        "3d. Fair share: one address storms a slow upstream, a quiet one does misses",
 	ScNX:          "4a. Negative caching, steady state: repeated NXDOMAIN names",
 	ScNXBurst:     "4b. Negative caching, N identical misses → upstream",
 	ScNdots:       "5. ndots:5 search-list amplification",
@@ -123,6 +126,7 @@ type ServerRun struct {
 
 	Load       *bench.Report `json:"load,omitempty"`       // the scenario's load (the storm in storm-*)
 	Bystanders *bench.Report `json:"bystanders,omitempty"` // storm-*: steady cached traffic
+	Quiet      *bench.Report `json:"quiet,omitempty"`      // fair: the quiet client's misses
 
 	// CPU of the server process over the measured phase.
 	CPUSeconds float64 `json:"cpu_s"`
@@ -301,6 +305,15 @@ func CacheMisses(r *ServerRun) float64 {
 	return math.NaN()
 }
 
+// NoErrorPct is the share of r's queries answered NOERROR, in percent (NaN
+// without queries).
+func NoErrorPct(r *bench.Report) float64 {
+	if r == nil || r.Sent == 0 {
+		return math.NaN()
+	}
+	return 100 * float64(r.Rcodes["NOERROR"]) / float64(r.Sent)
+}
+
 // Target statuses.
 const (
 	Pass = "PASS"
@@ -334,6 +347,7 @@ const (
 	TargetBystanderLoss  = 0.1     // percent
 	TargetBystanderP99Ms = 2.0
 	TargetStormUpstream  = 0.05 // upstream queries per storm query
+	TargetFairQuiet      = 99.0 // percent of the quiet client's misses answered NOERROR
 )
 
 func check(value float64, op string, threshold float64) string {
@@ -517,7 +531,31 @@ func Evaluate(res *Results) []Target {
 		}
 		add(t)
 	}
+	{
+		s := res.Scenario(ScFair)
+		n, c := s.Run(NodeDNS), s.Run(CoreDNS)
+		t := Target{ID: "fair-quiet", Scenario: ScFair, Desc: "3d quiet client's misses answered NOERROR while another address storms a slow upstream, nodedns",
+			Op: ">=", Threshold: TargetFairQuiet, Unit: "%", Value: na}
+		if usable(n) && n.Quiet != nil && n.Quiet.Sent > 0 {
+			q := n.Quiet
+			t.Value = NoErrorPct(q)
+			t.Detail = fmt.Sprintf("%s; p50 %s, p99 %s ms against the upstream's %v", outcome(q), fmtMs(latOf(q).P50), fmtMs(latOf(q).P99), res.Params.StormDelay)
+			if usable(c) && c.Quiet != nil && c.Quiet.Sent > 0 {
+				t.Detail += fmt.Sprintf("; CoreDNS %.1f%%", NoErrorPct(c.Quiet))
+			}
+		}
+		add(t)
+	}
 	return ts
+}
+
+// latOf is r's latency, NaN throughout without answers.
+func latOf(r *bench.Report) bench.Latency {
+	if r == nil || r.Answered == 0 {
+		n := math.NaN()
+		return bench.Latency{P50: n, P90: n, P99: n, P999: n, Max: n, Mean: n}
+	}
+	return r.Latency
 }
 
 // NdotsCachePrediction is the upstream queries negative caching alone

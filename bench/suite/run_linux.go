@@ -32,6 +32,7 @@ const (
 	hitZone   = "hit.bench.test."
 	byZone    = "by.bench.test."
 	stormZone = "storm.bench.test."
+	quietZone = "quiet.bench.test." // fair: the quiet client's misses
 	nxZone    = "nx.bench.test."
 	extZone   = "bench.test" // ndots: www.ext-N.bench.test (3 dots < ndots 5)
 )
@@ -516,6 +517,9 @@ func fetchProfile(base string, seconds int, path string) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
+// quietAddr is the quiet client of the fair scenario.
+const quietAddr = "127.0.0.4"
+
 // stormAddr is the address of storm client i (127.0.0.16...).
 func stormAddr(i int) string { return fmt.Sprintf("127.0.0.%d", 16+i) }
 
@@ -683,6 +687,41 @@ func (r *runner) scenarioFunc(id string, sc *Scenario) scenarioFunc {
 				})
 				wg.Wait()
 				return errors.Join(serr, berr)
+			})
+		}
+	case ScFair:
+		sc.Setup = fmt.Sprintf("For %v the upstream delays every answer by %v (a slow cluster DNS). One client address (%s, %d sockets) storms it with unique "+
+			"random names (all misses) as an **open loop at %.0f qps**, far more than the upstream can have in flight; from %v after the storm's start to its end "+
+			"a quiet client (%s, one socket) asks unique names of its own at %.0f qps (open loop). Client timeout %v. A server that shares what is scarce "+
+			"(slots to the upstream, room to wait) between clients answers the quiet client at about the upstream's %v; one that serves misses in arrival order "+
+			"makes it wait behind the storm, or sheds it. Reports the quiet client's answers and latency, the storm's, and the upstream queries.",
+			o.FairDuration, o.StormDelay, stormAddr(0), fairSockets, o.FairQPS, fairQuietDelay, quietAddr, o.FairQuietQPS, o.StormTimeout, o.StormDelay)
+		return func(ctx context.Context, p *proc, run *ServerRun, prof *profileReq) error {
+			r.up.SetDelay(o.StormDelay)
+			defer r.up.SetDelay(o.UpstreamRTT)
+			return r.measure(p, run, time.Second, prof, func() error {
+				var wg sync.WaitGroup
+				var serr, qerr error
+				wg.Go(func() {
+					run.Load, serr = bench.Run(ctx, bench.Config{
+						Server: p.dns, RandomZone: stormZone, QPS: o.FairQPS, Sockets: fairSockets,
+						Sources: []string{stormAddr(0)}, Duration: o.FairDuration, Timeout: o.StormTimeout, Curve: true,
+					})
+				})
+				wg.Go(func() {
+					select {
+					case <-ctx.Done():
+						qerr = ctx.Err()
+						return
+					case <-time.After(fairQuietDelay):
+					}
+					run.Quiet, qerr = bench.Run(ctx, bench.Config{
+						Server: p.dns, RandomZone: quietZone, QPS: o.FairQuietQPS, Sockets: 1,
+						Sources: []string{quietAddr}, Duration: o.FairDuration - fairQuietDelay, Timeout: o.StormTimeout, Curve: true,
+					})
+				})
+				wg.Wait()
+				return errors.Join(serr, qerr)
 			})
 		}
 	case ScNX:

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nodedns/nodedns/bench"
 	"github.com/nodedns/nodedns/bench/fakeup"
@@ -156,6 +157,14 @@ func sampleResults() *Results {
 				Bystanders: report(40_000, 10_000, ok(10_000), 50, 200),
 				RSSPeak:    440e6, Upstream: fakeup.Stats{Received: 250_000}},
 		}},
+		{ID: ScFair, Title: titles[ScFair], Runs: []*ServerRun{
+			{Server: NodeDNS, Load: report(100_000, 100_000, map[string]uint64{"SERVFAIL": 95_000, "NOERROR": 5_000}, 1000, 2100),
+				Quiet:    report(380, 380, ok(380), 2001, 2010),
+				Upstream: fakeup.Stats{Received: 5_400}, Metrics: Metrics{`nodedns_shed_total{reason="queue_timeout"}`: 90_000, "nodedns_queued_total": 95_000}},
+			{Server: CoreDNS, Load: report(100_000, 60_000, map[string]uint64{"SERVFAIL": 30_000, "NOERROR": 30_000}, 4000, 4900),
+				Quiet:    report(380, 150, map[string]uint64{"NOERROR": 100, "SERVFAIL": 50}, 3500, 4800),
+				Upstream: fakeup.Stats{Received: 100_000}},
+		}},
 		{ID: ScNX, Title: titles[ScNX], Runs: []*ServerRun{
 			{Server: NodeDNS, Load: report(100_000, 100_000, map[string]uint64{"NXDOMAIN": 100_000}, 0.1, 0.5), Upstream: fakeup.Stats{Received: 200}},
 			{Server: CoreDNS, Load: report(100_000, 100_000, map[string]uint64{"NXDOMAIN": 100_000}, 0.1, 0.5), Upstream: fakeup.Stats{Received: 2000}},
@@ -213,6 +222,7 @@ func TestEvaluate(t *testing.T) {
 		"storm-shared-bystander-loss":  Pass,
 		"storm-shared-bystander-p99":   Pass,
 		"storm-shared-upstream":        Pass, // 600/400k
+		"fair-quiet":                   Pass, // 380/380
 		"storm-drop-rss":               "missing storm-drop-rss",
 		"storm-drop-bystander-loss":    "missing storm-drop-bystander-loss",
 		"storm-drop-upstream (absent)": "",
@@ -276,6 +286,22 @@ func TestEvaluate(t *testing.T) {
 		}
 	}
 	sh.Bystanders, sh.RSSPeak = report(40_000, 40_000, ok(40_000), 0.15, 1.2), 47e6
+	// fair: the quiet client's share answered NOERROR, at least 99%.
+	if got := targetByID(ts, "fair-quiet"); got.Value != 100 ||
+		got.Detail != "380/380 NOERROR; p50 2,001, p99 2,010 ms against the upstream's 2s; CoreDNS 26.3%" {
+		t.Errorf("fair: %+v", got)
+	}
+	fq := res.Scenario(ScFair).Run(NodeDNS)
+	fq.Quiet = report(380, 377, map[string]uint64{"NOERROR": 375, "SERVFAIL": 2}, 2001, 2010)
+	if got := targetByID(Evaluate(res), "fair-quiet"); got.Status != Miss || math.Abs(got.Value-100*375.0/380) > 1e-9 ||
+		!strings.HasPrefix(got.Detail, "375/380 NOERROR (SERVFAIL 2, lost 3)") {
+		t.Errorf("fair with failures: %+v", got)
+	}
+	fq.Quiet = nil
+	if got := targetByID(Evaluate(res), "fair-quiet"); got.Status != NA {
+		t.Errorf("fair without a quiet client: %+v", got)
+	}
+	fq.Quiet = report(380, 380, ok(380), 2001, 2010)
 	// SERVFAIL answers count as failures, like losses.
 	st.Bystanders = report(10_000, 10_000, map[string]uint64{"NOERROR": 9_000, "SERVFAIL": 1_000}, 0.2, 1)
 	if got := targetByID(Evaluate(res), "storm-delay-bystander-loss"); got.Status != Miss || got.Value != 10 {
@@ -392,6 +418,11 @@ func TestWriteMarkdown(t *testing.T) {
 		"| p99 above the generator floor's p99 (0.200 ms) | 0.220 | 2.10 | 0.10× |",
 		"| 3a peak RSS (VmHWM) during the storm, nodedns |",
 		"## 3c. Retry storm, bystanders on the storm's own client address",
+		"## 3d. Fair share: one address storms a slow upstream, a quiet one does misses",
+		"| **quiet client answered NOERROR** | 100.000% | 26.316% | 3.80× |",
+		"| quiet client's answers | NOERROR 100.0% | lost 60.5%, NOERROR 26.3%, SERVFAIL 13.2% |  |",
+		"| quiet client p50 (ms) | 2,001 | 3,500 | 0.57× |",
+		"| 3d quiet client's misses answered NOERROR while another address storms a slow upstream, nodedns | 100.000% | >= 99.000% | PASS |",
 		"| 3c bystander queries without a NOERROR answer, nodedns | 0.000% | <= 0.100% | PASS |",
 	} {
 		if !strings.Contains(md, want) {
@@ -426,10 +457,13 @@ func TestWriteSVG(t *testing.T) {
 	res := sampleResults()
 	panels := Panels(res)
 	// hit, latency, storm bystanders, storm queries, shared-address storm
-	// bystanders and queries, nx, (ndots: only CoreDNS's lookups have no
-	// curve) = 7
-	if len(panels) != 7 {
-		t.Fatalf("%d panels, want 7", len(panels))
+	// bystanders and queries, fair's quiet client, nx, (ndots: only
+	// CoreDNS's lookups have no curve) = 8
+	if len(panels) != 8 {
+		t.Fatalf("%d panels, want 8", len(panels))
+	}
+	if got := panels[6].Title; got != "fair share (upstream delays 2s): quiet client's misses" {
+		t.Errorf("panel 6: %q", got)
 	}
 	if got := panels[4].Title; got != "storm (upstream delays 2s, shared address): bystanders" {
 		t.Errorf("panel 4: %q", got)
@@ -442,8 +476,8 @@ func TestWriteSVG(t *testing.T) {
 		t.Fatal(err)
 	}
 	svg := b.String()
-	if got := strings.Count(svg, "<polyline"); got != 15 {
-		t.Errorf("%d polylines, want 15", got)
+	if got := strings.Count(svg, "<polyline"); got != 17 {
+		t.Errorf("%d polylines, want 17", got)
 	}
 	d := xml.NewDecoder(strings.NewReader(svg))
 	for {
@@ -508,6 +542,7 @@ func TestOptionsFill(t *testing.T) {
 		{Params: Params{NXBurstClients: 255}},
 		{Params: Params{NXBurstSize: 10, NXBurstClients: 20}},
 		{Params: Params{NXBursts: -1}},
+		{Params: Params{FairDuration: time.Second}},
 	} {
 		if err := bad.fill(); err == nil {
 			t.Errorf("%+v: no error", bad)

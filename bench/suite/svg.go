@@ -72,6 +72,13 @@ func Panels(res *Results) []Panel {
 				return r.Bystanders.Curve
 			})
 			add("storm ("+v+"): storm queries", s, loadCurve)
+		case ScFair:
+			add("fair share (upstream delays "+res.Params.StormDelay.String()+"): quiet client's misses", s, func(r *ServerRun) []bench.CurvePoint {
+				if r.Quiet == nil {
+					return nil
+				}
+				return r.Quiet.Curve
+			})
 		case ScNX:
 			add("repeated NXDOMAIN names", s, loadCurve)
 		case ScNdots:
