@@ -67,8 +67,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for i := range ws {
 		var src querySource
 		if list != nil {
-			// Start the workers at different points of the list.
-			src = &listSource{qs: list, pos: i * len(list) / nw}
+			// Start the workers at different points of the list. With a
+			// Count, worker i starts where the quotas of the workers before
+			// it end, so that together they walk the list once in order: a
+			// run whose Count is the list's length asks every query exactly
+			// once (one pass of a warm-up caches every name).
+			pos := i * len(list) / nw
+			if cfg.Count > 0 {
+				before := int64(i)*(cfg.Count/int64(nw)) + min(int64(i), cfg.Count%int64(nw))
+				pos = int(before % int64(len(list)))
+			}
+			src = &listSource{qs: list, pos: pos}
 		} else {
 			rs, err := newRandomSource(cfg.RandomZone, cfg.QType, o, i)
 			if err != nil {

@@ -78,6 +78,42 @@ func TestRunCountExactUDP(t *testing.T) {
 	}
 }
 
+// A run of as many queries as the list has asks each of them exactly once,
+// however the list divides among the sockets: one pass of a warm-up must
+// cache every name. A run of k times as many asks each k times.
+func TestRunCountOnePass(t *testing.T) {
+	for _, c := range []struct {
+		names, sockets, passes int
+		qps                    float64
+	}{{1000, 16, 1, 0}, {5000, 16, 1, 0}, {997, 7, 1, 0}, {10, 3, 1, 0}, {2, 4, 50, 0}, {7, 16, 3, 0}, {1000, 16, 1, 5000}} {
+		s := startServer(t, serverOpts{recordNames: true})
+		count := c.names * c.passes
+		cfg := Config{Server: s.addr, Names: c.names, Zone: "once.test.", Count: int64(count),
+			Sockets: c.sockets, Timeout: 5 * time.Second, Duration: 10 * time.Second}
+		if c.qps > 0 {
+			cfg.QPS = c.qps
+		} else {
+			cfg.Concurrency = max(c.sockets, min(count, 48))
+		}
+		r := mustRun(t, cfg)
+		if r.Sent != uint64(count) || r.Lost != 0 {
+			t.Fatalf("%+v: sent %d, lost %d", c, r.Sent, r.Lost)
+		}
+		seen := map[string]int{}
+		for _, n := range s.seen() {
+			seen[n]++
+		}
+		if len(seen) != c.names {
+			t.Errorf("%+v: %d distinct names asked of %d", c, len(seen), c.names)
+		}
+		for n, k := range seen {
+			if k != c.passes {
+				t.Errorf("%+v: %s asked %d times, want %d", c, n, k, c.passes)
+			}
+		}
+	}
+}
+
 // Queries the server drops are counted lost, each exactly once.
 func TestRunCountsLost(t *testing.T) {
 	s := startServer(t, serverOpts{dropEvery: 7})
