@@ -50,7 +50,7 @@ func (f *hitFixture) serve(pkt []byte, q *dnswire.Query, key, out []byte) ([]byt
 	if !ok {
 		return key, out, false
 	}
-	return key, e.AppendReply(out[:0], pkt, q, f.now, f.opts), true
+	return key, e.AppendReply(out[:0], q, f.now, f.opts), true
 }
 
 func TestHitPathDoesNotAllocate(t *testing.T) {

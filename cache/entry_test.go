@@ -156,6 +156,19 @@ func TestNegative(t *testing.T) {
 		{name: "NXDOMAIN after a CNAME", qname: "alias.example.org.", rcode: dns.RcodeNameError,
 			answer: []string{"alias.example.org. 300 IN CNAME nope.example.org."}, ns: []string{soa3600min60},
 			kind: KindNXDomain, entryTTL: time.Minute},
+		// RFC 2308 section 5: a chain that ends in no data is a denial for
+		// the chain's end, timed by its SOA, not a positive answer for the
+		// CNAME's hour (the usual AAAA answer for an IPv4-only CDN name).
+		{name: "NODATA after a CNAME", qname: "alias.example.org.", rcode: dns.RcodeSuccess,
+			answer: []string{"alias.example.org. 3600 IN CNAME v4only.cdn.example.net."},
+			ns:     []string{"cdn.example.net. 3600 IN SOA ns1.cdn.example.net. h.cdn.example.net. 1 7200 900 1209600 60"},
+			kind:   KindNoData, entryTTL: time.Minute},
+		{name: "NODATA after a CNAME chain", qname: "alias.example.org.", rcode: dns.RcodeSuccess,
+			answer: []string{"alias.example.org. 3600 IN CNAME hop.example.net.", "hop.example.net. 3600 IN CNAME v4only.cdn.example.net."},
+			ns:     []string{"cdn.example.net. 3600 IN SOA ns1.cdn.example.net. h.cdn.example.net. 1 7200 900 1209600 60"},
+			kind:   KindNoData, entryTTL: time.Minute},
+		{name: "NODATA after a CNAME without SOA", qname: "alias.example.org.", rcode: dns.RcodeSuccess,
+			answer: []string{"alias.example.org. 3600 IN CNAME v4only.cdn.example.net."}},
 		{name: "NXDOMAIN without SOA", qname: "nope.example.org.", rcode: dns.RcodeNameError},
 		{name: "NODATA without SOA (referral)", qname: "sub.example.org.", rcode: dns.RcodeSuccess,
 			ns: []string{"sub.example.org. 3600 IN NS ns.sub.example.org."}},
@@ -420,7 +433,7 @@ func TestAppendReply(t *testing.T) {
 			p := parse(t, tt.query)
 			req := bytes.Clone(p.pkt)
 			prefix := []byte("prefix")
-			out := tt.e.AppendReply(prefix, p.pkt, &p.q, at(10*time.Second), tt.opts)
+			out := tt.e.AppendReply(prefix, &p.q, at(10*time.Second), tt.opts)
 			if !bytes.Equal(out[:len(prefix)], []byte("prefix")) || !bytes.Equal(req, p.pkt) {
 				t.Fatal("prefix or request modified")
 			}
@@ -468,7 +481,7 @@ func TestAppendReplyNoAlloc(t *testing.T) {
 	p := parse(t, newQuery("www.example.org.", dns.TypeA, withEDNS(1232, true)))
 	buf := make([]byte, 0, 4096)
 	if n := testing.AllocsPerRun(100, func() {
-		buf = e.AppendReply(buf[:0], p.pkt, &p.q, at(time.Second), tcpOpts)
+		buf = e.AppendReply(buf[:0], &p.q, at(time.Second), tcpOpts)
 	}); n != 0 {
 		t.Errorf("%v allocations per AppendReply", n)
 	}
@@ -627,4 +640,113 @@ func wire(t testing.TB, name string) []byte {
 		t.Fatalf("PackDomainName(%q): %v", name, err)
 	}
 	return buf[:n]
+}
+
+// A record whose TTL runs out before the answer's ends the entry: no
+// record is ever served with TTL 0 while the entry lives.
+func TestEntryLivesAsLongAsItsShortestRecord(t *testing.T) {
+	tests := []struct {
+		name         string
+		answer, ns   []string
+		extra        []string
+		wantEntryTTL time.Duration
+	}{
+		{"answer only", []string{"srv.example.org. 300 IN SRV 0 0 80 a.example.org."}, nil, nil, 300 * time.Second},
+		{"glue shorter than the answer", []string{"srv.example.org. 300 IN SRV 0 0 80 a.example.org."}, nil,
+			[]string{"a.example.org. 30 IN A 192.0.2.1"}, 30 * time.Second},
+		{"authority shorter than the answer", []string{"srv.example.org. 300 IN SRV 0 0 80 a.example.org."},
+			[]string{"example.org. 60 IN NS ns.example.org."}, nil, 60 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCache(t, Config{})
+			q := newQuery("srv.example.org.", dns.TypeSRV)
+			e, err := c.Store(parse(t, q).key, upstreamReply(t, q, dns.RcodeSuccess, tt.answer, tt.ns, tt.extra), t0)
+			if err != nil || e == nil {
+				t.Fatalf("Store = %v, %v", e, err)
+			}
+			if got := e.TTL(at(0)); got != tt.wantEntryTTL {
+				t.Errorf("entry TTL %v, want %v", got, tt.wantEntryTTL)
+			}
+			m := hit(t, c, q, at(tt.wantEntryTTL-time.Second), tcpOpts)
+			if m == nil {
+				t.Fatal("miss before expiry")
+			}
+			for _, rr := range records(m) {
+				if rr.Header().Ttl == 0 {
+					t.Errorf("%v served with TTL 0", rr)
+				}
+			}
+		})
+	}
+}
+
+// Truncation keeps whole RRsets that fit, as Unbound and CoreDNS do: TC
+// when answer or authority data had to go, none when only additional data
+// (the glue of a headless Service's SRV answer) did.
+func TestTruncationKeepsWholeRRsets(t *testing.T) {
+	var srv, glue []string
+	for i := range 7 {
+		srv = append(srv, fmt.Sprintf("_http._tcp.web.default.svc.cluster.local. 30 IN SRV 0 8 80 pod-%02d.web.default.svc.cluster.local.", i))
+		glue = append(glue, fmt.Sprintf("pod-%02d.web.default.svc.cluster.local. 30 IN A 10.244.1.%d", i, i+1))
+	}
+	q := newQuery("_http._tcp.web.default.svc.cluster.local.", dns.TypeSRV)
+	c := newCache(t, Config{})
+	e, err := c.Store(parse(t, q).key, upstreamReply(t, q, dns.RcodeSuccess, srv, nil, glue), t0)
+	if err != nil || e == nil {
+		t.Fatalf("Store = %v, %v", e, err)
+	}
+	full, _ := render(t, e, parse(t, q), at(0), tcpOpts)
+	if len(full.Answer) != 7 || len(full.Extra) != 7 || full.Truncated {
+		t.Fatalf("over TCP: %d answers, %d glue, TC %v", len(full.Answer), len(full.Extra), full.Truncated)
+	}
+	// 512 bytes hold the SRV RRset (7 x 61 bytes: SRV targets are never
+	// compressed) but not all the glue: glue RRsets (one per name) are kept
+	// while they fit.
+	m, out := render(t, e, parse(t, q), at(0), ReplyOptions{MaxSize: 512, UDPSize: 1232})
+	if len(out) > 512 || m.Truncated || len(m.Answer) != 7 || len(m.Extra) == 0 || len(m.Extra) >= 7 {
+		t.Errorf("at 512 bytes: %d bytes, TC %v, %d answers, %d glue; want the whole SRV RRset, part of the glue, no TC",
+			len(out), m.Truncated, len(m.Answer), len(m.Extra))
+	}
+	// Below the SRV RRset's size nothing fits: TC, no partial RRset.
+	m, out = render(t, e, parse(t, q), at(0), ReplyOptions{MaxSize: 300, UDPSize: 1232})
+	if !m.Truncated || len(m.Answer) != 0 || len(m.Extra) != 0 || len(out) > 300 {
+		t.Errorf("at 300 bytes: TC %v, %d answers, %d glue, %d bytes; want TC and no records", m.Truncated, len(m.Answer), len(m.Extra), len(out))
+	}
+	// A CNAME then a big RRset: the CNAME's RRset fits and is kept, TC set.
+	var as []string
+	for i := range 40 {
+		as = append(as, fmt.Sprintf("edge.cdn.example.net. 300 IN A 192.0.2.%d", i+1))
+	}
+	q2 := newQuery("www.example.org.", dns.TypeA)
+	e2, err := c.Store(parse(t, q2).key, upstreamReply(t, q2, dns.RcodeSuccess,
+		append([]string{"www.example.org. 300 IN CNAME edge.cdn.example.net."}, as...), nil, nil), t0)
+	if err != nil || e2 == nil {
+		t.Fatal(err)
+	}
+	m, _ = render(t, e2, parse(t, q2), at(0), ReplyOptions{MaxSize: 512, UDPSize: 1232})
+	if !m.Truncated || len(m.Answer) != 1 || m.Answer[0].Header().Rrtype != dns.TypeCNAME {
+		t.Errorf("CNAME + 40 A at 512: TC %v, answers %v; want TC and the CNAME alone", m.Truncated, m.Answer)
+	}
+}
+
+// An answer that is not cached is shaped like every other: no AA, RA set,
+// our OPT, its TTLs as the upstream gave them.
+func TestTransientEntry(t *testing.T) {
+	q := newQuery("Nocache.Example.org.", dns.TypeA, withEDNS(1232, false))
+	resp := upstreamReply(t, q, dns.RcodeSuccess, []string{"Nocache.Example.org. 0 IN A 192.0.2.1"}, nil, nil)
+	e, err := NewTransient(resp, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := render(t, e, parse(t, q), at(0), ReplyOptions{MaxSize: 1232, UDPSize: 1232})
+	if m.Authoritative || !m.RecursionAvailable || len(m.Answer) != 1 || m.Answer[0].Header().Ttl != 0 {
+		t.Errorf("reply %v: want AA clear, RA set, the record with TTL 0", m)
+	}
+	if m.Question[0].Name != "Nocache.Example.org." {
+		t.Errorf("question %q, want the client's case", m.Question[0].Name)
+	}
+	if o := m.IsEdns0(); o == nil || o.UDPSize() != 1232 {
+		t.Errorf("OPT %v, want ours", o)
+	}
 }

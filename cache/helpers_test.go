@@ -101,7 +101,7 @@ func upstreamReply(t testing.TB, q *dns.Msg, rcode int, answer, ns, extra []stri
 // render answers p from e as the fast path does and unpacks the result.
 func render(t testing.TB, e *Entry, p *parsed, now int64, opts ReplyOptions) (*dns.Msg, []byte) {
 	t.Helper()
-	out := e.AppendReply(nil, p.pkt, &p.q, now, opts)
+	out := e.AppendReply(nil, &p.q, now, opts)
 	m := new(dns.Msg)
 	if err := m.Unpack(out); err != nil {
 		t.Fatalf("reply does not unpack: %v", err)

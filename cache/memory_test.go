@@ -26,17 +26,18 @@ func TestAccountedBytesMatchTheHeap(t *testing.T) {
 	}
 	shapes := []struct {
 		name   string
+		qtype  uint16
 		answer func(name string, i int) []string
 	}{
-		{"one A record (about 60 bytes)", func(name string, i int) []string {
+		{"one A record (about 60 bytes)", dns.TypeA, func(name string, i int) []string {
 			return []string{fmt.Sprintf("%s 300 IN A 192.0.2.%d", name, i%250+1)}
 		}},
-		{"CNAME and two A records (about 130 bytes)", func(name string, i int) []string {
+		{"CNAME and two A records (about 130 bytes)", dns.TypeA, func(name string, i int) []string {
 			target := fmt.Sprintf("edge-%d.cdn.example.net.", i%1000)
 			return []string{name + " 300 IN CNAME " + target,
 				target + " 60 IN A 192.0.2.1", target + " 60 IN A 192.0.2.2"}
 		}},
-		{"eight AAAA records (about 300 bytes)", func(name string, i int) []string {
+		{"eight AAAA records (about 300 bytes)", dns.TypeAAAA, func(name string, i int) []string {
 			var rrs []string
 			for k := range 8 {
 				rrs = append(rrs, fmt.Sprintf("%s 300 IN AAAA 2001:db8::%x:%x", name, i, k))
@@ -57,7 +58,7 @@ func TestAccountedBytesMatchTheHeap(t *testing.T) {
 			items := make([]item, n)
 			for i := range items {
 				name := fmt.Sprintf("host-%06d.example.com.", i)
-				q := newQuery(name, dns.TypeA)
+				q := newQuery(name, sh.qtype)
 				items[i] = item{KeyOf(nil, q), upstreamReply(t, q, dns.RcodeSuccess, sh.answer(name, i), nil, nil)}
 			}
 			before := heapInUse()

@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -59,31 +60,69 @@ type Policy struct {
 // reply must not be cached (truncated, an unusual RCODE, no SOA to time a
 // negative answer, a zero TTL), and an error when the reply's question is
 // not the key's. resp is not modified.
+//
+// Every record gets its own TTL (clamped, or the negative TTL for the SOA
+// of a denial), and the entry lives as long as its shortest one: no record
+// is ever served with TTL 0 while the entry lives (Unbound times a message
+// by its shortest RRset too).
 func (p Policy) NewEntry(key []byte, resp *dns.Msg, now time.Time) (*Entry, error) {
-	kind, ttl := p.classify(resp)
-	if kind == KindUncacheable || ttl <= 0 {
+	kind, limit := p.classify(resp)
+	if kind == KindUncacheable || limit <= 0 {
 		return nil, nil
 	}
+	m := prepare(resp)
+	ttls := make([]uint32, 0, len(m.Answer)+len(m.Ns)+len(m.Extra))
+	life := limit
+	for _, rrs := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range rrs {
+			v := p.recordTTL(kind, rr, limit)
+			rr.Header().Ttl = v
+			ttls = append(ttls, v)
+			life = min(life, time.Duration(v)*time.Second)
+		}
+	}
+	if life <= 0 {
+		return nil, nil
+	}
+	return build(key, m, ttls, kind, now, life)
+}
+
+// NewTransient builds an entry that is not stored: the reply to a query
+// whose answer is not cached (RD=0, ECS, a TTL of 0...), shaped like every
+// other reply (no AA, RA set, our OPT instead of the upstream's), its TTLs
+// as the upstream gave them. Rendering it is AppendReply, the one way
+// nodedns renders an answer with records.
+func NewTransient(resp *dns.Msg, now time.Time) (*Entry, error) {
+	if len(resp.Question) != 1 {
+		return nil, fmt.Errorf("cache: reply with %d questions", len(resp.Question))
+	}
+	key := KeyOf(nil, resp)
+	if key == nil {
+		return nil, fmt.Errorf("cache: reply for %q: bad name", resp.Question[0].Name)
+	}
+	m := prepare(resp)
+	var ttls []uint32
+	for _, rrs := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range rrs {
+			ttls = append(ttls, rr.Header().Ttl)
+		}
+	}
+	return build(key, m, ttls, KindUncacheable, now, 0)
+}
+
+// prepare copies a reply into the shape nodedns stores and serves.
+func prepare(resp *dns.Msg) *dns.Msg {
 	m := resp.Copy()
 	m.Id = 0
-	m.Authoritative = false     // a cache is never the authority
+	m.Authoritative = false     // a forwarder or a cache is never the authority (RFC 1035 4.1.1)
 	m.RecursionAvailable = true // it is what nodedns offers, whatever the upstream said
 	m.Extra = stripOPT(m.Extra)
 	m.Compress = true
+	return m
+}
 
-	ttls := make([]uint32, 0, len(m.Answer)+len(m.Ns)+len(m.Extra))
-	clampSection := func(rrs []dns.RR) {
-		for _, rr := range rrs {
-			h := rr.Header()
-			v := p.recordTTL(kind, rr, ttl)
-			h.Ttl = v
-			ttls = append(ttls, v)
-		}
-	}
-	clampSection(m.Answer)
-	clampSection(m.Ns)
-	clampSection(m.Extra)
-
+// build packs m and makes the entry; ttls are its records' TTLs, in order.
+func build(key []byte, m *dns.Msg, ttls []uint32, kind Kind, now time.Time, life time.Duration) (*Entry, error) {
 	packed, err := m.Pack()
 	if err != nil {
 		return nil, fmt.Errorf("cache: packing reply: %w", err)
@@ -100,9 +139,9 @@ func (p Policy) NewEntry(key []byte, resp *dns.Msg, now time.Time) (*Entry, erro
 	// the reply must be for the very question the key was made from.
 	if len(key) != qEnd-dnswire.HeaderLen+1 || !bytes.Equal(key[:len(key)-1], packed[dnswire.HeaderLen:qEnd]) {
 		return nil, fmt.Errorf("cache: reply for %s %s does not match the key",
-			resp.Question[0].Name, dns.Type(resp.Question[0].Qtype))
+			m.Question[0].Name, dns.Type(m.Question[0].Qtype))
 	}
-	return newEntry(key, packed, offs, ttls, kind, now, ttl), nil
+	return newEntry(key, packed, offs, ttls, kind, now, life), nil
 }
 
 // lowerQuestion lower-cases, in place, the name of the single question of a
@@ -130,20 +169,24 @@ func lowerQuestion(msg []byte) (int, error) {
 	return off, nil
 }
 
-// classify returns the reply's kind and how long it may be cached.
+// classify returns the reply's kind and the longest it may be cached: the
+// negative TTL of a denial, servfail_ttl for SERVFAIL, max_ttl (or the most
+// an entry holds) for a positive answer, whose records then decide.
 func (p Policy) classify(resp *dns.Msg) (Kind, time.Duration) {
 	if resp.Truncated || len(resp.Question) != 1 || resp.Opcode != dns.OpcodeQuery {
 		return KindUncacheable, 0
 	}
 	switch resp.Rcode {
 	case dns.RcodeSuccess:
-		if len(resp.Answer) > 0 {
-			return KindPositive, p.positiveTTL(resp.Answer)
+		if answersQuestion(resp) {
+			return KindPositive, p.clamp(maxEntryTTL)
 		}
+		// NODATA, possibly after a CNAME chain (RFC 2308 section 5: the
+		// chain ends in a denial, timed by the SOA like any other).
 		if ttl, ok := p.negativeTTL(resp); ok {
 			return KindNoData, ttl
 		}
-		return KindUncacheable, 0 // a referral or a reply with no SOA
+		return KindUncacheable, 0 // a referral, or a denial with no SOA to time it
 	case dns.RcodeNameError:
 		if ttl, ok := p.negativeTTL(resp); ok {
 			return KindNXDomain, ttl
@@ -155,13 +198,36 @@ func (p Policy) classify(resp *dns.Msg) (Kind, time.Duration) {
 	return KindUncacheable, 0
 }
 
-// positiveTTL is the smallest TTL of the answer section, clamped.
-func (p Policy) positiveTTL(answer []dns.RR) time.Duration {
-	minTTL := uint32(1<<32 - 1)
-	for _, rr := range answer {
-		minTTL = min(minTTL, rr.Header().Ttl)
+// answersQuestion reports whether the answer section holds data of the
+// asked type for the asked name, directly or at the end of a CNAME chain
+// (a DNAME comes with the CNAME it synthesizes).
+func answersQuestion(resp *dns.Msg) bool {
+	q := resp.Question[0]
+	switch q.Qtype {
+	case dns.TypeCNAME, dns.TypeANY, dns.TypeRRSIG:
+		return len(resp.Answer) > 0
 	}
-	return p.clamp(time.Duration(minTTL) * time.Second)
+	name := q.Name
+	for range len(resp.Answer) + 1 { // each step follows one CNAME: bounded, even in a loop
+		next := ""
+		for _, rr := range resp.Answer {
+			h := rr.Header()
+			if !strings.EqualFold(h.Name, name) {
+				continue
+			}
+			if h.Rrtype == q.Qtype {
+				return true
+			}
+			if c, ok := rr.(*dns.CNAME); ok {
+				next = c.Target
+			}
+		}
+		if next == "" {
+			return false
+		}
+		name = next
+	}
+	return false
 }
 
 func (p Policy) clamp(d time.Duration) time.Duration {
@@ -190,18 +256,16 @@ func (p Policy) negativeTTL(resp *dns.Msg) (time.Duration, bool) {
 	return 0, false
 }
 
-// recordTTL is the TTL a record is stored with. Positive records are
-// clamped like the answer; in a negative answer the SOA carries the negative
-// TTL itself (RFC 2308 section 3), so a client caches the denial exactly as
-// long as we do.
-func (p Policy) recordTTL(kind Kind, rr dns.RR, entryTTL time.Duration) uint32 {
+// recordTTL is the TTL a record is stored with: its own, clamped by
+// min_ttl and max_ttl, and never above limit (what classify allows). In a
+// denial the SOA carries the negative TTL itself (RFC 2308 section 3), so a
+// client caches the denial exactly as long as we do, and a CNAME before it
+// lives no longer than it.
+func (p Policy) recordTTL(kind Kind, rr dns.RR, limit time.Duration) uint32 {
 	if _, ok := rr.(*dns.SOA); ok && (kind == KindNXDomain || kind == KindNoData) {
-		return uint32(entryTTL / time.Second)
+		return uint32(limit / time.Second)
 	}
-	d := p.clamp(time.Duration(rr.Header().Ttl) * time.Second)
-	if kind != KindPositive && d > entryTTL {
-		d = entryTTL // a CNAME before a denial lives no longer than the denial
-	}
+	d := min(p.clamp(time.Duration(rr.Header().Ttl)*time.Second), limit)
 	return uint32(d / time.Second)
 }
 

@@ -22,14 +22,14 @@ type ReplyOptions struct {
 	StaleTTL uint32
 }
 
-// AppendReply appends the reply to the query q (parsed from req) to dst:
-// the stored packet with the query's ID, RD and CD bits and question name
-// (so the case the client used comes back), AD only when the query set AD
-// or DO (RFC 6840 section 5.8; the key does not tell AD apart), TTLs counted
-// down to now (UnixNano), an OPT record when the query had one, and
-// truncated with TC when it does not fit opts.MaxSize. It does not allocate
-// when dst has room.
-func (e *Entry) AppendReply(dst []byte, req []byte, q *dnswire.Query, now int64, opts ReplyOptions) []byte {
+// AppendReply appends the reply to the query q to dst: the stored packet
+// with the query's ID, RD and CD bits and question name (so the case the
+// client used comes back), AD only when the query set AD or DO (RFC 6840
+// section 5.8; the key does not tell AD apart), TTLs counted down to now
+// (UnixNano), an OPT record when the query had one, and cut to whole RRsets
+// that fit opts.MaxSize, with TC when answer or authority data had to go
+// (dnswire.TruncateRRsets). It does not allocate when dst has room.
+func (e *Entry) AppendReply(dst []byte, q *dnswire.Query, now int64, opts ReplyOptions) []byte {
 	start := len(dst)
 	dst = append(dst, e.msg()...)
 	r := dst[start:]
@@ -58,11 +58,9 @@ func (e *Entry) AppendReply(dst []byte, req []byte, q *dnswire.Query, now int64,
 	if q.EDNS {
 		optLen = dnswire.OPTLen
 	}
-	if len(r)+optLen > opts.MaxSize {
-		dst = dst[:start+len(dnswire.Truncate(r, e.qEnd()))]
-	}
+	dst = dst[:start+len(dnswire.TruncateRRsets(r, e.qEnd(), opts.MaxSize-optLen))]
 	if q.EDNS {
-		dst = dnswire.AppendOPT(dst, start, opts.UDPSize, q.DO)
+		dst = dnswire.AppendOPT(dst, start, opts.UDPSize, 0, q.DO)
 	}
 	return dst
 }

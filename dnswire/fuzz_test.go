@@ -79,12 +79,12 @@ func FuzzParseQuery(f *testing.F) {
 		if key := AppendKey(nil, q.Name, q.QType, q.QClass, q.DO, q.CD()); len(key) > MaxKeyLen {
 			t.Fatalf("key of %d bytes", len(key))
 		}
-		resp := AppendError(nil, pkt, &q, dns.RcodeRefused)
+		resp := AppendError(nil, &q, dns.RcodeRefused, 1232)
 		var m dns.Msg
 		if err := m.Unpack(resp); err != nil {
 			t.Fatalf("AppendError's reply does not unpack: %v", err)
 		}
-		if !m.Response || m.Rcode != dns.RcodeRefused || len(m.Question) != 1 || len(m.Extra) != 0 {
+		if !m.Response || m.Rcode != dns.RcodeRefused || len(m.Question) != 1 || (m.IsEdns0() != nil) != q.EDNS {
 			t.Fatalf("AppendError's reply: %v", &m)
 		}
 	})
@@ -110,6 +110,18 @@ func FuzzTTLOffsets(f *testing.F) {
 		}
 		if err := checkTTLOffsets(msg, offs); err != nil {
 			t.Fatal(err)
+		}
+		// Truncation walks the same records: it never panics, never grows
+		// the message and keeps it walkable.
+		if len(msg) >= HeaderLen {
+			qEnd, err := skipName(msg, HeaderLen)
+			if err != nil || qEnd+4 > len(msg) {
+				return
+			}
+			cut := TruncateRRsets(bytes.Clone(msg), qEnd+4, len(msg)/2)
+			if len(cut) > len(msg) {
+				t.Fatalf("truncation grew %d bytes to %d", len(msg), len(cut))
+			}
 		}
 	})
 }

@@ -41,11 +41,12 @@ const (
 
 // Types and classes the fast path needs to recognise.
 const (
-	TypeOPT  = 41
-	TypeAXFR = 252
-	TypeIXFR = 251
-	TypeANY  = 255
-	ClassIN  = 1
+	TypeOPT   = 41
+	TypeRRSIG = 46
+	TypeAXFR  = 252
+	TypeIXFR  = 251
+	TypeANY   = 255
+	ClassIN   = 1
 
 	// optionECS is the EDNS Client Subnet option (RFC 7871): a query that
 	// carries it asks for an answer tailored to a subnet, so the answer must

@@ -7,9 +7,10 @@ import "encoding/binary"
 const OPTLen = 11
 
 // AppendOPT appends an OPT pseudo-record (RFC 6891 section 6.1.2) that
-// advertises udpSize and echoes the DO bit, and increments ARCOUNT of the
-// message that starts at msgStart in dst.
-func AppendOPT(dst []byte, msgStart int, udpSize uint16, do bool) []byte {
+// advertises udpSize, carries the upper 8 bits of a 12-bit extended RCODE
+// (0 for the 16 header RCODEs) and echoes the DO bit, and increments
+// ARCOUNT of the message that starts at msgStart in dst.
+func AppendOPT(dst []byte, msgStart int, udpSize uint16, extRcode uint8, do bool) []byte {
 	var flags byte
 	if do {
 		flags = 0x80
@@ -18,7 +19,7 @@ func AppendOPT(dst []byte, msgStart int, udpSize uint16, do bool) []byte {
 		0,          // root owner name
 		0, TypeOPT, // type
 		byte(udpSize>>8), byte(udpSize), // class: requestor's UDP payload size
-		0, 0, flags, 0, // TTL: extended RCODE, version 0, DO + zero flags
+		extRcode, 0, flags, 0, // TTL: extended RCODE, version 0, DO + zero flags
 		0, 0, // RDLENGTH
 	)
 	ar := binary.BigEndian.Uint16(dst[msgStart+offARCount:])
@@ -38,30 +39,164 @@ func SetFlags(msg []byte, f uint16) { binary.BigEndian.PutUint16(msg[offFlags:],
 // Rcode returns the 4-bit header RCODE.
 func Rcode(msg []byte) int { return int(Flags(msg) & rcodeMask) }
 
-// Truncate cuts msg (a reply whose question section ends at qEnd) down to
-// its header and question, sets TC and zeroes the record counts, so that a
-// client that cannot take the whole answer over UDP retries over TCP
-// (RFC 1035 section 4.2.1, RFC 7766 section 5).
-func Truncate(msg []byte, qEnd int) []byte {
-	msg = msg[:qEnd]
-	SetFlags(msg, Flags(msg)|FlagTC)
-	binary.BigEndian.PutUint16(msg[offANCount:], 0)
-	binary.BigEndian.PutUint16(msg[offNSCount:], 0)
-	binary.BigEndian.PutUint16(msg[offARCount:], 0)
+// TruncateRRsets cuts a reply (header, question ending at qEnd, then the
+// answer, authority and additional records, without an OPT record) to at
+// most max bytes, as Unbound does: it keeps whole RRsets (an RRset is
+// consecutive records of one owner, type and class, with the RRSIGs that
+// follow them) while they fit, section by section. When an answer or
+// authority RRset does not fit, nothing after it is kept and TC is set, so
+// that the client retries over TCP (RFC 2181 section 9); additional RRsets
+// that do not fit are left out without TC (they are optional data, like
+// the glue of an SRV answer). A reply that fits is returned as it is. msg
+// must have been checked by TTLOffsets (it is the packed form of a parsed
+// message); a malformed record ends the walk as if it did not fit.
+func TruncateRRsets(msg []byte, qEnd, max int) []byte {
+	if len(msg) <= max {
+		return msg
+	}
+	counts := [3]int{
+		int(binary.BigEndian.Uint16(msg[offANCount:])),
+		int(binary.BigEndian.Uint16(msg[offNSCount:])),
+		int(binary.BigEndian.Uint16(msg[offARCount:])),
+	}
+	var kept [3]int
+	off, tc := qEnd, false
+sections:
+	for sec, n := range counts {
+		for i := 0; i < n; {
+			end, j, ok := rrsetEnd(msg, off, i, n)
+			if !ok || end > max {
+				tc = sec < 2
+				break sections
+			}
+			kept[sec] += j - i
+			off, i = end, j
+		}
+	}
+	msg = msg[:off]
+	binary.BigEndian.PutUint16(msg[offANCount:], uint16(kept[0]))
+	binary.BigEndian.PutUint16(msg[offNSCount:], uint16(kept[1]))
+	binary.BigEndian.PutUint16(msg[offARCount:], uint16(kept[2]))
+	if tc {
+		SetFlags(msg, Flags(msg)|FlagTC)
+	}
 	return msg
 }
 
-// AppendError appends an answer with the given RCODE to a request whose
-// header and question were parsed into q: the request's header and question
-// are echoed as asked, with QR and the RCODE set and all other sections
-// empty. It is the cheap answer for REFUSED and shed queries.
-func AppendError(dst, req []byte, q *Query, rcode int) []byte {
+// rrsetEnd walks the RRset that starts with record i of a section of n
+// records at off, and returns the offset just past it and the index of the
+// next record.
+func rrsetEnd(msg []byte, off, i, n int) (end, next int, ok bool) {
+	owner := off
+	typ, class, end, ok := rrAt(msg, off)
+	if !ok {
+		return 0, 0, false
+	}
+	for next = i + 1; next < n; next++ {
+		t, c, e, ok := rrAt(msg, end)
+		if !ok {
+			return 0, 0, false
+		}
+		if c != class || (t != typ && t != TypeRRSIG) || !namesEqual(msg, owner, end) {
+			break
+		}
+		end = e
+	}
+	return end, next, true
+}
+
+// rrAt reads the type and class of the record at off and returns the
+// offset just past it.
+func rrAt(msg []byte, off int) (typ, class uint16, end int, ok bool) {
+	off, err := skipName(msg, off)
+	if err != nil || off+10 > len(msg) {
+		return 0, 0, 0, false
+	}
+	typ = binary.BigEndian.Uint16(msg[off:])
+	class = binary.BigEndian.Uint16(msg[off+2:])
+	end = off + 10 + int(binary.BigEndian.Uint16(msg[off+8:]))
+	return typ, class, end, end <= len(msg)
+}
+
+// namesEqual compares, case-insensitively, the possibly compressed names at
+// offsets a and b of msg.
+func namesEqual(msg []byte, a, b int) bool {
+	for range MaxNameLen { // each step consumes a label: bounded
+		var ok bool
+		if a, ok = follow(msg, a); !ok {
+			return false
+		}
+		if b, ok = follow(msg, b); !ok {
+			return false
+		}
+		la, lb := int(msg[a]), int(msg[b])
+		if la != lb || a+1+la > len(msg) || b+1+lb > len(msg) {
+			return false
+		}
+		if la == 0 {
+			return true
+		}
+		for k := 1; k <= la; k++ {
+			if lower(msg[a+k]) != lower(msg[b+k]) {
+				return false
+			}
+		}
+		a, b = a+1+la, b+1+lb
+	}
+	return false
+}
+
+// follow resolves compression pointers at off to the offset of a label,
+// never following more pointers than a message can hold without a loop.
+func follow(msg []byte, off int) (int, bool) {
+	for range 128 {
+		if off >= len(msg) {
+			return 0, false
+		}
+		if msg[off]&0xC0 != 0xC0 {
+			return off, msg[off] <= maxLabelLen
+		}
+		if off+1 >= len(msg) {
+			return 0, false
+		}
+		next := int(binary.BigEndian.Uint16(msg[off:]) & 0x3FFF)
+		if next >= off {
+			return 0, false // pointers point backwards
+		}
+		off = next
+	}
+	return 0, false
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// AppendError appends an error answer to q: the query's ID, opcode, RD and
+// CD bits and its question as asked, QR and RA set, the RCODE, and no
+// records but an OPT record when the query had one (RFC 6891 section
+// 6.1.1: a responder answers EDNS with EDNS, whatever the RCODE) or when
+// the RCODE needs the extended bits (BADVERS). q.Name may be nil for a
+// query whose question could not be read: the answer then has none.
+func AppendError(dst []byte, q *Query, rcode int, udpSize uint16) []byte {
 	start := len(dst)
-	dst = append(dst, req[:q.QEnd]...)
-	m := dst[start:]
-	f := q.Flags&(FlagRD|FlagCD) | FlagQR | FlagRA | uint16(rcode&rcodeMask)
-	SetFlags(m, f)
-	binary.BigEndian.PutUint16(m[offARCount:], 0)
+	qd := byte(0)
+	if q.Name != nil {
+		qd = 1
+	}
+	f := q.Flags&(opcodeMask|FlagRD|FlagCD) | FlagQR | FlagRA | uint16(rcode&rcodeMask)
+	dst = append(dst, byte(q.ID>>8), byte(q.ID), byte(f>>8), byte(f), 0, qd, 0, 0, 0, 0, 0, 0)
+	if q.Name != nil {
+		dst = append(dst, q.Name...)
+		dst = binary.BigEndian.AppendUint16(dst, q.QType)
+		dst = binary.BigEndian.AppendUint16(dst, q.QClass)
+	}
+	if q.EDNS || rcode > rcodeMask {
+		dst = AppendOPT(dst, start, udpSize, uint8(rcode>>4), q.DO)
+	}
 	return dst
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -186,7 +187,7 @@ func TestAppendOPT(t *testing.T) {
 		prefix := []byte("xyz")
 		m := reply(t, "example.org.", dns.TypeA, dns.RcodeSuccess, []string{"example.org. 60 IN A 192.0.2.1"}, nil, nil)
 		dst := append(prefix, mustPack(t, m)...)
-		dst = AppendOPT(dst, len(prefix), c.size, c.do)
+		dst = AppendOPT(dst, len(prefix), c.size, 0, c.do)
 		if !bytes.Equal(dst[:3], []byte("xyz")) {
 			t.Fatalf("prefix overwritten")
 		}
@@ -204,54 +205,99 @@ func TestAppendOPT(t *testing.T) {
 	}
 }
 
-func TestTruncate(t *testing.T) {
-	m := replyCases(t)["positive with OPT"]
-	pkt := mustPack(t, m)
-	qEnd := HeaderLen + len(wireName(t, "www.example.org.")) + 4
-	tr := Truncate(pkt, qEnd)
-	if len(tr) != qEnd {
-		t.Fatalf("length %d, want %d", len(tr), qEnd)
+func TestTruncateRRsets(t *testing.T) {
+	var as, glue []string
+	for i := range 20 {
+		as = append(as, fmt.Sprintf("edge.example.net. 60 IN A 192.0.2.%d", i+1))
+		glue = append(glue, fmt.Sprintf("ns%d.example.net. 60 IN A 198.51.100.%d", i, i+1))
 	}
-	var got dns.Msg
-	if err := got.Unpack(tr); err != nil {
-		t.Fatalf("Unpack: %v", err)
+	cname := "www.example.org. 60 IN CNAME edge.example.net."
+	soa := "example.org. 60 IN SOA ns1.example.org. h.example.org. 1 7200 900 1209600 60"
+	for _, tc := range []struct {
+		name                   string
+		answer, ns, extra      []string
+		max                    int
+		wantAN, wantNS, wantAR int
+		wantTC                 bool
+	}{
+		{"fits: untouched", []string{cname}, nil, nil, 512, 1, 0, 0, false},
+		{"second answer RRset does not fit", append([]string{cname}, as...), nil, nil, 200, 1, 0, 0, true},
+		{"first answer RRset does not fit", as, nil, nil, 100, 0, 0, 0, true},
+		{"authority does not fit", []string{cname}, []string{soa}, nil, 90, 1, 0, 0, true},
+		{"additional partly fits: no TC", []string{cname}, nil, glue, 200, 1, 0, 6, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := reply(t, "www.example.org.", dns.TypeA, dns.RcodeSuccess, tc.answer, tc.ns, tc.extra)
+			m.Compress = true
+			pkt := mustPack(t, m)
+			qEnd := HeaderLen + len(wireName(t, "www.example.org.")) + 4
+			out := TruncateRRsets(pkt, qEnd, tc.max)
+			if len(out) > tc.max && len(out) != len(pkt) {
+				t.Fatalf("%d bytes, above %d", len(out), tc.max)
+			}
+			var got dns.Msg
+			if err := got.Unpack(out); err != nil {
+				t.Fatalf("Unpack: %v", err)
+			}
+			if len(got.Answer) != tc.wantAN || len(got.Ns) != tc.wantNS || len(got.Extra) != tc.wantAR || got.Truncated != tc.wantTC {
+				t.Errorf("%d/%d/%d records, TC %v; want %d/%d/%d, TC %v", len(got.Answer), len(got.Ns), len(got.Extra),
+					got.Truncated, tc.wantAN, tc.wantNS, tc.wantAR, tc.wantTC)
+			}
+		})
 	}
-	if !got.Truncated || !got.Response || got.Id != m.Id || got.Rcode != dns.RcodeSuccess {
-		t.Errorf("header %v", got.MsgHdr)
-	}
-	if len(got.Question) != 1 || got.Question[0] != m.Question[0] || len(got.Answer)+len(got.Ns)+len(got.Extra) != 0 {
-		t.Errorf("truncated message %v", &got)
+}
+
+func TestNamesEqual(t *testing.T) {
+	// "www.example.org" at 12, "WWW.Example.ORG" spelled out at 29, a
+	// pointer to 12 at 46, "mail" + pointer to "example.org" at 48.
+	msg := make([]byte, 12)
+	msg = append(msg, 3, 'w', 'w', 'w', 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'o', 'r', 'g', 0)
+	msg = append(msg, 3, 'W', 'W', 'W', 7, 'E', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'O', 'R', 'G', 0)
+	msg = append(msg, 0xC0, 12)
+	msg = append(msg, 4, 'm', 'a', 'i', 'l', 0xC0, 16)
+	loop := len(msg)
+	msg = append(msg, 0xC0, byte(loop)) // points at itself
+	for _, tc := range []struct {
+		a, b int
+		want bool
+	}{
+		{12, 29, true}, {12, 46, true}, {29, 46, true}, {12, 48, false}, {46, 48, false}, {12, loop, false}, {loop, loop, false},
+	} {
+		if got := namesEqual(msg, tc.a, tc.b); got != tc.want {
+			t.Errorf("namesEqual(%d, %d) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
 	}
 }
 
 func TestAppendError(t *testing.T) {
 	for _, c := range []struct {
-		name  string
-		edit  func(*dns.Msg)
-		rcode int
+		name    string
+		edit    func(*dns.Msg)
+		rcode   int
+		wantOPT bool
 	}{
-		{"refused", func(*dns.Msg) {}, dns.RcodeRefused},
-		{"servfail with EDNS and CD", func(m *dns.Msg) { m.SetEdns0(1232, true); m.CheckingDisabled = true }, dns.RcodeServerFailure},
-		{"no RD", func(m *dns.Msg) { m.RecursionDesired = false; m.AuthenticatedData = true }, dns.RcodeRefused},
+		{"refused", func(*dns.Msg) {}, dns.RcodeRefused, false},
+		// RFC 6891 section 6.1.1: an EDNS query gets an OPT back, whatever
+		// the RCODE.
+		{"servfail with EDNS and CD", func(m *dns.Msg) { m.SetEdns0(1232, true); m.CheckingDisabled = true }, dns.RcodeServerFailure, true},
+		{"no RD", func(m *dns.Msg) { m.RecursionDesired = false; m.AuthenticatedData = true }, dns.RcodeRefused, false},
+		{"BADVERS needs the extended RCODE", func(m *dns.Msg) { m.SetEdns0(1232, false) }, dns.RcodeBadVers, true},
+		{"NOTIMP echoes the opcode", func(m *dns.Msg) { m.Opcode = dns.OpcodeNotify }, dns.RcodeNotImplemented, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			m := newQuery("WWW.example.Org.", dns.TypeAAAA)
 			c.edit(m)
 			req := mustPack(t, m)
-			var q Query
-			if err := ParseQuery(req, &q); err != nil {
-				t.Fatal(err)
+			q := Query{ID: m.Id, Flags: Flags(req), Name: wireName(t, m.Question[0].Name), QType: dns.TypeAAAA, QClass: dns.ClassINET}
+			if o := m.IsEdns0(); o != nil {
+				q.EDNS, q.DO, q.UDPSize = true, o.Do(), o.UDPSize()
 			}
-			reqCopy := append([]byte(nil), req...)
-			dst := AppendError([]byte("ab"), req, &q, c.rcode)
-			if !bytes.Equal(req, reqCopy) {
-				t.Error("AppendError modified the request")
-			}
+			dst := AppendError([]byte("ab"), &q, c.rcode, 1232)
 			var got dns.Msg
 			if err := got.Unpack(dst[2:]); err != nil {
 				t.Fatalf("Unpack: %v", err)
 			}
-			if !got.Response || got.Rcode != c.rcode || got.Id != m.Id || !got.RecursionAvailable ||
+			if !got.Response || got.Rcode != c.rcode || got.Id != m.Id || !got.RecursionAvailable || got.Opcode != m.Opcode ||
 				got.RecursionDesired != m.RecursionDesired || got.CheckingDisabled != m.CheckingDisabled ||
 				got.Authoritative || got.AuthenticatedData || got.Truncated {
 				t.Errorf("header %+v", got.MsgHdr)
@@ -259,13 +305,23 @@ func TestAppendError(t *testing.T) {
 			if len(got.Question) != 1 || got.Question[0] != m.Question[0] {
 				t.Errorf("question %v, want %v", got.Question, m.Question)
 			}
-			if len(got.Answer)+len(got.Ns)+len(got.Extra) != 0 {
+			if len(got.Answer)+len(got.Ns) != 0 {
 				t.Errorf("records in an error reply: %v", &got)
 			}
-			if Rcode(dst[2:]) != c.rcode {
-				t.Errorf("Rcode = %d", Rcode(dst[2:]))
+			opt := got.IsEdns0()
+			if (opt != nil) != c.wantOPT || len(got.Extra) > 1 {
+				t.Errorf("OPT %v, want one: %v", opt, c.wantOPT)
+			}
+			if opt != nil && (opt.UDPSize() != 1232 || opt.Do() != m.IsEdns0().Do()) {
+				t.Errorf("OPT %v: want our size and the query's DO", opt)
 			}
 		})
+	}
+	// A query whose question could not be read: header only.
+	out := AppendError(nil, &Query{ID: 7, Flags: FlagRD}, dns.RcodeFormatError, 1232)
+	var got dns.Msg
+	if err := got.Unpack(out); err != nil || len(got.Question) != 0 || got.Rcode != dns.RcodeFormatError || got.Id != 7 {
+		t.Errorf("header-only FORMERR: %v, %v", &got, err)
 	}
 }
 

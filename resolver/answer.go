@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"go.uber.org/zap"
 
 	"github.com/nodedns/nodedns/cache"
 	"github.com/nodedns/nodedns/dnswire"
@@ -33,61 +34,41 @@ func (s *Server) shed(wt *waiter, reason int, stale *cache.Entry) {
 
 // answer writes ans to one waiter, shaped for its own query.
 func (s *Server) answer(wt *waiter, ans Answer) {
-	var q dnswire.Query
-	now := s.now().UnixNano()
-	if ans.Entry != nil && dnswire.ParseQuery(wt.pkt, &q) == nil {
-		out := ans.Entry.AppendReply(nil, wt.pkt, &q, now, s.replyOptions(&q, wt.proto))
-		s.countAndWrite(wt, out, q.QType, ans.Entry.Rcode())
-		return
-	}
-	req := new(dns.Msg)
-	if err := req.Unpack(wt.pkt); err != nil {
-		s.countAndWrite(wt, appendHeaderOnly(nil, wt.pkt, dns.RcodeFormatError), 0, dns.RcodeFormatError)
-		return
-	}
-	var m *dns.Msg
-	switch {
-	case ans.Entry != nil:
-		var err error
-		if m, err = ans.Entry.Msg(now); err != nil {
-			s.answerError(wt, dns.RcodeServerFailure)
-			return
-		}
-	case ans.Msg != nil:
-		m = ans.Msg.Copy() // packReply changes it, and other waiters share it
-	default:
+	e, err := s.entryOf(ans)
+	if err != nil {
+		s.log.Warn("rendering an answer failed", zap.Error(err))
 		s.answerError(wt, dns.RcodeServerFailure)
 		return
 	}
-	s.countAndWrite(wt, s.packReply(req, m, wt.proto), req.Question[0].Qtype, m.Rcode)
+	s.answerEntry(wt, e, 0)
+}
+
+// answerEntry writes e to one waiter; staleTTL, when not 0, replaces every
+// TTL.
+func (s *Server) answerEntry(wt *waiter, e *cache.Entry, staleTTL uint32) {
+	q, ok := queryOf(wt.pkt)
+	if !ok || q.Name == nil {
+		s.answerError(wt, dns.RcodeFormatError)
+		return
+	}
+	opts := s.replyOptions(&q, wt.proto)
+	opts.StaleTTL = staleTTL
+	s.countAndWrite(wt, e.AppendReply(nil, &q, s.now().UnixNano(), opts), q.QType, e.Rcode())
 }
 
 // answerStale writes a stale entry with the stale TTL to one waiter.
 func (s *Server) answerStale(wt *waiter, e *cache.Entry, reason int) {
-	var q dnswire.Query
-	if dnswire.ParseQuery(wt.pkt, &q) != nil {
-		s.answerError(wt, dns.RcodeServerFailure)
-		return
-	}
 	s.metrics.staleServed[reason].Inc()
-	opts := s.replyOptions(&q, wt.proto)
-	opts.StaleTTL = staleTTL
-	s.countAndWrite(wt, e.AppendReply(nil, wt.pkt, &q, s.now().UnixNano(), opts), q.QType, e.Rcode())
+	s.answerEntry(wt, e, staleTTL)
 }
 
 // answerError writes an error answer echoing the waiter's question.
 func (s *Server) answerError(wt *waiter, rcode int) {
-	var q dnswire.Query
-	if dnswire.ParseQuery(wt.pkt, &q) == nil {
-		s.countAndWrite(wt, dnswire.AppendError(nil, wt.pkt, &q, rcode), q.QType, rcode)
-		return
+	q, ok := queryOf(wt.pkt)
+	if !ok {
+		return // shorter than a header: nothing to answer to
 	}
-	req := new(dns.Msg)
-	if err := req.Unpack(wt.pkt); err == nil && len(req.Question) == 1 {
-		s.countAndWrite(wt, s.packError(req, rcode, wt.proto), req.Question[0].Qtype, rcode)
-		return
-	}
-	s.countAndWrite(wt, appendHeaderOnly(nil, wt.pkt, rcode), 0, rcode)
+	s.countAndWrite(wt, s.appendError(nil, &q, rcode), q.QType, rcode)
 }
 
 func (s *Server) countAndWrite(wt *waiter, out []byte, qtype uint16, rcode int) {

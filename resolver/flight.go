@@ -128,7 +128,7 @@ func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, 
 
 	req := new(dns.Msg)
 	if err := req.Unpack(pkt); err != nil {
-		s.countAndWrite(imm, appendHeaderOnly(nil, pkt, dns.RcodeFormatError), 0, dns.RcodeFormatError)
+		s.answerError(imm, dns.RcodeFormatError)
 		return
 	}
 	if rc, bad := checkRequest(req); bad {
@@ -389,6 +389,13 @@ func (s *Server) run(f *flight) {
 		panic(fmt.Sprintf("a flight's query no longer unpacks: %v", err))
 	}
 	ans, err := s.remote.Resolve(ctx, &Request{Msg: req, Key: rkey, Client: f.src, Proto: protoNames[f.proto]})
+	if err == nil && ans.Entry == nil {
+		// Not cached: one transient entry renders it for every waiter.
+		var e *cache.Entry
+		if e, err = s.entryOf(ans); err == nil {
+			ans = Answer{Entry: e}
+		}
+	}
 	waiters := s.takeWaiters(f)
 
 	failed := err != nil || ans.rcode() == dns.RcodeServerFailure

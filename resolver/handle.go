@@ -81,10 +81,10 @@ func (w *worker) fast(pkt []byte, src netip.AddrPort, proto int, prefix []byte) 
 			return nil, actDrop
 		}
 		s.metrics.countRequest(proto, q.QType, dns.RcodeRefused)
-		return dnswire.AppendError(prefix, pkt, q, dns.RcodeRefused), actReply
+		return s.appendError(prefix, q, dns.RcodeRefused), actReply
 	case errors.Is(err, dnswire.ErrFormat):
 		s.metrics.countRequest(proto, 0, dns.RcodeFormatError)
-		return appendHeaderOnly(prefix, pkt, dns.RcodeFormatError), actReply
+		return s.appendError(prefix, &dnswire.Query{ID: q.ID, Flags: q.Flags}, dns.RcodeFormatError), actReply
 	case err != nil:
 		return nil, actMiss // ErrSlowPath: the full parser decides
 	}
@@ -116,7 +116,7 @@ func (w *worker) fast(pkt []byte, src netip.AddrPort, proto int, prefix []byte) 
 			s.prefetch(e)
 		}
 	}
-	out := e.AppendReply(prefix, pkt, q, nowNano, opts)
+	out := e.AppendReply(prefix, q, nowNano, opts)
 	s.metrics.countRequest(proto, q.QType, e.Rcode())
 	s.metrics.duration[proto].Observe(time.Since(now).Seconds())
 	if s.sampleQuery() {
@@ -148,104 +148,6 @@ func cacheable(q *dnswire.Query) bool {
 		q.QType != dnswire.TypeANY && q.QType != dnswire.TypeAXFR && q.QType != dnswire.TypeIXFR
 }
 
-// replyOptions is the size limit for q's reply: 65535 over TCP; over UDP
-// the client's EDNS size (at least 512) capped by ours, or 512 without EDNS
-// (RFC 6891 section 6.2.5).
-func (s *Server) replyOptions(q *dnswire.Query, proto int) cache.ReplyOptions {
-	o := cache.ReplyOptions{MaxSize: dns.MaxMsgSize, UDPSize: s.cfg.MaxUDPSize}
-	if proto == protoUDP {
-		o.MaxSize = 512
-		if q.EDNS {
-			o.MaxSize = int(min(max(q.UDPSize, 512), s.cfg.MaxUDPSize))
-		}
-	}
-	return o
-}
-
-// appendHeaderOnly answers a packet whose question cannot be read: the
-// request header with QR and rcode set and every count zero.
-func appendHeaderOnly(dst, pkt []byte, rcode int) []byte {
-	start := len(dst)
-	dst = append(dst, pkt[:dnswire.HeaderLen]...)
-	h := dst[start:]
-	f := dnswire.Flags(h)
-	f = f&(0xF<<11|dnswire.FlagRD|dnswire.FlagCD) | dnswire.FlagQR | uint16(rcode&0xF)
-	dnswire.SetFlags(h, f)
-	clear(h[4:dnswire.HeaderLen])
-	return dst
-}
-
-// checkRequest returns the error RCODE for a query nodedns will not
-// resolve, and false for a query it will.
-func checkRequest(req *dns.Msg) (int, bool) {
-	switch {
-	case req.Opcode != dns.OpcodeQuery:
-		return dns.RcodeNotImplemented, true
-	case len(req.Question) != 1:
-		return dns.RcodeFormatError, true
-	}
-	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {
-		return dns.RcodeBadVers, true // RFC 6891 section 6.1.3
-	}
-	switch req.Question[0].Qtype {
-	case dns.TypeAXFR, dns.TypeIXFR:
-		return dns.RcodeRefused, true // a cache has no zones to transfer
-	}
-	return 0, false
-}
-
-// packError builds an error answer to req with the question echoed.
-func (s *Server) packError(req *dns.Msg, rcode int, proto int) []byte {
-	m := new(dns.Msg)
-	m.SetRcode(req, rcode)
-	m.RecursionAvailable = true
-	return s.packReply(req, m, proto)
-}
-
-// packReply turns resp into the wire answer to req: req's ID, question and
-// RD/CD bits, our OPT record instead of the upstream's, and truncated with
-// TC when it does not fit the client's UDP size. It modifies resp.
-func (s *Server) packReply(req, resp *dns.Msg, proto int) []byte {
-	resp.Id = req.Id
-	resp.Response = true
-	resp.RecursionAvailable = true
-	resp.Question = req.Question
-	resp.RecursionDesired = req.RecursionDesired
-	resp.CheckingDisabled = req.CheckingDisabled
-	extra := resp.Extra[:0]
-	for _, rr := range resp.Extra {
-		if rr.Header().Rrtype != dns.TypeOPT {
-			extra = append(extra, rr)
-		}
-	}
-	resp.Extra = extra
-	maxSize := dns.MaxMsgSize
-	if opt := req.IsEdns0(); opt != nil {
-		resp.SetEdns0(s.cfg.MaxUDPSize, opt.Do())
-		if proto == protoUDP {
-			maxSize = int(min(max(opt.UDPSize(), 512), s.cfg.MaxUDPSize))
-		}
-	} else if proto == protoUDP {
-		maxSize = 512
-	}
-	resp.Compress = true
-	out, err := resp.Pack()
-	if err == nil && len(out) <= maxSize {
-		return out
-	}
-	if err == nil {
-		resp.Truncate(maxSize)
-		if out, err = resp.Pack(); err == nil {
-			return out
-		}
-	}
-	s.log.Warn("packing a reply failed", zap.Error(err))
-	m := new(dns.Msg)
-	m.SetRcode(req, dns.RcodeServerFailure)
-	out, _ = m.Pack()
-	return out
-}
-
 // sampleQuery decides whether this query goes to the query log.
 func (s *Server) sampleQuery() bool {
 	p := math.Float64frombits(s.queryLogSample.Load())
@@ -272,15 +174,12 @@ func (s *Server) recovered(p any) {
 
 // servfailFor appends a SERVFAIL answer to pkt to dst, echoing its question
 // when it can be read; nil when not even the header can.
-func servfailFor(dst, pkt []byte) []byte {
-	var q dnswire.Query
-	if dnswire.ParseQuery(pkt, &q) == nil {
-		return dnswire.AppendError(dst, pkt, &q, dns.RcodeServerFailure)
-	}
-	if len(pkt) < dnswire.HeaderLen {
+func (s *Server) servfailFor(dst, pkt []byte) []byte {
+	q, ok := queryOf(pkt)
+	if !ok {
 		return nil
 	}
-	return appendHeaderOnly(dst, pkt, dns.RcodeServerFailure)
+	return s.appendError(dst, &q, dns.RcodeServerFailure)
 }
 
 // frame prefixes a TCP message with its length (RFC 1035 section 4.2.2).

@@ -93,10 +93,12 @@ type ForwardChecker interface {
 // The local half runs on the reader's goroutine for every query the fast
 // path could not answer; its stages never block and never leave the node:
 //
-//  1. cacheStage: another query may have filled the entry since the fast
+//  1. anyStage: ANY gets the minimal answer of RFC 8482 here; it never
+//     reaches a cache or an upstream.
+//  2. cacheStage: another query may have filled the entry since the fast
 //     path looked; answers a later stage synthesizes are stored here, so
 //     that the next identical query is a fast-path hit.
-//  2. upstreamNeeded: nothing local answered; the query goes to admission
+//  3. upstreamNeeded: nothing local answered; the query goes to admission
 //     (fair.go) and, on a slot, to the remote half.
 //
 // The remote half runs on a leader goroutine holding a slot:
@@ -112,7 +114,7 @@ func chain(c *cache.Cache, fwd Forwarder, now func() time.Time) (local, remote H
 		}
 		return h
 	}
-	local = build([]Middleware{cacheStage(c, now)}, upstreamNeeded)
+	local = build([]Middleware{anyStage, cacheStage(c, now)}, upstreamNeeded)
 	remote = build([]Middleware{storeStage(c, now)}, forwardStage(fwd))
 	return local, remote
 }
@@ -121,6 +123,29 @@ func chain(c *cache.Cache, fwd Forwarder, now func() time.Time) (local, remote H
 var upstreamNeeded = HandlerFunc(func(context.Context, *Request) (Answer, error) {
 	return Answer{Forward: true}, nil
 })
+
+// anyStage answers ANY queries with one synthesized HINFO record (RFC 8482
+// section 4.2), as CoreDNS's any plugin does: ANY is a diagnostic at best
+// and an amplification vector at worst, and no stub needs it.
+func anyStage(next Handler) Handler {
+	return HandlerFunc(func(ctx context.Context, req *Request) (Answer, error) {
+		q := req.Msg.Question[0]
+		if q.Qtype != dns.TypeANY {
+			return next.Resolve(ctx, req)
+		}
+		m := new(dns.Msg)
+		m.SetReply(req.Msg)
+		m.Answer = []dns.RR{&dns.HINFO{
+			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHINFO, Class: q.Qclass, Ttl: rfc8482TTL},
+			Cpu: "RFC8482",
+		}}
+		return Answer{Msg: m}, nil
+	})
+}
+
+// rfc8482TTL is the TTL of the synthesized ANY answer: long, since it never
+// changes.
+const rfc8482TTL = 8482
 
 func cacheStage(c *cache.Cache, now func() time.Time) Middleware {
 	return func(next Handler) Handler {

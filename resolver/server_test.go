@@ -672,20 +672,27 @@ func TestUpstreamFailureIsSERVFAIL(t *testing.T) {
 	}
 }
 
+// aaWriter sets AA on every reply, as an authoritative upstream would.
+type aaWriter struct{ dns.ResponseWriter }
+
+func (w aaWriter) WriteMsg(m *dns.Msg) error {
+	m.Authoritative = true
+	return w.ResponseWriter.WriteMsg(m)
+}
+
 func TestUncacheableQueriesAreForwardedEachTime(t *testing.T) {
-	up := startUpstream(t, zone(t, "ok.test. 300 IN A 192.0.2.1"))
+	z := zone(t, "ok.test. 300 IN A 192.0.2.1")
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) { z(aaWriter{w}, r) })
 	s := startServer(t, Config{}, forwardTo(up.addr))
 	noRD := query("ok.test.", dns.TypeA)
 	noRD.RecursionDesired = false
 	ecs := query("ok.test.", dns.TypeA)
 	ecs.SetEdns0(1232, false)
 	ecs.IsEdns0().Option = append(ecs.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: net.ParseIP("192.0.2.0").To4()})
-	chaos := query("ok.test.", dns.TypeA)
-	chaos.Question[0].Qclass = dns.ClassCHAOS
 	for _, tc := range []struct {
 		name string
 		m    *dns.Msg
-	}{{"RD=0", noRD}, {"client subnet", ecs}, {"class CHAOS", chaos}} {
+	}{{"RD=0", noRD}, {"client subnet", ecs}} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := up.queries.Load()
 			for i := 0; i < 2; i++ {
@@ -695,11 +702,38 @@ func TestUncacheableQueriesAreForwardedEachTime(t *testing.T) {
 				if r.Id != m.Id {
 					t.Errorf("ID %d, want %d", r.Id, m.Id)
 				}
+				// A forwarder is not an authority (RFC 1035 4.1.1), cached
+				// answer or not.
+				if r.Authoritative || !r.RecursionAvailable || len(r.Answer) != 1 {
+					t.Errorf("reply %v", r)
+				}
 			}
 			if n := up.queries.Load() - before; n != 2 {
 				t.Errorf("upstream got %d queries, want 2 (not cached)", n)
 			}
 		})
+	}
+}
+
+// Classes a cluster's DNS does not serve are refused on the node, at once:
+// never forwarded to an upstream that might not answer (RFC 8906: always
+// an answer).
+func TestOtherClassesAreRefused(t *testing.T) {
+	up := startUpstream(t, zone(t, "ok.test. 300 IN A 192.0.2.1"))
+	s := startServer(t, Config{}, forwardTo(up.addr))
+	for _, class := range []uint16{dns.ClassCHAOS, dns.ClassHESIOD, dns.ClassNONE, dns.ClassANY, 999} {
+		for _, proto := range []string{"udp", "tcp"} {
+			m := query("version.bind.", dns.TypeTXT)
+			m.Question[0].Qclass = class
+			m.SetEdns0(1232, false)
+			r := exchange(t, proto, s.addr, m)
+			if r.Rcode != dns.RcodeRefused || r.IsEdns0() == nil || r.Question[0].Qclass != class {
+				t.Errorf("class %d over %s: %v, want REFUSED with an OPT record and the question echoed", class, proto, r)
+			}
+		}
+	}
+	if n := up.queries.Load(); n != 0 {
+		t.Errorf("upstream got %d queries", n)
 	}
 }
 
@@ -814,5 +848,24 @@ func TestServesIPv6(t *testing.T) {
 				t.Errorf("%s over IPv6: %v", proto, r)
 			}
 		}
+	}
+}
+
+// ANY gets the minimal answer of RFC 8482, from the node, over UDP and TCP.
+func TestANYGetsTheMinimalAnswer(t *testing.T) {
+	up := startUpstream(t, zone(t, "ok.test. 300 IN A 192.0.2.1"))
+	s := startServer(t, Config{}, forwardTo(up.addr))
+	for _, proto := range []string{"udp", "tcp"} {
+		r := exchange(t, proto, s.addr, query("Ok.Test.", dns.TypeANY))
+		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Fatalf("%s: %v", proto, r)
+		}
+		h, ok := r.Answer[0].(*dns.HINFO)
+		if !ok || h.Cpu != "RFC8482" || h.Hdr.Name != "Ok.Test." || r.Question[0].Name != "Ok.Test." {
+			t.Errorf("%s: answer %v, want HINFO RFC8482 for the name as asked", proto, r.Answer[0])
+		}
+	}
+	if n := up.queries.Load(); n != 0 {
+		t.Errorf("upstream got %d queries", n)
 	}
 }

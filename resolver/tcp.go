@@ -191,9 +191,9 @@ func (s *Server) handleTCP(w *worker, pkt []byte, src netip.AddrPort, writeFrame
 			s.recovered(p)
 			switch {
 			case write != nil:
-				write(servfailFor(nil, pkt)) // a no-op if dispatch answered
+				write(s.servfailFor(nil, pkt)) // a no-op if dispatch answered
 			case !answered:
-				if out := servfailFor(nil, pkt); out != nil {
+				if out := s.servfailFor(nil, pkt); out != nil {
 					writeFramed(frame(out))
 				}
 			}

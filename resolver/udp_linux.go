@@ -24,6 +24,9 @@ import (
 // inside syscall.RawConn callbacks, so Go's poller still parks the reader
 // while the socket is empty, and deadlines still stop it.
 
+// udpSocketBytes is one UDP socket's batch buffers, for WorstCase.
+const udpSocketBytes = udpBatch * (udpInSlot + 4096)
+
 const (
 	udpBatch = 32
 	// udpInSlot is the largest query read whole; a longer datagram is
@@ -158,7 +161,7 @@ func (r *udpBatchReader) recoverPacket(i, sent int) {
 	}
 	pkt := r.in[i*udpInSlot : i*udpInSlot+int(r.rhdr[i].Len)]
 	slot := r.out[i*r.outSlot : i*r.outSlot : (i+1)*r.outSlot]
-	if out := servfailFor(slot, pkt); len(out) > 0 {
+	if out := r.s.servfailFor(slot, pkt); len(out) > 0 {
 		r.queue(i, out)
 	}
 }

@@ -13,6 +13,9 @@ import (
 	"github.com/nodedns/nodedns/dnswire"
 )
 
+// udpSocketBytes is one UDP socket's buffers, for WorstCase.
+const udpSocketBytes = 65535 + dnswire.MaxUDPReply
+
 // serveUDP is the read loop of one UDP socket, one datagram per system
 // call (Linux uses the batched loop of udp_linux.go). Each socket has exactly one
 // reader, which answers cache hits itself; the kernel spreads clients over
@@ -44,7 +47,7 @@ func (s *Server) handleUDP(w *worker, conn *net.UDPConn, pkt []byte, src netip.A
 		if p := recover(); p != nil {
 			s.recovered(p)
 			if !answered && !w.kept {
-				if out := servfailFor(nil, pkt); out != nil {
+				if out := s.servfailFor(nil, pkt); out != nil {
 					s.writeUDP(conn, out, src)
 				}
 			}

@@ -17,8 +17,6 @@ const (
 	// tcpConnBytes is one client TCP connection with a query outstanding:
 	// its goroutine's stack, read and reply buffers (measured: 7.5 KiB).
 	tcpConnBytes = 10 << 10
-	// udpSocketBytes is one UDP socket's batch buffers (udp_linux.go).
-	udpSocketBytes = udpBatch * (udpInSlot + 4096)
 )
 
 // Memory is a breakdown of the memory a resolver's bounds allow, in bytes.
