@@ -46,7 +46,8 @@ func (f *hitFixture) serve(pkt []byte, q *dnswire.Query, key, out []byte) ([]byt
 		return key, out, false
 	}
 	key = dnswire.AppendKey(key[:0], q.Name, q.QType, q.QClass, q.DO, q.CD())
-	e, ok := f.c.Lookup(key, f.now)
+	e, state := f.c.Find(key, f.now)
+	ok := state == Fresh
 	if !ok {
 		return key, out, false
 	}

@@ -95,18 +95,6 @@ func (c *Cache) Get(key []byte) (*Entry, bool) {
 	return e, true
 }
 
-// Lookup returns a fresh entry for key at now (UnixNano) and counts the hit
-// or the miss.
-func (c *Cache) Lookup(key []byte, now int64) (*Entry, bool) {
-	e, ok := c.Get(key)
-	if !ok || !e.Fresh(now) {
-		c.metrics.misses.Inc()
-		return nil, false
-	}
-	c.metrics.hits.Inc()
-	return e, true
-}
-
 // State says what Find found.
 type State uint8
 

@@ -196,7 +196,7 @@ func TestConcurrent(t *testing.T) {
 				}
 				key = dnswire.AppendKey(key[:0], q.Name, q.QType, q.QClass, q.DO, q.CD())
 				now := t0.Add(time.Duration(i) * time.Millisecond)
-				if e, ok := c.Lookup(key, now.UnixNano()); ok {
+				if e, state := c.Find(key, now.UnixNano()); state == Fresh {
 					buf = e.AppendReply(buf[:0], &q, now.UnixNano(), tcpOpts)
 					if id, _ := dnswire.ReadHeaderID(buf); id != q.ID || string(buf[dnswire.HeaderLen:q.QEnd]) != string(pr.p.pkt[dnswire.HeaderLen:q.QEnd]) {
 						errs <- fmt.Errorf("reply for another question: %q", buf)

@@ -113,7 +113,8 @@ func render(t testing.TB, e *Entry, p *parsed, now int64, opts ReplyOptions) (*d
 func hit(t testing.TB, c *Cache, query *dns.Msg, now int64, opts ReplyOptions) *dns.Msg {
 	t.Helper()
 	p := parse(t, query)
-	e, ok := c.Lookup(p.key, now)
+	e, state := c.Find(p.key, now)
+	ok := state == Fresh
 	if !ok {
 		return nil
 	}

@@ -131,7 +131,7 @@ func build(key []byte, m *dns.Msg, ttls []uint32, kind Kind, now time.Time, life
 	if err != nil || len(offs) != len(ttls) {
 		return nil, fmt.Errorf("cache: walking packed reply: %v (%d of %d TTLs)", err, len(offs), len(ttls))
 	}
-	qEnd, err := lowerQuestion(packed)
+	qEnd, err := dnswire.LowerQuestion(packed)
 	if err != nil {
 		return nil, err
 	}
@@ -142,31 +142,6 @@ func build(key []byte, m *dns.Msg, ttls []uint32, kind Kind, now time.Time, life
 			m.Question[0].Name, dns.Type(m.Question[0].Qtype))
 	}
 	return newEntry(key, packed, offs, ttls, kind, now, life), nil
-}
-
-// lowerQuestion lower-cases, in place, the name of the single question of a
-// packed message (uncompressed: it is the first name) and returns the offset
-// just past the question. It works on the wire form, where a name like
-// "A\.B" is three bytes, and not on the presentation form.
-func lowerQuestion(msg []byte) (int, error) {
-	off := dnswire.HeaderLen
-	for off < len(msg) && msg[off] != 0 {
-		l := int(msg[off])
-		if l > 63 || off+1+l > len(msg) {
-			return 0, fmt.Errorf("cache: bad question name in packed reply")
-		}
-		for i := off + 1; i <= off+l; i++ {
-			if 'A' <= msg[i] && msg[i] <= 'Z' {
-				msg[i] += 'a' - 'A'
-			}
-		}
-		off += 1 + l
-	}
-	off += 1 + 4 // root label, qtype, qclass
-	if off > len(msg) {
-		return 0, fmt.Errorf("cache: short question in packed reply")
-	}
-	return off, nil
 }
 
 // classify returns the reply's kind and the longest it may be cached: the

@@ -2,9 +2,6 @@ package cache
 
 import (
 	"encoding/binary"
-	"fmt"
-
-	"github.com/miekg/dns"
 
 	"github.com/nodedns/nodedns/dnswire"
 )
@@ -63,21 +60,4 @@ func (e *Entry) AppendReply(dst []byte, q *dnswire.Query, now int64, opts ReplyO
 		dst = dnswire.AppendOPT(dst, start, opts.UDPSize, 0, q.DO)
 	}
 	return dst
-}
-
-// Msg returns the entry as a message with TTLs counted down to now, for the
-// paths that work on unpacked messages.
-func (e *Entry) Msg(now int64) (*dns.Msg, error) {
-	buf := []byte(e.msg())
-	elapsed := e.elapsed(now)
-	refs := e.ttlRefs()
-	for p := 0; p < len(refs); p += ttlRefLen {
-		off, ttl := ttlRef(refs, p)
-		binary.BigEndian.PutUint32(buf[off:], uint32(max(int64(ttl)-elapsed, 0)))
-	}
-	m := new(dns.Msg)
-	if err := m.Unpack(buf); err != nil {
-		return nil, fmt.Errorf("cache: unpacking entry: %w", err)
-	}
-	return m, nil
 }

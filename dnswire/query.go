@@ -281,10 +281,7 @@ const (
 func AppendKey(dst, name []byte, qtype, qclass uint16, do, cd bool) []byte {
 	for _, c := range name {
 		// Lower-casing label length bytes is harmless: they are < 64, below 'A'.
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		dst = append(dst, c)
+		dst = append(dst, lower(c))
 	}
 	dst = binary.BigEndian.AppendUint16(dst, qtype)
 	dst = binary.BigEndian.AppendUint16(dst, qclass)

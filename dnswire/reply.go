@@ -27,6 +27,25 @@ func AppendOPT(dst []byte, msgStart int, udpSize uint16, extRcode uint8, do bool
 	return dst
 }
 
+// LowerQuestion lower-cases, in place, the name of the single question of
+// a message (uncompressed: it is the first name) and returns the offset
+// just past the question. It works on the wire form, where a name like
+// "A\.B" is three bytes, and not on the presentation form.
+func LowerQuestion(msg []byte) (int, error) {
+	end, err := scanName(msg, HeaderLen)
+	if err != nil {
+		return 0, err
+	}
+	if end+4 > len(msg) {
+		return 0, ErrFormat
+	}
+	for i := HeaderLen; i < end; i++ {
+		// Lower-casing label length bytes is harmless: they are < 64.
+		msg[i] = lower(msg[i])
+	}
+	return end + 4, nil
+}
+
 // SetID writes the message ID.
 func SetID(msg []byte, id uint16) { binary.BigEndian.PutUint16(msg[offID:], id) }
 

@@ -14,7 +14,7 @@
 //
 // The pieces are:
 //
-//   - [Remote]: one upstream server (the [Upstream] implementation). UDP with a
+//   - [Remote]: one upstream server. UDP with a
 //     fresh socket and random ID per query and strict reply matching
 //     (anti-spoofing), falling back to TCP on truncation; or pooled persistent
 //     TCP connections when forced.

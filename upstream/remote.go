@@ -17,19 +17,6 @@ import (
 	"github.com/miekg/dns"
 )
 
-// Upstream is one DNS server. Implementations are safe for concurrent use and
-// Exchange must not modify req, because the caller may hold it in a cache key
-// or retry it against another upstream.
-type Upstream interface {
-	// Exchange sends req and returns the reply, with req's ID and question.
-	Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error)
-	// Address is the normalised host:port of the server, used in logs and
-	// metric labels.
-	Address() string
-	// Close releases pooled connections.
-	Close() error
-}
-
 const (
 	// DefaultTimeout bounds one exchange with one upstream. It is short
 	// because a group fails over to the next member after it and clients
@@ -72,7 +59,9 @@ type RemoteConfig struct {
 	IdleTimeout time.Duration // idle pooled connection lifetime; default [DefaultIdleTimeout]
 }
 
-// Remote is the [Upstream] implementation for one DNS server.
+// Remote is one upstream DNS server. It is safe for concurrent use, and
+// Exchange never modifies the request, which the caller may retry against
+// another server.
 //
 // Over UDP every query uses a fresh socket (a random source port from the
 // kernel) and a fresh random ID, and only a reply matching both the ID and
@@ -87,8 +76,6 @@ type Remote struct {
 	m        *Metrics
 	pool     *tcpPool
 }
-
-var _ Upstream = (*Remote)(nil)
 
 // NewRemote validates cfg and returns a Remote. m may be nil (metrics are then
 // collected but not registered anywhere).
