@@ -96,6 +96,12 @@ type Params struct {
 	NXBurstClients int           `json:"nx_burst_clients"`
 	NXBurstRTT     time.Duration `json:"nx_burst_rtt"`
 
+	// burst: Bursts bursts, each of BurstNames distinct names never asked
+	// before, all sent at once from one client address (burstAddr), the
+	// upstream answering after UpstreamRTT.
+	BurstNames int `json:"burst_names"`
+	Bursts     int `json:"bursts"`
+
 	NdotsNames       int           `json:"ndots_names"`
 	NdotsRate        float64       `json:"ndots_rate"` // lookups per second, paced
 	NdotsConcurrency int           `json:"ndots_concurrency"`
@@ -109,6 +115,9 @@ const (
 	burstTimeout = 2 * time.Second
 	burstPause   = 300 * time.Millisecond
 )
+
+// burst: the client's sockets (one address).
+const burstSockets = 16
 
 // fair: the storm client's sockets, and how long after the storm's start
 // the quiet client begins (so that it asks while the storm holds the slots).
@@ -162,6 +171,9 @@ func DefaultOptions() Options {
 			NXBursts:       20,
 			NXBurstClients: 50,
 			NXBurstRTT:     50 * time.Millisecond,
+
+			BurstNames: 1000,
+			Bursts:     5,
 
 			NdotsNames:       200,
 			NdotsRate:        1000,
@@ -249,6 +261,8 @@ func (o *Options) fill() error {
 	setInt(&p.NXBursts, dp.NXBursts)
 	setInt(&p.NXBurstClients, dp.NXBurstClients)
 	setDur(&p.NXBurstRTT, dp.NXBurstRTT)
+	setInt(&p.BurstNames, dp.BurstNames)
+	setInt(&p.Bursts, dp.Bursts)
 	setInt(&p.NdotsNames, dp.NdotsNames)
 	setF(&p.NdotsRate, dp.NdotsRate)
 	setInt(&p.NdotsConcurrency, dp.NdotsConcurrency)
@@ -273,6 +287,9 @@ func (o *Options) fill() error {
 	}
 	if p.FairDuration < 2*fairQuietDelay || p.FairQPS < 0 || p.FairQuietQPS < 0 {
 		return fmt.Errorf("fair: duration at least %v, rates > 0", 2*fairQuietDelay)
+	}
+	if p.BurstNames < 1 || p.BurstNames > 20000 || p.Bursts < 1 {
+		return fmt.Errorf("burst: 1 to 20000 names per burst, at least 1 burst")
 	}
 	if p.HitSockets > p.HitConcurrency {
 		return fmt.Errorf("hit sockets (%d) exceed hit concurrency (%d)", p.HitSockets, p.HitConcurrency)

@@ -483,6 +483,22 @@ func writeScenario(b *strings.Builder, s *Scenario, res *Results) {
 				metricCell(n, "nodedns_cache_misses_total", "nodedns_upstream_requests_total", "nodedns_upstream_errors_total"),
 				metricCell(c, "coredns_cache_misses_total", "coredns_proxy_request_duration_seconds_count", "coredns_forward_requests_total")}},
 		)
+	case ScBurst:
+		bursts := func(r *ServerRun) float64 { return float64(len(r.Bursts)) }
+		failed := func(r *ServerRun) float64 { return float64(Failed(r.Load)) }
+		rows = append(rows,
+			row{label: "bursts", n: val(n, bursts), c: val(c, bursts), format: intf},
+			row{label: "client queries sent", n: val(n, sent), c: val(c, sent), format: intf},
+			row{label: "answers", format: intf, text: [2]string{str(n, func(r *ServerRun) string { return rcodes(r.Load) }), str(c, func(r *ServerRun) string { return rcodes(r.Load) })}},
+			row{label: "**queries without a NOERROR answer**", n: val(n, failed), c: val(c, failed), format: intf},
+			row{label: "upstream queries per burst (mean)", n: val(n, func(r *ServerRun) float64 { return r.UpstreamPerBurst }), c: val(c, func(r *ServerRun) float64 { return r.UpstreamPerBurst }), format: f2, ratio: true},
+		)
+		rows = append(rows, latRows("worst burst's latency", n, c, load)...)
+		rows = append(rows, cpu[3], cpu[0],
+			row{label: "shed / queued / coalesced", format: intf, text: [2]string{
+				metricCell(n, "nodedns_shed_total", "nodedns_queued_total", "nodedns_coalesced_total", "nodedns_stale_served_total", "nodedns_dropped_total"),
+				metricCell(c, "coredns_forward_max_concurrent_rejects_total")}},
+		)
 	case ScNdots:
 		if p := res.Params; p.NdotsNames > 0 {
 			pred := NdotsCachePrediction(p.NdotsNames, len(bench.DefaultSearch), 2, p.NdotsDuration.Seconds(), float64(p.ClusterNegTTL))

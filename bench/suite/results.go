@@ -21,22 +21,20 @@ const (
 
 // Scenario IDs, in suite order.
 const (
-	ScHit       = "hit"
-	ScLatency   = "latency"
-	ScStorm     = "storm-delay"
-	ScStormDrop = "storm-drop"
-	// ScStormShared is storm-delay with the bystanders on the storm's
-	// first client address.
-	ScStormShared = "storm-shared"
-	// ScFair: one address storms a slow upstream, a quiet one does misses.
-	ScFair    = "fair"
-	ScNX      = "nx"
-	ScNXBurst = "nx-burst"
-	ScNdots   = "ndots"
+	ScHit         = "hit"
+	ScLatency     = "latency"
+	ScStorm       = "storm-delay"
+	ScStormDrop   = "storm-drop"
+	ScStormShared = "storm-shared" // storm-delay, bystanders on the storm's first address
+	ScFair        = "fair"         // one address storms a slow upstream, a quiet one does misses
+	ScNX          = "nx"
+	ScNXBurst     = "nx-burst"
+	ScNdots       = "ndots"
+	ScBurst       = "burst" // one address, N distinct misses at once, idle upstream
 )
 
 // AllScenarios lists every scenario in the order the suite runs them.
-var AllScenarios = []string{ScHit, ScLatency, ScStorm, ScStormDrop, ScStormShared, ScFair, ScNX, ScNXBurst, ScNdots}
+var AllScenarios = []string{ScHit, ScLatency, ScStorm, ScStormDrop, ScStormShared, ScFair, ScNX, ScNXBurst, ScNdots, ScBurst}
 
 var titles = map[string]string{
 	ScHit:         "1. Cache-hit throughput",
@@ -48,6 +46,7 @@ var titles = map[string]string{
 	ScNX:          "4a. Negative caching, steady state: repeated NXDOMAIN names",
 	ScNXBurst:     "4b. Negative caching, N identical misses → upstream",
 	ScNdots:       "5. ndots:5 search-list amplification",
+	ScBurst:       "6. Burst: distinct misses at once from one client address",
 }
 
 // Results is everything one suite run measured; it is written as JSON and
@@ -164,9 +163,9 @@ type ServerRun struct {
 	// the report shows (nodedns_* or coredns_*).
 	Metrics Metrics `json:"metrics,omitempty"`
 
-	// Bursts (nx-burst) are the bursts of identical misses, in order; Load
-	// then sums them (AggregateBursts). UpstreamPerBurst is the mean of
-	// their Upstream.
+	// Bursts (nx-burst: of identical misses; burst: of distinct ones) are
+	// the bursts in order; Load then sums them (AggregateBursts).
+	// UpstreamPerBurst is the mean of their Upstream.
 	Bursts           []Burst `json:"bursts,omitempty"`
 	UpstreamPerBurst float64 `json:"upstream_per_burst,omitempty"`
 }
@@ -532,6 +531,23 @@ func Evaluate(res *Results) []Target {
 		add(t)
 	}
 	{
+		s := res.Scenario(ScBurst)
+		n, c := s.Run(NodeDNS), s.Run(CoreDNS)
+		t := Target{ID: "burst-servfail", Scenario: ScBurst, Desc: fmt.Sprintf("6 queries without a NOERROR answer (SERVFAIL, lost) in bursts of %d distinct misses "+
+			"from one address, idle upstream, nodedns", res.Params.BurstNames), Op: "<=", Threshold: 0, Unit: "count", Value: na}
+		if usable(n) && n.Load.Sent > 0 {
+			t.Value = float64(Failed(n.Load))
+			t.Detail = fmt.Sprintf("%s in %d bursts", outcome(n.Load), len(n.Bursts))
+			if n.ServerDrops > 0 {
+				t.Detail += fmt.Sprintf("; %d queries dropped by the kernel at nodedns's full socket buffer", n.ServerDrops)
+			}
+			if usable(c) && c.Load.Sent > 0 {
+				t.Detail += fmt.Sprintf("; CoreDNS %d", Failed(c.Load))
+			}
+		}
+		add(t)
+	}
+	{
 		s := res.Scenario(ScFair)
 		n, c := s.Run(NodeDNS), s.Run(CoreDNS)
 		t := Target{ID: "fair-quiet", Scenario: ScFair, Desc: "3d quiet client's misses answered NOERROR while another address storms a slow upstream, nodedns",
@@ -635,7 +651,7 @@ func finish(res *Results) {
 			if per > 0 {
 				run.UpstreamPerQuery = float64(run.Upstream.Received) / float64(per)
 			}
-			if s.ID == ScNXBurst && len(run.Bursts) > 0 {
+			if (s.ID == ScNXBurst || s.ID == ScBurst) && len(run.Bursts) > 0 {
 				run.UpstreamPerBurst, _, _ = BurstUpstream(run.Bursts)
 			}
 			if s.ID == ScHit && run.Cores > 0 {

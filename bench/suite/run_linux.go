@@ -33,6 +33,7 @@ const (
 	byZone    = "by.bench.test."
 	stormZone = "storm.bench.test."
 	quietZone = "quiet.bench.test." // fair: the quiet client's misses
+	burstZone = "burst.bench.test." // burst: b<burst>-<i>.burst.bench.test
 	nxZone    = "nx.bench.test."
 	extZone   = "bench.test" // ndots: www.ext-N.bench.test (3 dots < ndots 5)
 )
@@ -517,8 +518,12 @@ func fetchProfile(base string, seconds int, path string) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
-// quietAddr is the quiet client of the fair scenario.
-const quietAddr = "127.0.0.4"
+// quietAddr is the quiet client of the fair scenario; burstAddr the
+// client of the burst scenario.
+const (
+	quietAddr = "127.0.0.4"
+	burstAddr = "127.0.6.1"
+)
 
 // stormAddr is the address of storm client i (127.0.0.16...).
 func stormAddr(i int) string { return fmt.Sprintf("127.0.0.%d", 16+i) }
@@ -769,6 +774,41 @@ func (r *runner) scenarioFunc(id string, sc *Scenario) scenarioFunc {
 					}
 					d := r.up.Stats().Sub(up0)
 					run.Bursts = append(run.Bursts, BurstOf(name, rep, d.Received-d.Probes))
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-time.After(burstPause):
+					}
+				}
+				return nil
+			})
+		}
+	case ScBurst:
+		sockets := min(burstSockets, o.BurstNames)
+		sc.Setup = fmt.Sprintf("%d bursts, each of **%d distinct names never asked before, sent at once** (a closed loop with all of them outstanding "+
+			"from the start; `b<burst>-<i>.%s`, A) from one client address (%s, %d sockets): a pod resolving what it needs at start-up, or the hostNetwork "+
+			"pods of a node, which share its address. The upstream is idle and answers after %v. Client timeout %v; bursts are %v apart. "+
+			"Nothing is scarce for long here, so a server that sheds only when it must answers every query NOERROR. "+
+			"Upstream queries are counted per burst, from its first query until its last one is answered or times out.",
+			o.Bursts, o.BurstNames, burstZone, burstAddr, sockets, o.UpstreamRTT, burstTimeout, burstPause)
+		return func(ctx context.Context, p *proc, run *ServerRun, prof *profileReq) error {
+			return r.measure(p, run, 0, prof, func() error {
+				defer func() { run.Load = AggregateBursts(run.Bursts) }()
+				for i := range o.Bursts {
+					qs := make([]bench.Query, o.BurstNames)
+					for j := range qs {
+						qs[j] = bench.Query{Name: fmt.Sprintf("b%d-%d.%s", i, j, burstZone), Type: 1}
+					}
+					up0 := r.up.Stats()
+					rep, err := bench.Run(ctx, bench.Config{
+						Server: p.dns, Queries: qs, Count: int64(o.BurstNames), Concurrency: o.BurstNames, Sockets: sockets,
+						Sources: []string{burstAddr}, Duration: burstTimeout + time.Second, Timeout: burstTimeout,
+					})
+					if err != nil {
+						return fmt.Errorf("burst %d: %w", i, err)
+					}
+					d := r.up.Stats().Sub(up0)
+					run.Bursts = append(run.Bursts, BurstOf(fmt.Sprintf("b%d-*.%s", i, burstZone), rep, d.Received-d.Probes))
 					select {
 					case <-ctx.Done():
 						return ctx.Err()

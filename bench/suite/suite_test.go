@@ -178,8 +178,20 @@ func sampleResults() *Results {
 			{Server: CoreDNS, Load: &bench.Report{Sent: 8, Lookups: &bench.LookupReport{Lookups: 1}}, Upstream: fakeup.Stats{Received: 8}},
 		}},
 	}
-	for _, r := range res.Scenario(ScNXBurst).Runs {
-		r.Load = AggregateBursts(r.Bursts)
+	res.Scenarios = append(res.Scenarios, &Scenario{ID: ScBurst, Title: titles[ScBurst], Runs: []*ServerRun{
+		{Server: NodeDNS, Bursts: []Burst{
+			BurstOf("b0", report(1000, 1000, ok(1000), 5, 12), 1000),
+			BurstOf("b1", report(1000, 1000, ok(1000), 6, 14), 1000)},
+			Upstream: fakeup.Stats{Received: 2000}, Metrics: Metrics{"nodedns_queued_total": 1000}},
+		{Server: CoreDNS, Bursts: []Burst{
+			BurstOf("b0", report(1000, 700, ok(700), 20, 40), 700),
+			BurstOf("b1", report(1000, 720, ok(720), 20, 41), 720)},
+			Upstream: fakeup.Stats{Received: 1420}, ServerDrops: 580},
+	}})
+	for _, id := range []string{ScNXBurst, ScBurst} {
+		for _, r := range res.Scenario(id).Runs {
+			r.Load = AggregateBursts(r.Bursts)
+		}
 	}
 	finish(res)
 	res.Targets = Evaluate(res)
@@ -223,6 +235,7 @@ func TestEvaluate(t *testing.T) {
 		"storm-shared-bystander-p99":   Pass,
 		"storm-shared-upstream":        Pass, // 600/400k
 		"fair-quiet":                   Pass, // 380/380
+		"burst-servfail":               Pass, // 2000/2000 NOERROR
 		"storm-drop-rss":               "missing storm-drop-rss",
 		"storm-drop-bystander-loss":    "missing storm-drop-bystander-loss",
 		"storm-drop-upstream (absent)": "",
@@ -302,6 +315,19 @@ func TestEvaluate(t *testing.T) {
 		t.Errorf("fair without a quiet client: %+v", got)
 	}
 	fq.Quiet = report(380, 380, ok(380), 2001, 2010)
+	// burst: any query without NOERROR (SERVFAIL or lost) misses.
+	if got := targetByID(ts, "burst-servfail"); got.Value != 0 || got.Detail != "2000/2000 NOERROR in 2 bursts; CoreDNS 580" ||
+		!strings.Contains(got.Desc, "bursts of 1000 distinct misses") {
+		t.Errorf("burst: %+v", got)
+	}
+	bn := res.Scenario(ScBurst).Run(NodeDNS)
+	bn.Load = AggregateBursts([]Burst{BurstOf("b0", report(1000, 999, map[string]uint64{"NOERROR": 990, "SERVFAIL": 9}, 5, 12), 1000)})
+	bn.ServerDrops = 1
+	if got := targetByID(Evaluate(res), "burst-servfail"); got.Status != Miss || got.Value != 10 ||
+		!strings.HasPrefix(got.Detail, "990/1000 NOERROR (SERVFAIL 9, lost 1) in 2 bursts; 1 queries dropped by the kernel") {
+		t.Errorf("burst with failures: %+v", got)
+	}
+	bn.Load, bn.ServerDrops = AggregateBursts(bn.Bursts), 0
 	// SERVFAIL answers count as failures, like losses.
 	st.Bystanders = report(10_000, 10_000, map[string]uint64{"NOERROR": 9_000, "SERVFAIL": 1_000}, 0.2, 1)
 	if got := targetByID(Evaluate(res), "storm-delay-bystander-loss"); got.Status != Miss || got.Value != 10 {
@@ -419,6 +445,12 @@ func TestWriteMarkdown(t *testing.T) {
 		"| 3a peak RSS (VmHWM) during the storm, nodedns |",
 		"## 3c. Retry storm, bystanders on the storm's own client address",
 		"## 3d. Fair share: one address storms a slow upstream, a quiet one does misses",
+		"## 6. Burst: distinct misses at once from one client address",
+		"| **queries without a NOERROR answer** | 0 | 580 |  |",
+		"| upstream queries per burst (mean) | 1,000.00 | 710.00 | 1.41× |",
+		"| worst burst's latency p99 (ms) | 14.0 | 41.0 | 0.34× |",
+		"| queries dropped by the kernel, server's socket buffer full | 0 | 580 |  |",
+		"`nodedns_queued_total` 1,000",
 		"| **quiet client answered NOERROR** | 100.000% | 26.316% | 3.80× |",
 		"| quiet client's answers | NOERROR 100.0% | lost 60.5%, NOERROR 26.3%, SERVFAIL 13.2% |  |",
 		"| quiet client p50 (ms) | 2,001 | 3,500 | 0.57× |",
@@ -543,6 +575,7 @@ func TestOptionsFill(t *testing.T) {
 		{Params: Params{NXBurstSize: 10, NXBurstClients: 20}},
 		{Params: Params{NXBursts: -1}},
 		{Params: Params{FairDuration: time.Second}},
+		{Params: Params{BurstNames: 30000}},
 	} {
 		if err := bad.fill(); err == nil {
 			t.Errorf("%+v: no error", bad)

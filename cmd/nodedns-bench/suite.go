@@ -63,6 +63,8 @@ func runSuite(ctx context.Context, args []string) error {
 	fs.IntVar(&p.NXBursts, "nx-bursts", p.NXBursts, "bursts (one new NXDOMAIN name each) in the nx-burst scenario")
 	fs.IntVar(&p.NXBurstClients, "nx-burst-clients", p.NXBurstClients, "client addresses (127.0.4.x, a socket each) a burst is spread over")
 	fs.DurationVar(&p.NXBurstRTT, "nx-burst-rtt", p.NXBurstRTT, "fake upstream's answer delay in the nx-burst scenario")
+	fs.IntVar(&p.BurstNames, "burst-names", p.BurstNames, "burst: distinct names never asked before, sent at once from one address, per burst")
+	fs.IntVar(&p.Bursts, "bursts", p.Bursts, "burst: bursts (fresh names each)")
 	fs.IntVar(&p.NdotsNames, "ndots-names", p.NdotsNames, "external names in the ndots scenario")
 	fs.Float64Var(&p.NdotsRate, "ndots-rate", p.NdotsRate, "lookups per second in the ndots scenario (paced)")
 	fs.DurationVar(&p.NdotsDuration, "ndots-duration", p.NdotsDuration, "length of the ndots scenario")
