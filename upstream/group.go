@@ -270,15 +270,20 @@ func (g *Group) Healthy() bool {
 	return false
 }
 
-// Exchange forwards req to the group's members. It starts round-robin among
-// healthy members and moves to the next healthy member on timeout, network
-// error, SERVFAIL or REFUSED, trying each member at most once, all within
-// ctx's deadline (each try is further bounded by cfg.Timeout). Members with
-// MaxInflight exchanges in flight are skipped. If every member that was tried
-// answered SERVFAIL or REFUSED, the last such answer is returned. If every
-// member is down, ErrNoHealthyUpstream is returned at once; if none was tried
-// because every healthy member was at its cap, ErrOverloaded is returned at
-// once. Both are wrapped with the group name. req is not modified.
+// Exchange forwards req to the group's members and returns the first
+// acceptable answer. It starts with a healthy member (round-robin), and
+// sends the query again whenever a try fails (timeout aside: a network
+// error, bogus replies, SERVFAIL or REFUSED), and whenever Timeout passes
+// without an answer: to the next healthy member, or, in a group of one, to
+// the same server again. Earlier tries keep waiting for their answer, so a
+// lost packet costs one Timeout and a slow but working server still
+// answers; all tries end at ctx's deadline. A query is tried at most once
+// per healthy member plus once more. Members with MaxInflight exchanges in
+// flight are skipped. If every try that got an answer got SERVFAIL or
+// REFUSED, the last such answer is returned. If every member is down,
+// ErrNoHealthyUpstream is returned at once; if none was tried because
+// every healthy member was at its cap, ErrOverloaded is returned at once.
+// Errors are wrapped with the group name. req is not modified.
 func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 	if g.closed.Load() {
 		return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, ErrClosed)
@@ -306,64 +311,79 @@ func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 		return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, ErrNoHealthyUpstream)
 	}
 
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx) // ends the other tries once one answers
+	defer cancel()
+	// Failing over takes each healthy member once; the resend timer may add
+	// one more try (the same server again, in a group of one).
+	maxTries := len(healthy) + 1
+	results := make(chan tryResult, maxTries) // a try never blocks on its send
 	var (
-		lastResp *dns.Msg
-		lastErr  error
-		tried    int
-		busy     int // members skipped because they were at MaxInflight
+		lastResp                   *dns.Msg
+		lastErr                    error
+		next, tried, busy, pending int
 	)
-	start := int(g.next.Add(1) % uint32(len(healthy)))
-	for i := range healthy {
-		mb := healthy[(start+i)%len(healthy)]
-		if i > 0 && !mb.up() {
-			continue // went down while we were trying others
+	first := int(g.next.Add(1) % uint32(len(healthy)))
+	// launch starts the next try that can start, among the first limit
+	// candidates; false when none can.
+	launch := func(limit int) bool {
+		for next < limit && ctx.Err() == nil {
+			mb := healthy[(first+next)%len(healthy)]
+			next++
+			if tried > 0 && !mb.up() {
+				continue // went down while we were trying others
+			}
+			if !mb.acquire() {
+				busy++
+				continue
+			}
+			tried++
+			pending++
+			budget := g.cfg.Timeout * time.Duration(maxTries)
+			if d, ok := ctx.Deadline(); ok {
+				budget = time.Until(d)
+			}
+			go func() {
+				resp, err := mb.r.exchangeWithin(ctx, req, budget)
+				mb.release()
+				results <- tryResult{mb: mb, resp: resp, err: err, budget: budget}
+			}()
+			return true
 		}
-		if ctx.Err() != nil {
-			break
-		}
-		// The per-try timeout exists to fail over in time. The last
-		// candidate has nobody to fail over to: it gets whatever is left of
-		// the caller's deadline, so that a slow but working upstream still
-		// answers instead of being timed out on every query.
-		tryTimeout := g.cfg.Timeout
-		if d, ok := ctx.Deadline(); ok && i == len(healthy)-1 {
-			tryTimeout = max(tryTimeout, time.Until(d))
-		}
-		budget := tryTimeout
-		if d, ok := ctx.Deadline(); ok && time.Until(d) < budget {
-			budget = time.Until(d)
-		}
-		if !mb.acquire() {
-			busy++
-			continue
-		}
-		tried++
-		resp, err := mb.r.exchangeWithin(ctx, req, tryTimeout)
-		mb.release()
-		if err != nil {
-			lastErr = err
-			// Blame the upstream only for its own faults, and not when the
-			// caller's deadline left it too little time to answer.
-			var ee *ExchangeError
-			callerDeadline := errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded)
-			if errors.As(err, &ee) && ee.upstreamFault() && !errors.Is(ctx.Err(), context.Canceled) &&
-				(!callerDeadline || budget >= minCountableBudget) {
-				g.failure(mb, req.Question, err)
+		return false
+	}
+	launch(len(healthy))
+	resend := time.NewTimer(g.cfg.Timeout)
+	defer resend.Stop()
+	for pending > 0 {
+		select {
+		case <-resend.C:
+			if launch(maxTries) {
+				resend.Reset(g.cfg.Timeout)
 			}
 			continue
+		case r := <-results:
+			pending--
+			if r.err != nil {
+				lastErr = r.err
+				g.blame(parent, r, req.Question)
+				launch(len(healthy)) // fail over at once
+				continue
+			}
+			g.success(r.mb)
+			if r.resp.Rcode == dns.RcodeServerFailure || r.resp.Rcode == dns.RcodeRefused {
+				lastResp = r.resp
+				launch(len(healthy))
+				continue
+			}
+			return r.resp, nil
 		}
-		g.success(mb)
-		if resp.Rcode == dns.RcodeServerFailure || resp.Rcode == dns.RcodeRefused {
-			lastResp = resp
-			continue
-		}
-		return resp, nil
 	}
 	if lastResp != nil {
 		return lastResp, nil
 	}
 	if lastErr == nil {
-		if err := ctx.Err(); err != nil {
+		if err := parent.Err(); err != nil {
 			return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, err)
 		}
 		if busy > 0 {
@@ -371,10 +391,33 @@ func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 		}
 		return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, ErrNoHealthyUpstream)
 	}
-	if err := ctx.Err(); err != nil && !errors.Is(lastErr, err) {
-		return nil, fmt.Errorf("upstream group %q: %d upstream(s) tried, then %w; last error: %v", g.cfg.Name, tried, err, lastErr)
+	if err := parent.Err(); err != nil && !errors.Is(lastErr, err) {
+		return nil, fmt.Errorf("upstream group %q: %d tries, then %w; last error: %v", g.cfg.Name, tried, err, lastErr)
 	}
-	return nil, fmt.Errorf("upstream group %q: %d upstream(s) tried, last error: %w", g.cfg.Name, tried, lastErr)
+	return nil, fmt.Errorf("upstream group %q: %d tries, last error: %w", g.cfg.Name, tried, lastErr)
+}
+
+// tryResult is the outcome of one try of Exchange.
+type tryResult struct {
+	mb     *member
+	resp   *dns.Msg
+	err    error
+	budget time.Duration // the time the try had when it started
+}
+
+// blame counts a failed try against its member when the failure is the
+// upstream's own fault: not a canceled caller, and not a timeout the
+// caller's deadline imposed before the upstream had a fair chance.
+func (g *Group) blame(ctx context.Context, r tryResult, q []dns.Question) {
+	var ee *ExchangeError
+	if !errors.As(r.err, &ee) || !ee.upstreamFault() || errors.Is(ctx.Err(), context.Canceled) {
+		return
+	}
+	callerDeadline := errors.Is(r.err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded)
+	if callerDeadline && r.budget < minCountableBudget {
+		return
+	}
+	g.failure(r.mb, q, r.err)
 }
 
 // Close stops the probes, waits for them to exit and closes pooled

@@ -467,9 +467,9 @@ func TestGroupShortCallerDeadlineIsNotAFailure(t *testing.T) {
 }
 
 // A slow but working upstream with nobody to fail over to answers within
-// the caller's deadline, though slower than the per-try timeout: timing it
-// out would turn every answer into SERVFAIL.
-func TestLastMemberGetsTheRestOfTheDeadline(t *testing.T) {
+// the caller's deadline, though slower than the per-try timeout: the first
+// try keeps waiting while the query is sent again.
+func TestSlowMemberStillAnswersAfterTheTimeout(t *testing.T) {
 	slow := startSlow(t, 300*time.Millisecond)
 	m, _ := newTestMetrics(t)
 	g := mustGroup(t, GroupConfig{Addrs: []string{slow.addr}, Timeout: 100 * time.Millisecond, HealthInterval: time.Hour}, m, nil)
@@ -493,5 +493,32 @@ func TestLastMemberGetsTheRestOfTheDeadline(t *testing.T) {
 		if d := time.Since(start); d >= 290*time.Millisecond {
 			t.Errorf("query %d took %v: the slow member's try was not cut at the per-try timeout", i, d)
 		}
+	}
+}
+
+// In a group of one, the per-try timeout means what it says: a lost
+// packet is sent again after it, to the same server, instead of costing
+// the client the whole deadline.
+func TestOneServerGroupResendsAfterTheTimeout(t *testing.T) {
+	var seen sync.Map
+	srv := startServer(t, true, false, func(s *testServer, w dns.ResponseWriter, r *dns.Msg) {
+		if _, again := seen.LoadOrStore(r.Question[0].Name, true); !again {
+			return // the first copy of each query is lost
+		}
+		answer(s, w, r)
+	})
+	g := mustGroup(t, GroupConfig{Addrs: []string{srv.addr}, Timeout: 100 * time.Millisecond, HealthInterval: time.Hour}, nil, nil)
+	for i := range 3 {
+		start := time.Now()
+		resp, err := g.Exchange(ctxWithTimeout(t, 3*time.Second), query(fmt.Sprintf("lost%d.test.", i), dns.TypeA))
+		if err != nil || len(resp.Answer) != 1 {
+			t.Fatalf("query %d: %v, %v", i, resp, err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("query %d took %v: the lost packet cost the whole deadline, not one timeout", i, d)
+		}
+	}
+	if n := srv.udpQs.Load(); n != 6 {
+		t.Errorf("server got %d queries for 3 lookups, want 6 (each sent twice)", n)
 	}
 }
