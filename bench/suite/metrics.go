@@ -187,3 +187,60 @@ func (m Metrics) Sorted() []string {
 	sort.Strings(ks)
 	return ks
 }
+
+// Health is what scrapes of an upstream-health gauge (1: in rotation, 0:
+// marked down; one series per upstream) saw during a run.
+type Health struct {
+	Gauge     string `json:"gauge"`             // e.g. nodedns_upstream_healthy
+	Samples   int    `json:"samples"`           // scrapes that had the gauge
+	Unhealthy int    `json:"unhealthy_samples"` // scrapes with some series at 0
+	// Flaps counts the times a series was seen at 0 after being seen
+	// non-zero (or at 0 the first time it was seen): an upstream taken
+	// out of rotation.
+	Flaps int `json:"flaps"`
+}
+
+// healthWatch follows a health gauge across scrapes.
+type healthWatch struct {
+	h    Health
+	last map[string]float64 // series -> last value seen
+}
+
+func newHealthWatch(gauge string) *healthWatch {
+	return &healthWatch{h: Health{Gauge: gauge}, last: map[string]float64{}}
+}
+
+// observe takes one scrape (nil: a failed one, ignored).
+func (w *healthWatch) observe(m Metrics) {
+	if w == nil || !m.Has(w.h.Gauge) {
+		return
+	}
+	w.h.Samples++
+	down := false
+	for _, k := range m.Sorted() {
+		if seriesName(k) != w.h.Gauge {
+			continue
+		}
+		v := m[k]
+		prev, seen := w.last[k]
+		if v == 0 {
+			down = true
+			if !seen || prev != 0 {
+				w.h.Flaps++
+			}
+		}
+		w.last[k] = v
+	}
+	if down {
+		w.h.Unhealthy++
+	}
+}
+
+// result is what was seen, nil if the gauge never was.
+func (w *healthWatch) result() *Health {
+	if w == nil || w.h.Samples == 0 {
+		return nil
+	}
+	h := w.h
+	return &h
+}

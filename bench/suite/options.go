@@ -102,6 +102,15 @@ type Params struct {
 	BurstNames int `json:"burst_names"`
 	Bursts     int `json:"bursts"`
 
+	// dead-name: for DeadDuration one client (deadAddr) asks DeadNames
+	// names under a zone the upstream never answers (A and AAAA each) at
+	// DeadQPS, open loop, while other clients ask the BystanderNames cached
+	// names at BystanderQPS and unique names (misses) at DeadMissQPS.
+	DeadNames    int           `json:"dead_names"`
+	DeadQPS      float64       `json:"dead_qps"`
+	DeadMissQPS  float64       `json:"dead_miss_qps"`
+	DeadDuration time.Duration `json:"dead_duration"`
+
 	NdotsNames       int           `json:"ndots_names"`
 	NdotsRate        float64       `json:"ndots_rate"` // lookups per second, paced
 	NdotsConcurrency int           `json:"ndots_concurrency"`
@@ -174,6 +183,11 @@ func DefaultOptions() Options {
 
 			BurstNames: 1000,
 			Bursts:     5,
+
+			DeadNames:    5,
+			DeadQPS:      50,
+			DeadMissQPS:  200,
+			DeadDuration: 20 * time.Second,
 
 			NdotsNames:       200,
 			NdotsRate:        1000,
@@ -263,6 +277,10 @@ func (o *Options) fill() error {
 	setDur(&p.NXBurstRTT, dp.NXBurstRTT)
 	setInt(&p.BurstNames, dp.BurstNames)
 	setInt(&p.Bursts, dp.Bursts)
+	setInt(&p.DeadNames, dp.DeadNames)
+	setF(&p.DeadQPS, dp.DeadQPS)
+	setF(&p.DeadMissQPS, dp.DeadMissQPS)
+	setDur(&p.DeadDuration, dp.DeadDuration)
 	setInt(&p.NdotsNames, dp.NdotsNames)
 	setF(&p.NdotsRate, dp.NdotsRate)
 	setInt(&p.NdotsConcurrency, dp.NdotsConcurrency)
@@ -290,6 +308,9 @@ func (o *Options) fill() error {
 	}
 	if p.BurstNames < 1 || p.BurstNames > 20000 || p.Bursts < 1 {
 		return fmt.Errorf("burst: 1 to 20000 names per burst, at least 1 burst")
+	}
+	if p.DeadNames < 1 || p.DeadQPS < 0 || p.DeadMissQPS < 0 || p.DeadDuration < 0 {
+		return fmt.Errorf("dead-name: at least 1 name, rates and duration > 0")
 	}
 	if p.HitSockets > p.HitConcurrency {
 		return fmt.Errorf("hit sockets (%d) exceed hit concurrency (%d)", p.HitSockets, p.HitConcurrency)

@@ -177,7 +177,8 @@ func (p *proc) scrape() (Metrics, error) {
 }
 
 // sampler records the largest VmRSS (every 100 ms) and go_goroutines (every
-// scrapeEvery, if > 0) of a process until stopped.
+// scrapeEvery, if > 0) of a process until stopped, and hands every scrape to
+// health (if not nil).
 type sampler struct {
 	mu         sync.Mutex
 	maxRSS     uint64
@@ -186,7 +187,7 @@ type sampler struct {
 	done       chan struct{}
 }
 
-func startSampler(p *proc, scrapeEvery time.Duration) *sampler {
+func startSampler(p *proc, scrapeEvery time.Duration, health *healthWatch) *sampler {
 	s := &sampler{goroutines: -1, stopc: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
@@ -201,9 +202,12 @@ func startSampler(p *proc, scrapeEvery time.Duration) *sampler {
 			}
 			if scrapeEvery > 0 && time.Since(lastScrape) >= scrapeEvery {
 				lastScrape = time.Now()
-				if m, err := p.scrape(); err == nil && m.Has("go_goroutines") {
+				if m, err := p.scrape(); err == nil {
 					s.mu.Lock()
-					s.goroutines = max(s.goroutines, m.Sum("go_goroutines"))
+					if m.Has("go_goroutines") {
+						s.goroutines = max(s.goroutines, m.Sum("go_goroutines"))
+					}
+					health.observe(m)
 					s.mu.Unlock()
 				}
 			}

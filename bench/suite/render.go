@@ -181,6 +181,7 @@ func lossRow(label string, n, c *ServerRun, get func(*ServerRun) *bench.Report) 
 func load(r *ServerRun) *bench.Report       { return r.Load }
 func bystanders(r *ServerRun) *bench.Report { return r.Bystanders }
 func quiet(r *ServerRun) *bench.Report      { return r.Quiet }
+func misses(r *ServerRun) *bench.Report     { return r.Misses }
 
 // metricRows lists the non-zero counter deltas of a run (shed by reason,
 // coalesced, stale served, ...) as one cell.
@@ -498,6 +499,59 @@ func writeScenario(b *strings.Builder, s *Scenario, res *Results) {
 			row{label: "shed / queued / coalesced", format: intf, text: [2]string{
 				metricCell(n, "nodedns_shed_total", "nodedns_queued_total", "nodedns_coalesced_total", "nodedns_stale_served_total", "nodedns_dropped_total"),
 				metricCell(c, "coredns_forward_max_concurrent_rejects_total")}},
+		)
+	case ScDeadName:
+		others := func(r *ServerRun) float64 {
+			if r.Bystanders == nil || r.Misses == nil {
+				return math.NaN()
+			}
+			return float64(Failed(r.Bystanders) + Failed(r.Misses))
+		}
+		flaps := func(r *ServerRun) float64 {
+			if r.Health == nil {
+				return math.NaN()
+			}
+			return float64(r.Health.Flaps)
+		}
+		sentOf := func(get func(*ServerRun) *bench.Report) func(*ServerRun) float64 {
+			return func(r *ServerRun) float64 {
+				if get(r) == nil {
+					return math.NaN()
+				}
+				return float64(get(r).Sent)
+			}
+		}
+		answers := func(get func(*ServerRun) *bench.Report) [2]string {
+			f := func(r *ServerRun) string { return rcodes(get(r)) }
+			return [2]string{str(n, f), str(c, f)}
+		}
+		rows = append(rows,
+			row{label: "dead-domain queries sent (one client)", n: val(n, sent), c: val(c, sent), format: intf},
+			row{label: "dead-domain answers", format: intf, text: answers(load)},
+			row{label: "dead-domain queries that reached the upstream", n: val(n, func(r *ServerRun) float64 { return float64(r.Upstream.Dead) }), c: val(c, func(r *ServerRun) float64 { return float64(r.Upstream.Dead) }), format: intf, ratio: true},
+			row{label: "**other clients' queries without a NOERROR answer**", n: val(n, others), c: val(c, others), format: intf},
+			row{label: "other clients, cached names: queries sent", n: val(n, sentOf(bystanders)), c: val(c, sentOf(bystanders)), format: intf},
+			row{label: "other clients, cached names: answers", format: intf, text: answers(bystanders)},
+		)
+		rows = append(rows, latRows("other clients, cached names:", n, c, bystanders)...)
+		rows = append(rows,
+			row{label: "other clients, misses: queries sent", n: val(n, sentOf(misses)), c: val(c, sentOf(misses)), format: intf},
+			row{label: "other clients, misses: answers", format: intf, text: answers(misses)},
+		)
+		rows = append(rows, latRows("other clients, misses:", n, c, misses)...)
+		rows = append(rows,
+			row{label: "**upstream taken out of rotation** (health flaps)", n: val(n, flaps), c: val(c, flaps), format: intf},
+			row{label: "health checks (server's counters)", format: intf, text: [2]string{
+				metricCell(n, "nodedns_upstream_probes_total"),
+				metricCell(c, "coredns_proxy_healthcheck_failures_total", "coredns_forward_healthcheck_broken_total")}},
+			row{label: "upstream queries received", n: val(n, func(r *ServerRun) float64 { return float64(r.Upstream.Received) }), c: val(c, func(r *ServerRun) float64 { return float64(r.Upstream.Received) }), format: intf, ratio: true},
+			cpu[0], cpu[1], cpu[3],
+			row{label: "shed / queued / coalesced / stale", format: intf, text: [2]string{
+				metricCell(n, "nodedns_shed_total", "nodedns_queued_total", "nodedns_coalesced_total", "nodedns_stale_served_total", "nodedns_dropped_total"),
+				metricCell(c, "coredns_forward_max_concurrent_rejects_total")}},
+			row{label: "server's own upstream counters", format: intf, text: [2]string{
+				metricCell(n, "nodedns_upstream_requests_total", "nodedns_upstream_errors_total"),
+				metricCell(c, "coredns_forward_requests_total", "coredns_forward_responses_total", "coredns_dns_responses_total")}},
 		)
 	case ScNdots:
 		if p := res.Params; p.NdotsNames > 0 {

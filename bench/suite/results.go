@@ -30,11 +30,12 @@ const (
 	ScNX          = "nx"
 	ScNXBurst     = "nx-burst"
 	ScNdots       = "ndots"
-	ScBurst       = "burst" // one address, N distinct misses at once, idle upstream
+	ScBurst       = "burst"     // one address, N distinct misses at once, idle upstream
+	ScDeadName    = "dead-name" // one client loops on a dead domain, others resolve
 )
 
 // AllScenarios lists every scenario in the order the suite runs them.
-var AllScenarios = []string{ScHit, ScLatency, ScStorm, ScStormDrop, ScStormShared, ScFair, ScNX, ScNXBurst, ScNdots, ScBurst}
+var AllScenarios = []string{ScHit, ScLatency, ScStorm, ScStormDrop, ScStormShared, ScFair, ScNX, ScNXBurst, ScNdots, ScBurst, ScDeadName}
 
 var titles = map[string]string{
 	ScHit:         "1. Cache-hit throughput",
@@ -47,6 +48,7 @@ var titles = map[string]string{
 	ScNXBurst:     "4b. Negative caching, N identical misses → upstream",
 	ScNdots:       "5. ndots:5 search-list amplification",
 	ScBurst:       "6. Burst: distinct misses at once from one client address",
+	ScDeadName:    "7. One dead domain: a client loops on it while others resolve",
 }
 
 // Results is everything one suite run measured; it is written as JSON and
@@ -126,6 +128,12 @@ type ServerRun struct {
 	Load       *bench.Report `json:"load,omitempty"`       // the scenario's load (the storm in storm-*)
 	Bystanders *bench.Report `json:"bystanders,omitempty"` // storm-*: steady cached traffic
 	Quiet      *bench.Report `json:"quiet,omitempty"`      // fair: the quiet client's misses
+	// dead-name: Load is the client looping on the dead domain, Bystanders
+	// the other clients' cached names and Misses their unique names.
+	Misses *bench.Report `json:"misses,omitempty"`
+	// Health is the upstream-health gauge scraped during the run (nodedns
+	// only, in the runs scraped periodically); nil if not seen.
+	Health *Health `json:"upstream_health,omitempty"`
 
 	// CPU of the server process over the measured phase.
 	CPUSeconds float64 `json:"cpu_s"`
@@ -347,6 +355,7 @@ const (
 	TargetBystanderP99Ms = 2.0
 	TargetStormUpstream  = 0.05 // upstream queries per storm query
 	TargetFairQuiet      = 99.0 // percent of the quiet client's misses answered NOERROR
+	// burst, dead-name (others' failures and health flaps), hit misses: 0.
 )
 
 func check(value float64, op string, threshold float64) string {
@@ -544,6 +553,33 @@ func Evaluate(res *Results) []Target {
 			if usable(c) && c.Load.Sent > 0 {
 				t.Detail += fmt.Sprintf("; CoreDNS %d", Failed(c.Load))
 			}
+		}
+		add(t)
+	}
+	{
+		s := res.Scenario(ScDeadName)
+		n, c := s.Run(NodeDNS), s.Run(CoreDNS)
+		t := Target{ID: "dead-name-others", Scenario: ScDeadName, Desc: "7 other clients' queries without a NOERROR answer while one loops on a dead domain, nodedns",
+			Op: "<=", Threshold: 0, Unit: "count", Value: na}
+		if usable(n) && n.Bystanders != nil && n.Misses != nil {
+			t.Value = float64(Failed(n.Bystanders) + Failed(n.Misses))
+			t.Detail = fmt.Sprintf("cached names %s, p99 %s ms; misses %s, p99 %s ms",
+				outcome(n.Bystanders), fmtMs(latOf(n.Bystanders).P99), outcome(n.Misses), fmtMs(latOf(n.Misses).P99))
+			if usable(c) && c.Bystanders != nil && c.Misses != nil {
+				t.Detail += fmt.Sprintf("; CoreDNS %d", Failed(c.Bystanders)+Failed(c.Misses))
+			}
+		}
+		add(t)
+		t = Target{ID: "dead-name-flaps", Scenario: ScDeadName, Desc: "7 times the upstream was taken out of rotation while one client loops on a dead domain, nodedns",
+			Op: "<=", Threshold: 0, Unit: "count", Value: na}
+		if usable(n) && n.Health != nil {
+			t.Value = float64(n.Health.Flaps)
+			t.Detail = fmt.Sprintf("%d scrapes of %s, %d with an upstream down", n.Health.Samples, n.Health.Gauge, n.Health.Unhealthy)
+			if p := n.Metrics.By("nodedns_upstream_probes_total", "result"); len(p) > 0 {
+				t.Detail += fmt.Sprintf("; health probes %.0f alive, %.0f failed", p["alive"], p["failed"])
+			}
+		} else if usable(n) {
+			t.Detail = "nodedns_upstream_healthy was not scraped"
 		}
 		add(t)
 	}

@@ -34,6 +34,8 @@ const (
 	stormZone = "storm.bench.test."
 	quietZone = "quiet.bench.test." // fair: the quiet client's misses
 	burstZone = "burst.bench.test." // burst: b<burst>-<i>.burst.bench.test
+	deadZone  = "dead.bench.test."  // dead-name: never answered by the upstream
+	missZone  = "miss.bench.test."  // dead-name: the other clients' misses
 	nxZone    = "nx.bench.test."
 	extZone   = "bench.test" // ndots: www.ext-N.bench.test (3 dots < ndots 5)
 )
@@ -42,11 +44,17 @@ const (
 var keptMetrics = map[string][]string{
 	NodeDNS: {"nodedns_requests_total", "nodedns_shed_total", "nodedns_coalesced_total", "nodedns_stale_served_total",
 		"nodedns_queued_total", "nodedns_dropped_total", "nodedns_cache_hits_total", "nodedns_cache_misses_total",
-		"nodedns_upstream_requests_total", "nodedns_upstream_errors_total", "nodedns_prefetch_total"},
+		"nodedns_upstream_requests_total", "nodedns_upstream_errors_total", "nodedns_prefetch_total", "nodedns_upstream_probes_total"},
 	CoreDNS: {"coredns_dns_requests_total", "coredns_dns_responses_total", "coredns_cache_hits_total", "coredns_cache_misses_total",
 		"coredns_forward_requests_total", "coredns_forward_responses_total", "coredns_forward_max_concurrent_rejects_total",
-		"coredns_proxy_request_duration_seconds_count"}, // CoreDNS >= 1.11 counts forwards here
+		"coredns_proxy_request_duration_seconds_count", // CoreDNS >= 1.11 counts forwards here
+		"coredns_proxy_healthcheck_failures_total", "coredns_forward_healthcheck_broken_total"},
 }
+
+// healthGauges is each server's upstream-health gauge (1 in rotation, 0
+// down), scraped during the runs that scrape periodically. CoreDNS has
+// none (its forward plugin counts failed health checks instead).
+var healthGauges = map[string]string{NodeDNS: "nodedns_upstream_healthy"}
 
 type runner struct {
 	o        Options
@@ -187,6 +195,7 @@ func (r *runner) prepare(ctx context.Context) error {
 		Addr:  "127.0.0.1:0",
 		TTL:   o.AnswerTTL,
 		Delay: o.UpstreamRTT,
+		Dead:  []string{deadZone},
 		NX: []fakeup.Zone{
 			{Name: "cluster.local.", NegTTL: o.ClusterNegTTL},
 			{Name: nxZone, NegTTL: o.NXTTL},
@@ -464,8 +473,13 @@ func (r *runner) measure(p *proc, run *ServerRun, scrapeEvery time.Duration, pro
 	if err != nil {
 		return err
 	}
+	var health *healthWatch
+	if g := healthGauges[p.name]; g != "" && scrapeEvery > 0 {
+		health = newHealthWatch(g)
+		health.observe(before)
+	}
 	t0 := time.Now()
-	smp := startSampler(p, scrapeEvery)
+	smp := startSampler(p, scrapeEvery, health)
 	var pwg sync.WaitGroup
 	if prof != nil && p.pprof != "" {
 		pwg.Go(func() { prof.err = fetchProfile(p.pprof, prof.seconds, prof.path) })
@@ -491,6 +505,7 @@ func (r *runner) measure(p *proc, run *ServerRun, scrapeEvery time.Duration, pro
 	run.RSSMaxSampled = maxRSS
 	after, err := p.scrape()
 	if err == nil {
+		health.observe(after)
 		if after.Has("go_goroutines") {
 			run.GoroutinesMax = math.Max(run.GoroutinesMax, math.Max(gor, after.Sum("go_goroutines")))
 		}
@@ -498,6 +513,7 @@ func (r *runner) measure(p *proc, run *ServerRun, scrapeEvery time.Duration, pro
 			run.Metrics = after.Delta(before, keptMetrics[p.name]...)
 		}
 	}
+	run.Health = health.result()
 	return lerr
 }
 
@@ -523,7 +539,12 @@ func fetchProfile(base string, seconds int, path string) error {
 const (
 	quietAddr = "127.0.0.4"
 	burstAddr = "127.0.6.1"
+	deadAddr  = "127.0.0.5" // dead-name: the client looping on the dead domain
 )
+
+// deadScrapeEvery is how often dead-name scrapes the upstream-health gauge:
+// well within nodedns's 2 s probe period, so no outage goes unseen.
+const deadScrapeEvery = 250 * time.Millisecond
 
 // stormAddr is the address of storm client i (127.0.0.16...).
 func stormAddr(i int) string { return fmt.Sprintf("127.0.0.%d", 16+i) }
@@ -538,26 +559,34 @@ func addrs(block, n int) []string {
 }
 
 // The warm-up comes from one client address, as from one pod, with up to
-// warmConcurrency names outstanding at once on warmSockets sockets.
+// warmConcurrency names outstanding at once on warmSockets sockets; the
+// passes that repair and check it keep warmRepairConcurrency outstanding
+// (a burst of 500 overflows a socket buffer of the kernel's default size,
+// CoreDNS's, even when every answer is a cache hit).
 const (
-	warmSource      = "127.0.1.1"
-	warmConcurrency = 500
-	warmSockets     = 16
+	warmSource            = "127.0.1.1"
+	warmConcurrency       = 500
+	warmRepairConcurrency = 50
+	warmSockets           = 16
 )
 
 // warm asks every name once from warmSource (a closed loop keeping up to
 // warmConcurrency of them outstanding: a burst of misses). With full, it
-// repeats the pass (at most 5 in all) until a pass after the first is
-// answered NOERROR throughout, and fails otherwise: the scenario needs every
-// name cached. Without full, that one burst is the whole warm-up and its
-// failures are only described: the scenario then measures what they cost
-// (the hit scenario counts the server's cache misses after it). The text
-// describes the first pass and, with full, the last.
+// then asks them all again (at most 4 more passes, warmRepairConcurrency
+// outstanding) until such a pass is answered NOERROR throughout, and fails
+// otherwise: the scenario needs every name cached. Without full, that one
+// burst is the whole warm-up and its failures are only described: the
+// scenario then measures what they cost (the hit scenario counts the
+// server's cache misses after it). The text describes the first pass and,
+// with full, the last.
 func warm(ctx context.Context, server string, names int, zone string, full bool) (string, error) {
 	conc := min(names, warmConcurrency)
 	var first, rep *bench.Report
 	passes := 0
 	for passes < 5 {
+		if passes == 1 {
+			conc = min(names, warmRepairConcurrency)
+		}
 		var err error
 		rep, err = bench.Run(ctx, bench.Config{
 			Server: server, Names: names, Zone: zone, Count: int64(names),
@@ -575,14 +604,15 @@ func warm(ctx context.Context, server string, names int, zone string, full bool)
 			break
 		}
 	}
+	burst := min(names, warmConcurrency)
 	s := fmt.Sprintf("%d names from one client address (%s), up to %d outstanding at once on %d sockets; ",
-		names, warmSource, conc, min(warmSockets, conc))
+		names, warmSource, burst, min(warmSockets, burst))
 	if !full {
 		s += fmt.Sprintf("one pass: %s, p50 %.3f ms, p99 %.3f ms.", outcome(first), first.Latency.P50, first.Latency.P99)
 		return s, nil
 	}
-	s += fmt.Sprintf("first pass (misses) %s, p50 %.3f ms, p99 %.3f ms; %d passes; last pass %s, p50 %.3f ms, p99 %.3f ms.",
-		outcome(first), first.Latency.P50, first.Latency.P99, passes, outcome(rep), rep.Latency.P50, rep.Latency.P99)
+	s += fmt.Sprintf("first pass (misses) %s, p50 %.3f ms, p99 %.3f ms; then %d more at %d outstanding; last pass %s, p50 %.3f ms, p99 %.3f ms.",
+		outcome(first), first.Latency.P50, first.Latency.P99, passes-1, conc, outcome(rep), rep.Latency.P50, rep.Latency.P99)
 	if rep.Rcodes["NOERROR"] != uint64(names) {
 		return s, fmt.Errorf("warm-up failed: %s", s)
 	}
@@ -816,6 +846,54 @@ func (r *runner) scenarioFunc(id string, sc *Scenario) scenarioFunc {
 					}
 				}
 				return nil
+			})
+		}
+	case ScDeadName:
+		sc.Setup = fmt.Sprintf("%d names are cached first. Then for %v one client (%s, its own address) loops on a dead domain: %d names under `%s`, "+
+			"which the upstream never answers (as when a domain's authoritative servers are down), A and AAAA of each name back to back (both outstanding "+
+			"at once, as glibc's getaddrinfo asks them), an open loop at %.0f qps; meanwhile other clients ask the cached names at %.0f qps "+
+			"(127.0.8.1-4) and unique names, all misses the upstream answers after %v, at %.0f qps (127.0.9.1-4). Client timeout %v. "+
+			"A server that takes a slow *name* as evidence against the *server* marks its only upstream down and fails every other miss. "+
+			"Health flaps: %s scraped every %v, counting each time an upstream goes to 0 (CoreDNS has no such gauge: its failed health checks "+
+			"and all-upstreams-down events are shown instead). Another client's query counts as failed when lost or answered with an RCODE other than NOERROR.",
+			o.BystanderNames, o.DeadDuration, deadAddr, o.DeadNames, deadZone, o.DeadQPS, o.BystanderQPS, o.UpstreamRTT, o.DeadMissQPS, o.StormTimeout,
+			healthGauges[NodeDNS], deadScrapeEvery)
+		return func(ctx context.Context, p *proc, run *ServerRun, prof *profileReq) error {
+			w, err := warm(ctx, p.dns, o.BystanderNames, byZone, true)
+			if err != nil {
+				return err
+			}
+			run.Warmup = w
+			var dead []bench.Query
+			for i := range o.DeadNames {
+				name := fmt.Sprintf("dn-%d.%s", i, deadZone)
+				dead = append(dead, bench.Query{Name: name, Type: 1}, bench.Query{Name: name, Type: 28})
+			}
+			return r.measure(p, run, deadScrapeEvery, prof, func() error {
+				var wg sync.WaitGroup
+				var derr, berr, merr error
+				wg.Go(func() {
+					// One socket: the list's order (A, AAAA, next name) is
+					// the order sent.
+					run.Load, derr = bench.Run(ctx, bench.Config{
+						Server: p.dns, Queries: dead, QPS: o.DeadQPS, Sockets: 1,
+						Sources: []string{deadAddr}, Duration: o.DeadDuration, Timeout: o.StormTimeout,
+					})
+				})
+				wg.Go(func() {
+					run.Bystanders, berr = bench.Run(ctx, bench.Config{
+						Server: p.dns, Names: o.BystanderNames, Zone: byZone, QPS: o.BystanderQPS, Sockets: o.BystanderSockets,
+						Sources: addrs(8, 4), Duration: o.DeadDuration, Timeout: o.StormTimeout, Curve: true,
+					})
+				})
+				wg.Go(func() {
+					run.Misses, merr = bench.Run(ctx, bench.Config{
+						Server: p.dns, RandomZone: missZone, QPS: o.DeadMissQPS, Sockets: 4,
+						Sources: addrs(9, 4), Duration: o.DeadDuration, Timeout: o.StormTimeout, Curve: true,
+					})
+				})
+				wg.Wait()
+				return errors.Join(derr, berr, merr)
 			})
 		}
 	case ScNdots:

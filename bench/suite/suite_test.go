@@ -188,6 +188,17 @@ func sampleResults() *Results {
 			BurstOf("b1", report(1000, 720, ok(720), 20, 41), 720)},
 			Upstream: fakeup.Stats{Received: 1420}, ServerDrops: 580},
 	}})
+	res.Scenarios = append(res.Scenarios, &Scenario{ID: ScDeadName, Title: titles[ScDeadName], Runs: []*ServerRun{
+		{Server: NodeDNS, Load: report(1000, 1000, map[string]uint64{"SERVFAIL": 1000}, 1500, 1600),
+			Bystanders: report(40_000, 40_000, ok(40_000), 0.1, 0.9), Misses: report(4000, 4000, ok(4000), 10.5, 12),
+			Health:   &Health{Gauge: "nodedns_upstream_healthy", Samples: 80},
+			Upstream: fakeup.Stats{Received: 4320, Dead: 300, Probes: 20},
+			Metrics:  Metrics{`nodedns_upstream_probes_total{result="alive",upstream="127.0.0.1:1"}`: 20, `nodedns_upstream_probes_total{result="failed",upstream="127.0.0.1:1"}`: 0}},
+		{Server: CoreDNS, Load: report(1000, 0, nil, 0, 0),
+			Bystanders: report(40_000, 40_000, ok(40_000), 0.3, 2), Misses: report(4000, 3988, ok(3988), 11, 15),
+			Upstream: fakeup.Stats{Received: 5000, Dead: 1000},
+			Metrics:  Metrics{`coredns_proxy_healthcheck_failures_total{proxy_name="forward",to="127.0.0.1:1"}`: 0}},
+	}})
 	for _, id := range []string{ScNXBurst, ScBurst} {
 		for _, r := range res.Scenario(id).Runs {
 			r.Load = AggregateBursts(r.Bursts)
@@ -236,6 +247,8 @@ func TestEvaluate(t *testing.T) {
 		"storm-shared-upstream":        Pass, // 600/400k
 		"fair-quiet":                   Pass, // 380/380
 		"burst-servfail":               Pass, // 2000/2000 NOERROR
+		"dead-name-others":             Pass,
+		"dead-name-flaps":              Pass,
 		"storm-drop-rss":               "missing storm-drop-rss",
 		"storm-drop-bystander-loss":    "missing storm-drop-bystander-loss",
 		"storm-drop-upstream (absent)": "",
@@ -328,6 +341,30 @@ func TestEvaluate(t *testing.T) {
 		t.Errorf("burst with failures: %+v", got)
 	}
 	bn.Load, bn.ServerDrops = AggregateBursts(bn.Bursts), 0
+	// dead-name: every other client's failure counts, and every flap.
+	if got := targetByID(ts, "dead-name-others"); got.Value != 0 ||
+		got.Detail != "cached names 40000/40000 NOERROR, p99 0.900 ms; misses 4000/4000 NOERROR, p99 12.0 ms; CoreDNS 12" {
+		t.Errorf("dead-name others: %+v", got)
+	}
+	if got := targetByID(ts, "dead-name-flaps"); got.Value != 0 ||
+		got.Detail != "80 scrapes of nodedns_upstream_healthy, 0 with an upstream down; health probes 20 alive, 0 failed" {
+		t.Errorf("dead-name flaps: %+v", got)
+	}
+	dn := res.Scenario(ScDeadName).Run(NodeDNS)
+	dn.Misses = report(4000, 3990, map[string]uint64{"NOERROR": 3000, "SERVFAIL": 990}, 10.5, 1500)
+	dn.Health = &Health{Gauge: "nodedns_upstream_healthy", Samples: 80, Unhealthy: 30, Flaps: 3}
+	ts = Evaluate(res)
+	if got := targetByID(ts, "dead-name-others"); got.Status != Miss || got.Value != 1000 {
+		t.Errorf("dead-name others failing: %+v", got)
+	}
+	if got := targetByID(ts, "dead-name-flaps"); got.Status != Miss || got.Value != 3 {
+		t.Errorf("dead-name flapping: %+v", got)
+	}
+	dn.Health = nil
+	if got := targetByID(Evaluate(res), "dead-name-flaps"); got.Status != NA || !strings.Contains(got.Detail, "not scraped") {
+		t.Errorf("dead-name without the gauge: %+v", got)
+	}
+	dn.Misses, dn.Health = report(4000, 4000, ok(4000), 10.5, 12), &Health{Gauge: "nodedns_upstream_healthy", Samples: 80}
 	// SERVFAIL answers count as failures, like losses.
 	st.Bystanders = report(10_000, 10_000, map[string]uint64{"NOERROR": 9_000, "SERVFAIL": 1_000}, 0.2, 1)
 	if got := targetByID(Evaluate(res), "storm-delay-bystander-loss"); got.Status != Miss || got.Value != 10 {
@@ -446,6 +483,14 @@ func TestWriteMarkdown(t *testing.T) {
 		"## 3c. Retry storm, bystanders on the storm's own client address",
 		"## 3d. Fair share: one address storms a slow upstream, a quiet one does misses",
 		"## 6. Burst: distinct misses at once from one client address",
+		"## 7. One dead domain: a client loops on it while others resolve",
+		"| **other clients' queries without a NOERROR answer** | 0 | 12 |  |",
+		"| **upstream taken out of rotation** (health flaps) | 0 | - |  |",
+		"| dead-domain queries that reached the upstream | 300 | 1,000 | 0.30× |",
+		"| other clients, misses: answers | NOERROR 100.0% | NOERROR 99.7%, lost 0.3% |  |",
+		"| other clients, cached names: p99 (ms) | 0.900 | 2.00 | 0.45× |",
+		"`nodedns_upstream_probes_total{result=\"alive\",upstream=\"127.0.0.1:1\"}` 20",
+		"| 7 times the upstream was taken out of rotation while one client loops on a dead domain, nodedns | 0 | <= 0 | PASS |",
 		"| **queries without a NOERROR answer** | 0 | 580 |  |",
 		"| upstream queries per burst (mean) | 1,000.00 | 710.00 | 1.41× |",
 		"| worst burst's latency p99 (ms) | 14.0 | 41.0 | 0.34× |",
@@ -490,9 +535,13 @@ func TestWriteSVG(t *testing.T) {
 	panels := Panels(res)
 	// hit, latency, storm bystanders, storm queries, shared-address storm
 	// bystanders and queries, fair's quiet client, nx, (ndots: only
-	// CoreDNS's lookups have no curve) = 8
-	if len(panels) != 8 {
-		t.Fatalf("%d panels, want 8", len(panels))
+	// CoreDNS's lookups have no curve; burst: none), dead-name's cached
+	// names and misses = 10
+	if len(panels) != 10 {
+		t.Fatalf("%d panels, want 10", len(panels))
+	}
+	if got := panels[9].Title; got != "dead domain, other clients: misses" {
+		t.Errorf("panel 9: %q", got)
 	}
 	if got := panels[6].Title; got != "fair share (upstream delays 2s): quiet client's misses" {
 		t.Errorf("panel 6: %q", got)
@@ -508,8 +557,8 @@ func TestWriteSVG(t *testing.T) {
 		t.Fatal(err)
 	}
 	svg := b.String()
-	if got := strings.Count(svg, "<polyline"); got != 17 {
-		t.Errorf("%d polylines, want 17", got)
+	if got := strings.Count(svg, "<polyline"); got != 21 {
+		t.Errorf("%d polylines, want 21", got)
 	}
 	d := xml.NewDecoder(strings.NewReader(svg))
 	for {
@@ -659,6 +708,40 @@ func TestAggregateBursts(t *testing.T) {
 	}
 	if m, _, _ := BurstUpstream(nil); !math.IsNaN(m) {
 		t.Error("no bursts: want NaN")
+	}
+}
+
+func TestHealthWatch(t *testing.T) {
+	up := func(a, b float64) Metrics {
+		return Metrics{`nodedns_upstream_healthy{upstream="a"}`: a, `nodedns_upstream_healthy{upstream="b"}`: b, "go_goroutines": 9}
+	}
+	w := newHealthWatch("nodedns_upstream_healthy")
+	if w.result() != nil {
+		t.Error("a result before any scrape")
+	}
+	for _, m := range []Metrics{up(1, 1), nil, {"go_goroutines": 9}, up(0, 1), up(0, 1), up(1, 1), up(1, 0), up(0, 0), up(1, 1)} {
+		w.observe(m)
+	}
+	// a goes down twice (the second scrape at 0 is the same outage), b once.
+	if got := *w.result(); got != (Health{Gauge: "nodedns_upstream_healthy", Samples: 7, Unhealthy: 4, Flaps: 3}) {
+		t.Errorf("got %+v", got)
+	}
+	// A series seen at 0 the first time counts as a flap.
+	w = newHealthWatch("nodedns_upstream_healthy")
+	w.observe(up(0, 1))
+	if got := w.result(); got.Flaps != 1 || got.Unhealthy != 1 {
+		t.Errorf("first seen down: %+v", got)
+	}
+	// A server without the gauge (CoreDNS): no result.
+	w = newHealthWatch("nodedns_upstream_healthy")
+	w.observe(Metrics{"coredns_forward_healthcheck_broken_total": 0})
+	if w.result() != nil {
+		t.Error("a result without the gauge")
+	}
+	var nilWatch *healthWatch
+	nilWatch.observe(up(0, 0))
+	if nilWatch.result() != nil {
+		t.Error("nil watch")
 	}
 }
 

@@ -79,6 +79,19 @@ func Panels(res *Results) []Panel {
 				}
 				return r.Quiet.Curve
 			})
+		case ScDeadName:
+			add("dead domain, other clients: cached names", s, func(r *ServerRun) []bench.CurvePoint {
+				if r.Bystanders == nil {
+					return nil
+				}
+				return r.Bystanders.Curve
+			})
+			add("dead domain, other clients: misses", s, func(r *ServerRun) []bench.CurvePoint {
+				if r.Misses == nil {
+					return nil
+				}
+				return r.Misses.Curve
+			})
 		case ScNX:
 			add("repeated NXDOMAIN names", s, loadCurve)
 		case ScNdots:
