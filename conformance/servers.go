@@ -1,0 +1,371 @@
+package conformance
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Proc is a server the test runs as a child process. Its output is kept
+// for the report when it fails.
+type Proc struct {
+	Name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// StartProc starts bin with args in dir, its stdout and stderr captured.
+func StartProc(name, dir, bin string, args ...string) (*Proc, error) {
+	p := &Proc{Name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Dir = dir
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	// Its own process group, so that a ^C to the test does not reach it
+	// before Stop does; Stop signals the PID only.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%s: %v", name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Output is what the process has written so far.
+func (p *Proc) Output() string { return p.out.String() }
+
+// Exited reports whether the process has ended.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop sends SIGTERM to the process's PID, waits up to grace for it to
+// exit, then sends SIGKILL and waits for that.
+func (p *Proc) Stop(grace time.Duration) error {
+	if p.Exited() {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(grace):
+	}
+	_ = p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+		return fmt.Errorf("%s: killed after %v", p.Name, grace)
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("%s: PID %d still running after SIGKILL", p.Name, p.cmd.Process.Pid)
+	}
+}
+
+// WaitReady asks addr for q until any reply comes back, the process exits
+// or timeout passes.
+func (p *Proc) WaitReady(addr string, q Query, timeout time.Duration) error {
+	end := time.Now().Add(timeout)
+	for time.Now().Before(end) {
+		if p.Exited() {
+			return fmt.Errorf("%s exited at start (%v):\n%s", p.Name, p.err, p.Output())
+		}
+		if r := Exchange(addr, q, 200*time.Millisecond); r.Msg != nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not answering on %s after %v:\n%s", p.Name, addr, timeout, p.Output())
+}
+
+// FreePort returns a port of 127.0.0.1 free for both UDP and TCP now.
+func FreePort() (int, error) {
+	for i := 0; i < 50; i++ {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		pc.Close()
+		if err == nil {
+			l.Close()
+			return port, nil
+		}
+	}
+	return 0, errors.New("no free port on 127.0.0.1")
+}
+
+// LookBin finds a program in PATH or in the sbin directories, which a
+// non-root PATH often lacks; "" when it is not installed.
+func LookBin(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, d := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
+		p := filepath.Join(d, name)
+		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
+}
+
+// Zone is a zone file of testdata/zones: NAME.zone. A zone file with a
+// line "; sign: nsec" or "; sign: nsec3" is signed by Knot at start with
+// a key made by keymgr, and its DS record goes into its parent's file.
+type Zone struct {
+	Name string // fully qualified, lower case
+	File string
+	Sign string // "", "nsec" or "nsec3"
+}
+
+// ReadZones lists the zones of dir.
+func ReadZones(dir string) ([]Zone, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.zone"))
+	if err != nil {
+		return nil, err
+	}
+	var zs []Zone
+	for _, f := range files {
+		z := Zone{Name: dns.Fqdn(strings.ToLower(strings.TrimSuffix(filepath.Base(f), ".zone"))), File: f}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "; sign: "); ok {
+				z.Sign = strings.TrimSpace(v)
+			}
+		}
+		if z.Sign != "" && z.Sign != "nsec" && z.Sign != "nsec3" {
+			return nil, fmt.Errorf("%s: sign: %q, want nsec or nsec3", f, z.Sign)
+		}
+		zs = append(zs, z)
+	}
+	if len(zs) == 0 {
+		return nil, fmt.Errorf("no zone files in %s", dir)
+	}
+	sort.Slice(zs, func(i, j int) bool { return zs[i].Name < zs[j].Name })
+	return zs, nil
+}
+
+// parent returns the zone of zs that is the closest ancestor of z, if any.
+func parent(zs []Zone, z Zone) (Zone, bool) {
+	var best Zone
+	found := false
+	for _, c := range zs {
+		if c.Name != z.Name && dns.IsSubDomain(c.Name, z.Name) && (!found || len(c.Name) > len(best.Name)) {
+			best, found = c, true
+		}
+	}
+	return best, found
+}
+
+// KnotConfig is the knotd configuration serving zs from dir/zones on
+// 127.0.0.1:port, keeping its state in dir. Signed zones use keys made
+// beforehand (manual policy) so their DS records can go into the parent.
+func KnotConfig(dir string, port int, zs []Zone) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `server:
+    rundir: "%[1]s/run"
+    listen: 127.0.0.1@%[2]d
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+log:
+  - target: stderr
+    any: notice
+database:
+    storage: "%[1]s/db"
+policy:
+  - id: nsec
+    algorithm: ecdsap256sha256
+    single-type-signing: on
+    manual: on
+  - id: nsec3
+    algorithm: ecdsap256sha256
+    single-type-signing: on
+    manual: on
+    nsec3: on
+    nsec3-iterations: 0
+    nsec3-salt-length: 0
+template:
+  - id: default
+    storage: "%[1]s/zones"
+    file: "%%s.zone"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: none
+zone:
+`, dir, port)
+	for _, z := range zs {
+		fmt.Fprintf(&b, "  - domain: %s\n", z.Name)
+		if z.Sign != "" {
+			fmt.Fprintf(&b, "    dnssec-signing: on\n    dnssec-policy: %s\n", z.Sign)
+		}
+	}
+	return b.String()
+}
+
+// SetUpKnot lays out dir for knotd serving the zones of zoneDir on port:
+// the configuration, the zone files, and for each signed zone a key (made
+// with keymgr) whose DS record is appended to its parent's copy. It
+// returns the configuration's path.
+func SetUpKnot(dir, zoneDir string, port int) (string, error) {
+	zs, err := ReadZones(zoneDir)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range []string{"zones", "db", "run"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return "", err
+		}
+	}
+	for _, z := range zs {
+		b, err := os.ReadFile(z.File)
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "zones", z.Name+"zone"), b, 0o644); err != nil {
+			return "", err
+		}
+	}
+	conf := filepath.Join(dir, "knot.conf")
+	if err := os.WriteFile(conf, []byte(KnotConfig(dir, port, zs)), 0o644); err != nil {
+		return "", err
+	}
+	keymgr := LookBin("keymgr")
+	for _, z := range zs {
+		if z.Sign == "" {
+			continue
+		}
+		if keymgr == "" {
+			return "", errors.New("keymgr (package knot) not found")
+		}
+		if out, err := exec.Command(keymgr, "-c", conf, z.Name, "generate", "algorithm=ecdsap256sha256", "ksk=yes", "zsk=yes").CombinedOutput(); err != nil {
+			return "", fmt.Errorf("keymgr generate %s: %v\n%s", z.Name, err, out)
+		}
+		out, err := exec.Command(keymgr, "-c", conf, z.Name, "ds").Output()
+		if err != nil {
+			return "", fmt.Errorf("keymgr ds %s: %v", z.Name, err)
+		}
+		p, ok := parent(zs, z)
+		if !ok {
+			continue
+		}
+		var ds strings.Builder
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			// SHA-256 digests only (type 2), as most zones publish.
+			if f := strings.Fields(line); len(f) == 6 && f[1] == "DS" && f[4] == "2" {
+				fmt.Fprintf(&ds, "%s 3600 IN DS %s\n", f[0], strings.Join(f[2:], " "))
+			}
+		}
+		pf := filepath.Join(dir, "zones", p.Name+"zone")
+		f, err := os.OpenFile(pf, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			return "", err
+		}
+		_, err = f.WriteString("\n; DS of " + z.Name + ", from keymgr\n" + ds.String())
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return conf, nil
+}
+
+// UnboundConfig is the unbound configuration: a caching resolver on
+// 127.0.0.1:port that forwards every name to the authoritative server on
+// 127.0.0.1:authPort and nowhere else. It validates nothing (module
+// iterator only, no trust anchor), has an empty root hints file (the
+// forward zone for "." means it never primes), serves the special-use
+// names the test zones use (test., TEST-NET-1's reverse zone) instead of
+// its built-in empty zones, returns the additional data it has
+// (minimal-responses: no) as nodedns and CoreDNS pass it on, and answers
+// queries with RD=0 from its cache (allow_snoop) rather than REFUSED, as
+// nodedns answers them. Everything else is Unbound's default.
+func UnboundConfig(dir string, port, authPort int) string {
+	return fmt.Sprintf(`server:
+    verbosity: 1
+    interface: 127.0.0.1
+    port: %[2]d
+    do-ip4: yes
+    do-ip6: no
+    do-udp: yes
+    do-tcp: yes
+    do-daemonize: no
+    chroot: ""
+    username: ""
+    directory: "%[1]s"
+    pidfile: "%[1]s/unbound.pid"
+    logfile: ""
+    use-syslog: no
+    num-threads: 1
+    so-reuseport: no
+    module-config: "iterator"
+    do-not-query-localhost: no
+    qname-minimisation: no
+    minimal-responses: no
+    root-hints: "%[1]s/root.hints"
+    access-control: 127.0.0.0/8 allow_snoop
+    local-zone: "test." nodefault
+    local-zone: "2.0.192.in-addr.arpa." nodefault
+remote-control:
+    control-enable: no
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@%[3]d
+`, dir, port, authPort)
+}
+
+// Corefile is the CoreDNS configuration: cache, forwarding everything to
+// the authoritative server, as NodeLocal DNSCache does to the cluster DNS.
+func Corefile(port, authPort int) string {
+	return fmt.Sprintf(`.:%d {
+    bind 127.0.0.1
+    errors
+    cache
+    forward . 127.0.0.1:%d
+}
+`, port, authPort)
+}
