@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/nodedns/nodedns/resolver"
+	"github.com/nodedns/nodedns/upstream"
 )
 
 // File is the YAML configuration file. Durations are Go durations ("1.5s",
@@ -83,47 +86,49 @@ type ShutdownFile struct {
 	Timeout  string `json:"timeout,omitempty"`
 }
 
-// Config is the checked, typed result.
+// Config is the checked, typed result. Each field's key tag names it as
+// the config file does (errors and reload logs use it); reload tags the
+// fields a SIGHUP changes while serving ("live"); any other field changes
+// only with a restart, and a reload that changes it says so (Diff).
 type Config struct {
-	Listen         []string
-	HTTPListen     string
-	Allow          []netip.Prefix // nil: the resolver's default
-	LogLevel       string
-	LogFormat      string
-	QueryLogSample float64
+	Listen         []string       `key:"listen"`
+	HTTPListen     string         `key:"http_listen"`
+	Allow          []netip.Prefix `key:"allow" reload:"live"` // nil: the resolver's default
+	LogLevel       string         `key:"log_level" reload:"live"`
+	LogFormat      string         `key:"log_format"`
+	QueryLogSample float64        `key:"query_log_sample" reload:"live"`
 
-	CacheSize        int64
-	CacheMaxEntries  int
-	CacheShards      int
-	CacheMinTTL      time.Duration
-	CacheMaxTTL      time.Duration
-	CacheNegativeTTL time.Duration
-	CacheServFailTTL time.Duration
-	CacheServeStale  time.Duration
+	CacheSize        int64         `key:"cache.size"`
+	CacheMaxEntries  int           `key:"cache.max_entries"` // 0: chosen from the size
+	CacheShards      int           `key:"cache.shards"`      // 0: chosen from the size
+	CacheMinTTL      time.Duration `key:"cache.min_ttl" reload:"live"`
+	CacheMaxTTL      time.Duration `key:"cache.max_ttl" reload:"live"`
+	CacheNegativeTTL time.Duration `key:"cache.negative_ttl" reload:"live"`
+	CacheServFailTTL time.Duration `key:"cache.servfail_ttl" reload:"live"`
+	CacheServeStale  time.Duration `key:"cache.serve_stale" reload:"live"`
 
-	UDPSockets           int
-	MaxUDPSize           int
-	TCPMaxConns          int
-	TCPMaxConnsPerClient int
-	TCPIdleTimeout       time.Duration
-	MaxInflight          int
-	MaxQueueWait         time.Duration
-	RequestTimeout       time.Duration
+	UDPSockets           int           `key:"server.udp_sockets"` // 0: GOMAXPROCS
+	MaxUDPSize           int           `key:"server.max_udp_size"`
+	TCPMaxConns          int           `key:"server.tcp_max_conns"`
+	TCPMaxConnsPerClient int           `key:"server.tcp_max_conns_per_client"`
+	TCPIdleTimeout       time.Duration `key:"server.tcp_idle_timeout" reload:"live"`
+	MaxInflight          int           `key:"server.max_inflight"`
+	MaxQueueWait         time.Duration `key:"server.max_queue_wait" reload:"live"`
+	RequestTimeout       time.Duration `key:"server.request_timeout" reload:"live"`
+	StaleAnswerTimeout   time.Duration `key:"server.stale_answer_timeout" reload:"live"` // 0: off
+	PrefetchMinHits      int           `key:"server.prefetch_min_hits" reload:"live"`    // 0: off
+	MaxWaiters           int           `key:"server.max_waiters"`
 
-	StaleAnswerTimeout time.Duration
-	PrefetchMinHits    int
-	MaxWaiters         int
+	PprofListen      string  `key:"pprof_listen"`
+	MemoryLimitRatio float64 `key:"memory_limit_ratio" reload:"live"` // 0: off
 
-	PprofListen      string
-	MemoryLimitRatio float64
+	Upstreams []Group `key:"upstreams" reload:"live"`
 
-	Upstreams []Group
-
-	Lameduck        time.Duration
-	ShutdownTimeout time.Duration
+	Lameduck        time.Duration `key:"shutdown.lameduck" reload:"live"`
+	ShutdownTimeout time.Duration `key:"shutdown.timeout" reload:"live"`
 
 	// ConfigFile is the path given with --config, "" for none.
-	ConfigFile string
+	ConfigFile string `key:"-"`
 }
 
 // Group is one checked upstream group.
@@ -141,7 +146,10 @@ type Group struct {
 // Defaults returns the built-in settings: a resolver that works on a fresh
 // machine without root (loopback, port 5353) and forwards to the host's
 // resolvers. The DaemonSet overrides listen with the node-local address.
+// The server's settings come from resolver.Defaults and the groups' from
+// package upstream: each default has one source.
 func Defaults() Config {
+	r := resolver.Defaults()
 	return Config{
 		Listen:               []string{"127.0.0.1:5353"},
 		HTTPListen:           "127.0.0.1:9253",
@@ -152,29 +160,28 @@ func Defaults() Config {
 		CacheNegativeTTL:     time.Minute,
 		CacheServFailTTL:     2 * time.Second,
 		CacheServeStale:      time.Hour,
-		MaxUDPSize:           1232,
-		TCPMaxConns:          250,
-		TCPMaxConnsPerClient: 64,
-		TCPIdleTimeout:       10 * time.Second,
-		MaxInflight:          500,
-		MaxQueueWait:         time.Second,
-		RequestTimeout:       4 * time.Second,
+		MaxUDPSize:           int(r.MaxUDPSize),
+		TCPMaxConns:          r.TCPMaxConns,
+		TCPMaxConnsPerClient: r.TCPMaxConnsPerClient,
+		TCPIdleTimeout:       r.TCPIdleTimeout,
+		MaxInflight:          r.MaxInflight,
+		MaxQueueWait:         r.MaxQueueWait,
+		RequestTimeout:       r.RequestTimeout,
+		StaleAnswerTimeout:   r.StaleAnswerTimeout,
+		PrefetchMinHits:      int(r.PrefetchMinHits),
+		MaxWaiters:           r.MaxWaiters,
 		ShutdownTimeout:      5 * time.Second,
-
-		StaleAnswerTimeout: 1800 * time.Millisecond,
-		PrefetchMinHits:    2,
-		MaxWaiters:         10000,
-		MemoryLimitRatio:   0.9,
+		MemoryLimitRatio:     0.9,
 	}
 }
 
-// DefaultGroupTimeout and friends are the per-group defaults.
-const (
-	DefaultGroupTimeout   = 1500 * time.Millisecond
-	DefaultMaxFails       = 2
-	DefaultHealthInterval = 2 * time.Second
-	DefaultMaxInflight    = 500
-)
+// defaultGroup is a group with the per-group defaults of package upstream.
+func defaultGroup() Group {
+	return Group{
+		Timeout: upstream.DefaultTimeout, MaxFails: upstream.DefaultMaxFails,
+		HealthInterval: upstream.DefaultHealthInterval, MaxInflight: upstream.DefaultMaxInflight,
+	}
+}
 
 // ErrHelp is returned when -h or --help was asked for.
 var ErrHelp = flag.ErrHelp
@@ -222,6 +229,17 @@ func load(fv *flagValues) (Config, error) {
 	c.ConfigFile = fv.configFile
 	if err := apply(&c, &f); err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", fv.configFile, err)
+	}
+	// The default group from resolv.conf comes before the flags, so that
+	// --upstream-timeout and friends apply to it too.
+	if _, given := fv.set["upstream"]; !given && !anyRoot(c.Upstreams) {
+		servers, err := upstream.SystemNameservers(ResolvConf)
+		if err != nil {
+			return Config{}, fmt.Errorf("upstream: no --upstream and no group for \".\", and %v", err)
+		}
+		if err := setDefaultUpstream(&c, servers); err != nil {
+			return Config{}, fmt.Errorf("upstream: %v", err)
+		}
 	}
 	if err := applyFlags(&c, fv.set); err != nil {
 		return Config{}, err
@@ -324,11 +342,8 @@ func apply(c *Config, f *File) error {
 }
 
 func group(g GroupFile) (Group, error) {
-	out := Group{
-		Name: g.Name, Zones: g.Zones, Servers: g.Servers, ForceTCP: g.ForceTCP,
-		Timeout: DefaultGroupTimeout, MaxFails: DefaultMaxFails, HealthInterval: DefaultHealthInterval,
-		MaxInflight: DefaultMaxInflight,
-	}
+	out := defaultGroup()
+	out.Name, out.Zones, out.Servers, out.ForceTCP = g.Name, g.Zones, g.Servers, g.ForceTCP
 	if g.MaxInflight != nil {
 		if *g.MaxInflight < 1 {
 			return out, fieldErr("max_inflight", fmt.Errorf("must be at least 1, got %d", *g.MaxInflight))

@@ -5,9 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nodedns/nodedns/upstream"
 )
 
 func writeConfig(t *testing.T, s string) string {
@@ -58,7 +61,7 @@ upstreams:
 	if len(c.Upstreams) != 2 {
 		t.Fatalf("upstreams %+v: want the cluster group and a default from resolv.conf", c.Upstreams)
 	}
-	if g := c.Upstreams[0]; !g.ForceTCP || g.Timeout != DefaultGroupTimeout || g.Name != "cluster.local" {
+	if g := c.Upstreams[0]; !g.ForceTCP || g.Timeout != upstream.DefaultTimeout || g.Name != "cluster.local" {
 		t.Errorf("cluster group %+v", g)
 	}
 	if g := c.Upstreams[1]; g.Servers[0] != "192.0.2.53:53" || g.Zones[0] != "." {
@@ -188,4 +191,73 @@ func fileKeys(t reflect.Type) []string {
 		}
 	}
 	return keys
+}
+
+func TestDiff(t *testing.T) {
+	withResolvConf(t, "nameserver 192.0.2.53\n")
+	old, err := Parse(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live, restart := Diff(old, old); len(live)+len(restart) != 0 {
+		t.Errorf("no change reported as %v / %v", live, restart)
+	}
+	changed, err := Parse([]string{"--request-timeout", "3s", "--log-format", "console", "--cache-size", "8MiB",
+		"--allow", "10.0.0.0/8", "--upstream-timeout", "1s"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, restart := Diff(old, changed)
+	if want := []string{"allow", "server.request_timeout", "upstreams"}; !slices.Equal(live, want) {
+		t.Errorf("live %v, want %v", live, want)
+	}
+	if want := []string{"cache.size", "log_format"}; !slices.Equal(restart, want) {
+		t.Errorf("restart %v, want %v", restart, want)
+	}
+	// Every field has a key: none can change unseen.
+	ty := reflect.TypeOf(Config{})
+	for i := range ty.NumField() {
+		if ty.Field(i).Tag.Get("key") == "" {
+			t.Errorf("Config.%s has no key tag", ty.Field(i).Name)
+		}
+	}
+}
+
+// The --upstream-* flags apply to the default group, also when it comes
+// from resolv.conf.
+func TestUpstreamFlagsApplyToTheGroupFromResolvConf(t *testing.T) {
+	withResolvConf(t, "nameserver 192.0.2.53\n")
+	c, err := Parse([]string{"--upstream-timeout", "700ms", "--upstream-force-tcp", "--upstream-max-inflight", "42"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := c.Upstreams[0]
+	if g.Servers[0] != "192.0.2.53:53" || g.Timeout != 700*time.Millisecond || !g.ForceTCP || g.MaxInflight != 42 {
+		t.Errorf("default group %+v", g)
+	}
+}
+
+func TestZeroMeansOffOrIsRefused(t *testing.T) {
+	withResolvConf(t, "nameserver 192.0.2.53\n")
+	for _, tc := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"--cache-servfail-ttl", "0s"}, true},
+		{[]string{"--serve-stale", "0s"}, true},
+		{[]string{"--stale-answer-timeout", "0s"}, true},
+		{[]string{"--prefetch-min-hits", "0"}, true},
+		{[]string{"--memory-limit-ratio", "0"}, true},
+		{[]string{"--udp-sockets", "0"}, true},
+		{[]string{"--max-inflight", "0"}, false},
+		{[]string{"--max-waiters", "0"}, false},
+		{[]string{"--tcp-max-conns", "0"}, false},
+		{[]string{"--tcp-idle-timeout", "0s"}, false},
+		{[]string{"--request-timeout", "0s"}, false},
+	} {
+		_, err := Parse(tc.args, io.Discard)
+		if (err == nil) != tc.ok {
+			t.Errorf("%v: err %v, want ok=%v", tc.args, err, tc.ok)
+		}
+	}
 }

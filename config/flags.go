@@ -5,14 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/miekg/dns"
-
-	"github.com/nodedns/nodedns/upstream"
 )
 
 // flagDef is one command-line flag: its name, what it sets, and how.
@@ -234,157 +230,8 @@ func setDefaultUpstream(c *Config, servers []string) error {
 			return nil
 		}
 	}
-	c.Upstreams = append(c.Upstreams, Group{
-		Name: "default", Zones: []string{"."}, Servers: servers,
-		Timeout: DefaultGroupTimeout, MaxFails: DefaultMaxFails, HealthInterval: DefaultHealthInterval,
-		MaxInflight: DefaultMaxInflight,
-	})
+	g := defaultGroup()
+	g.Name, g.Zones, g.Servers = "default", []string{"."}, servers
+	c.Upstreams = append(c.Upstreams, g)
 	return nil
-}
-
-// validate checks the merged configuration and fills in the default
-// upstream from resolv.conf when no group serves ".".
-func validate(c *Config) error {
-	if len(c.Listen) == 0 {
-		return errors.New("listen: no address given")
-	}
-	for _, a := range c.Listen {
-		if _, err := netip.ParseAddrPort(a); err != nil {
-			return fmt.Errorf("listen: %q is not IP:port (IPv6 as [::1]:53)", a)
-		}
-	}
-	if c.HTTPListen != "" {
-		if _, err := netip.ParseAddrPort(c.HTTPListen); err != nil {
-			return fmt.Errorf("http_listen: %q is not IP:port", c.HTTPListen)
-		}
-	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		return fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel)
-	}
-	switch c.LogFormat {
-	case "json", "console":
-	default:
-		return fmt.Errorf("log_format: %q is not json or console", c.LogFormat)
-	}
-	if c.QueryLogSample < 0 || c.QueryLogSample > 1 {
-		return fmt.Errorf("query_log_sample: %v is not between 0 and 1", c.QueryLogSample)
-	}
-	if c.CacheSize < 64<<10 {
-		return fmt.Errorf("cache.size: %d bytes is below the minimum of 64KiB", c.CacheSize)
-	}
-	if c.CacheShards < 0 || c.CacheShards&(c.CacheShards-1) != 0 {
-		return fmt.Errorf("cache.shards: %d is not a power of two", c.CacheShards)
-	}
-	if c.CacheMaxEntries < 0 {
-		return fmt.Errorf("cache.max_entries: %d is negative", c.CacheMaxEntries)
-	}
-	if c.CacheMaxTTL > 0 && c.CacheMinTTL > c.CacheMaxTTL {
-		return fmt.Errorf("cache.min_ttl: %v is above cache.max_ttl %v", c.CacheMinTTL, c.CacheMaxTTL)
-	}
-	if c.MaxUDPSize < 512 || c.MaxUDPSize > 65535 {
-		return fmt.Errorf("server.max_udp_size: %d is not between 512 and 65535", c.MaxUDPSize)
-	}
-	for _, n := range []struct {
-		field string
-		v     int
-	}{{"server.udp_sockets", c.UDPSockets}, {"server.tcp_max_conns", c.TCPMaxConns}, {"server.max_inflight", c.MaxInflight},
-		{"server.tcp_max_conns_per_client", c.TCPMaxConnsPerClient}} {
-		if n.v < 0 {
-			return fmt.Errorf("%s: %d is negative", n.field, n.v)
-		}
-	}
-	if c.RequestTimeout <= 0 {
-		return errors.New("server.request_timeout: must be positive")
-	}
-	for _, n := range []struct {
-		field string
-		v     int
-	}{{"server.prefetch_min_hits", c.PrefetchMinHits}, {"server.max_waiters", c.MaxWaiters}} {
-		if n.v < 0 {
-			return fmt.Errorf("%s: %d is negative", n.field, n.v)
-		}
-	}
-	if c.MaxQueueWait <= 0 || c.MaxQueueWait >= c.RequestTimeout {
-		return fmt.Errorf("server.max_queue_wait: %v must be positive and below server.request_timeout (%v)", c.MaxQueueWait, c.RequestTimeout)
-	}
-	if c.MemoryLimitRatio <= 0 || c.MemoryLimitRatio > 1 {
-		return fmt.Errorf("memory_limit_ratio: %v is not in (0, 1]", c.MemoryLimitRatio)
-	}
-	if c.PprofListen != "" {
-		if _, err := netip.ParseAddrPort(c.PprofListen); err != nil {
-			return fmt.Errorf("pprof_listen: %q is not IP:port", c.PprofListen)
-		}
-	}
-	if !anyRoot(c.Upstreams) {
-		servers, err := upstream.SystemNameservers(ResolvConf)
-		if err != nil {
-			return fmt.Errorf("upstream: no --upstream and no group for \".\", and %v", err)
-		}
-		if err := setDefaultUpstream(c, servers); err != nil {
-			return fmt.Errorf("upstream: %v", err)
-		}
-	}
-	seen := map[string]string{}
-	for i, g := range c.Upstreams {
-		for _, z := range g.Zones {
-			if _, ok := dns.IsDomainName(z); !ok {
-				return fmt.Errorf("upstreams[%d].zones: %q is not a domain name", i, z)
-			}
-			fz := strings.ToLower(dns.Fqdn(z))
-			if other, dup := seen[fz]; dup {
-				return fmt.Errorf("upstreams[%d].zones: %q is already served by group %q", i, z, other)
-			}
-			seen[fz] = g.Name
-		}
-		for j, s := range g.Servers {
-			a, err := upstream.ParseAddr(s)
-			if err != nil {
-				return fmt.Errorf("upstreams[%d].servers[%d]: %v", i, j, err)
-			}
-			if l, ok := ownAddress(c.Listen, a); ok {
-				return fmt.Errorf("upstreams[%d].servers[%d]: %s is nodedns's own listen address %s: queries would loop back to it", i, j, s, l)
-			}
-		}
-		if g.Timeout <= 0 {
-			return fmt.Errorf("upstreams[%d].timeout: must be positive", i)
-		}
-		if g.HealthInterval <= 0 {
-			return fmt.Errorf("upstreams[%d].health_interval: must be positive", i)
-		}
-		if g.MaxInflight <= 0 {
-			return fmt.Errorf("upstreams[%d].max_inflight: must be positive", i)
-		}
-	}
-	return nil
-}
-
-// ownAddress reports whether the upstream address up (IP:port) reaches one
-// of the listen addresses: the same address, or a wildcard listen address
-// on the same port and up a loopback address.
-func ownAddress(listen []string, up string) (string, bool) {
-	ua, err := netip.ParseAddrPort(up)
-	if err != nil {
-		return "", false
-	}
-	for _, l := range listen {
-		la, err := netip.ParseAddrPort(l)
-		if err != nil || la.Port() != ua.Port() {
-			continue
-		}
-		if la.Addr().Unmap() == ua.Addr().Unmap() || (la.Addr().IsUnspecified() && ua.Addr().IsLoopback()) {
-			return l, true
-		}
-	}
-	return "", false
-}
-
-func anyRoot(gs []Group) bool {
-	for _, g := range gs {
-		if hasRoot(g.Zones) {
-			return true
-		}
-	}
-	return false
 }

@@ -373,10 +373,11 @@ func (s *Server) run(f *flight) {
 		}
 	}()
 
-	ctx, cancel := context.WithDeadline(s.ctx, f.start.Add(s.cfg.RequestTimeout))
+	tun := s.tun.Load()
+	ctx, cancel := context.WithDeadline(s.ctx, f.start.Add(tun.requestTimeout))
 	defer cancel()
-	if f.stale != nil && s.cfg.StaleAnswerTimeout > 0 {
-		wait := s.cfg.StaleAnswerTimeout - time.Since(f.start)
+	if f.stale != nil && tun.staleAnswerTimeout > 0 {
+		wait := tun.staleAnswerTimeout - time.Since(f.start)
 		t := time.AfterFunc(max(wait, 0), func() { s.serveStaleNow(f) })
 		defer t.Stop()
 	}
@@ -473,7 +474,7 @@ func (s *Server) serveStaleNow(f *flight) {
 // slot; the sweeper calls it.
 func (s *Server) expireQueued(now time.Time, buf []*flight) []*flight {
 	s.flightMu.Lock()
-	expired := s.fair.expired(now, s.cfg.MaxQueueWait, buf[:0])
+	expired := s.fair.expired(now, s.tun.Load().maxQueueWait, buf[:0])
 	var ws []*waiter
 	for _, f := range expired {
 		s.forget(f)
@@ -499,7 +500,8 @@ func (w *waiter) flightStale() *cache.Entry {
 // sweep expires queued flights until the server stops.
 func (s *Server) sweep() {
 	defer s.readers.Done()
-	period := min(max(s.cfg.MaxQueueWait/10, 10*time.Millisecond), 100*time.Millisecond)
+	// Every 10 ms: a queued query waits at most max_queue_wait plus that.
+	period := 10 * time.Millisecond
 	t := time.NewTicker(period)
 	defer t.Stop()
 	var buf []*flight

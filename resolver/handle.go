@@ -111,7 +111,7 @@ func (w *worker) fast(pkt []byte, src netip.AddrPort, proto int, prefix []byte) 
 		// InStaleRecheck: a refresh failed recently; it is not retried on
 		// every hit, so upstream load does not follow client load while the
 		// upstream struggles.
-		if s.cfg.PrefetchMinHits > 0 && e.Kind() == cache.KindPositive && e.Hit() >= s.cfg.PrefetchMinHits &&
+		if hits := s.tun.Load().prefetchMinHits; hits > 0 && e.Kind() == cache.KindPositive && e.Hit() >= hits &&
 			inPrefetchWindow(e, nowNano) && !e.InStaleRecheck(nowNano) && e.BeginRefresh() {
 			s.prefetch(e)
 		}

@@ -84,42 +84,56 @@ type Config struct {
 	PrefetchMinHits uint32
 }
 
+// Defaults returns the settings the resolver uses for whatever is not
+// given. Package config starts from them, so that each default has one
+// source. UDPSockets 0 means GOMAXPROCS, chosen at start.
+func Defaults() Config {
+	return Config{
+		Allow:                DefaultAllow,
+		MaxUDPSize:           1232,
+		TCPMaxConns:          250,
+		TCPMaxConnsPerClient: 64,
+		TCPIdleTimeout:       10 * time.Second,
+		MaxInflight:          500,
+		MaxQueueWait:         time.Second,
+		RequestTimeout:       4 * time.Second,
+		MaxWaiters:           10000,
+		StaleAnswerTimeout:   1800 * time.Millisecond,
+		PrefetchMinHits:      2,
+	}
+}
+
+// setDefaults fills the zero fields that cannot mean "off" from Defaults.
+// PrefetchMinHits 0 turns prefetching off; a negative StaleAnswerTimeout
+// waits for the upstream.
 func (c *Config) setDefaults() {
+	d := Defaults()
 	if len(c.Allow) == 0 {
-		c.Allow = DefaultAllow
+		c.Allow = d.Allow
 	}
 	if c.UDPSockets <= 0 {
 		c.UDPSockets = runtime.GOMAXPROCS(0)
 	}
 	if c.MaxUDPSize == 0 {
-		c.MaxUDPSize = 1232
+		c.MaxUDPSize = d.MaxUDPSize
 	}
-	if c.MaxUDPSize < 512 {
-		c.MaxUDPSize = 512
-	}
-	if c.TCPMaxConns <= 0 {
-		c.TCPMaxConns = 250
-	}
-	if c.TCPMaxConnsPerClient <= 0 {
-		c.TCPMaxConnsPerClient = 64
-	}
-	if c.TCPIdleTimeout <= 0 {
-		c.TCPIdleTimeout = 10 * time.Second
-	}
-	if c.MaxInflight <= 0 {
-		c.MaxInflight = 500
-	}
-	if c.MaxQueueWait <= 0 {
-		c.MaxQueueWait = time.Second
-	}
-	if c.RequestTimeout <= 0 {
-		c.RequestTimeout = 4 * time.Second
-	}
-	if c.MaxWaiters <= 0 {
-		c.MaxWaiters = 10000
-	}
+	c.MaxUDPSize = max(c.MaxUDPSize, 512)
+	setIfZero(&c.TCPMaxConns, d.TCPMaxConns)
+	setIfZero(&c.TCPMaxConnsPerClient, d.TCPMaxConnsPerClient)
+	setIfZero(&c.TCPIdleTimeout, d.TCPIdleTimeout)
+	setIfZero(&c.MaxInflight, d.MaxInflight)
+	setIfZero(&c.MaxQueueWait, d.MaxQueueWait)
+	setIfZero(&c.RequestTimeout, d.RequestTimeout)
+	setIfZero(&c.MaxWaiters, d.MaxWaiters)
 	if c.StaleAnswerTimeout == 0 {
-		c.StaleAnswerTimeout = 1800 * time.Millisecond
+		c.StaleAnswerTimeout = d.StaleAnswerTimeout
+	}
+}
+
+// setIfZero sets a setting that cannot be off (or negative) to its default.
+func setIfZero[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
 	}
 }
 
@@ -129,6 +143,7 @@ type Server struct {
 	allow atomic.Pointer[allowList] // swapped by Reconfigure
 	// queryLogSample holds math.Float64bits of the fraction of queries logged.
 	queryLogSample atomic.Uint64
+	tun            atomic.Pointer[tunables] // swapped by Reconfigure
 	cache          *cache.Cache
 	local, remote  Handler        // the two halves of the miss pipeline (chain)
 	checker        ForwardChecker // nil when the forwarder has no checks
@@ -192,6 +207,8 @@ func New(cfg Config, c *cache.Cache, fwd Forwarder, log *zap.Logger, reg prometh
 	}
 	s.allow.Store(&allowList{prefixes: cfg.Allow})
 	s.queryLogSample.Store(math.Float64bits(cfg.QueryLogSample))
+	s.tun.Store(&tunables{tcpIdleTimeout: cfg.TCPIdleTimeout, maxQueueWait: cfg.MaxQueueWait,
+		requestTimeout: cfg.RequestTimeout, staleAnswerTimeout: cfg.StaleAnswerTimeout, prefetchMinHits: cfg.PrefetchMinHits})
 	s.setForwarder(fwd)
 	return s, nil
 }
@@ -355,13 +372,44 @@ func (s *Server) closeAll() {
 	s.mu.Unlock()
 }
 
+// Live holds the settings a config reload changes while serving.
+type Live struct {
+	Allow              []netip.Prefix
+	QueryLogSample     float64
+	Policy             cache.Policy
+	TCPIdleTimeout     time.Duration
+	MaxQueueWait       time.Duration
+	RequestTimeout     time.Duration
+	StaleAnswerTimeout time.Duration // negative: wait for the upstream
+	PrefetchMinHits    uint32
+}
+
+// tunables are the live settings the request path reads.
+type tunables struct {
+	tcpIdleTimeout, maxQueueWait, requestTimeout, staleAnswerTimeout time.Duration
+	prefetchMinHits                                                  uint32
+}
+
 // Reconfigure applies the settings a config reload may change while
-// serving: the allow list, the query log sample and the cache TTL rules.
-func (s *Server) Reconfigure(allow []netip.Prefix, queryLogSample float64, p cache.Policy) {
-	if len(allow) == 0 {
-		allow = DefaultAllow
+// serving; zero durations keep the current value. Queries in flight finish
+// under the settings they started with.
+func (s *Server) Reconfigure(l Live) {
+	if len(l.Allow) == 0 {
+		l.Allow = DefaultAllow
 	}
-	s.allow.Store(&allowList{prefixes: allow})
-	s.queryLogSample.Store(math.Float64bits(queryLogSample))
-	s.cache.SetPolicy(p)
+	s.allow.Store(&allowList{prefixes: l.Allow})
+	s.queryLogSample.Store(math.Float64bits(l.QueryLogSample))
+	s.cache.SetPolicy(l.Policy)
+	cur := *s.tun.Load()
+	keep := func(v *time.Duration, nv time.Duration) {
+		if nv != 0 {
+			*v = nv
+		}
+	}
+	keep(&cur.tcpIdleTimeout, l.TCPIdleTimeout)
+	keep(&cur.maxQueueWait, l.MaxQueueWait)
+	keep(&cur.requestTimeout, l.RequestTimeout)
+	keep(&cur.staleAnswerTimeout, l.StaleAnswerTimeout)
+	cur.prefetchMinHits = l.PrefetchMinHits
+	s.tun.Store(&cur)
 }

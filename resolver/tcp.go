@@ -95,7 +95,7 @@ func (s *Server) admitConn(tc *tcpConn) bool {
 		victim.evict()
 		s.metrics.tcpIdleClosed.Inc()
 	} else if n := len(s.tcpConns); n >= s.cfg.TCPMaxConns*9/10 {
-		minIdle := int64(min(s.cfg.TCPIdleTimeout/10, time.Second))
+		minIdle := int64(min(s.tun.Load().tcpIdleTimeout/10, time.Second))
 		if victim := s.idlest(now-minIdle, func(*tcpConn) bool { return true }); victim != nil {
 			victim.evict()
 			s.metrics.tcpIdleClosed.Inc()
@@ -132,7 +132,7 @@ func (s *Server) serveConn(tc *tcpConn) {
 	defer func() {
 		// Every miss is answered within the request timeout; the bound is a
 		// guard so that a lost answer cannot keep the connection forever.
-		waitTimeout(&pending, s.cfg.RequestTimeout+time.Second)
+		waitTimeout(&pending, s.tun.Load().requestTimeout+time.Second)
 		s.mu.Lock()
 		delete(s.tcpConns, c)
 		if s.tcpPerClient[tc.client]--; s.tcpPerClient[tc.client] <= 0 {
@@ -157,7 +157,7 @@ func (s *Server) serveConn(tc *tcpConn) {
 	in := make([]byte, 0, 512)
 	var lenBuf [2]byte
 	for !s.closing.Load() && !tc.evicted.Load() {
-		_ = c.SetReadDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+		_ = c.SetReadDeadline(time.Now().Add(s.tun.Load().tcpIdleTimeout))
 		if _, err := io.ReadFull(c, lenBuf[:]); err != nil {
 			return
 		}

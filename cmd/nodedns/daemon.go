@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -45,7 +48,7 @@ func run(ctx context.Context, args []string) error {
 	// Before anything allocates: the Go runtime's soft memory limit follows
 	// the container's, so the garbage collector works harder before the
 	// kernel kills the process (the lesson of resolvers OOM-killed in a storm).
-	goLimit, _ := memlimit.Apply(log, cfg.MemoryLimitRatio)
+	goLimit := applyMemoryLimit(log, cfg.MemoryLimitRatio)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -108,16 +111,12 @@ func run(ctx context.Context, args []string) error {
 		case <-ctx.Done():
 			done = true
 		case <-hup:
-			old := current.Load()
-			if r, err := reload(upCtx, args, cfg, srv, level, loopToken, upMetrics, log); err != nil {
+			next, err := reload(upCtx, args, cfg, srv, level, &current, loopToken, upMetrics, log)
+			if err != nil {
 				log.Error("config reload rejected; keeping the running configuration", zap.Error(err))
-			} else {
-				current.Store(r)
-				// Queries in flight may still use the old groups: close them once
-				// every such query has reached its deadline.
-				time.AfterFunc(cfg.RequestTimeout, func() { closeRouter(old) })
-				log.Info("config reloaded")
+				continue
 			}
+			cfg = next
 		}
 	}
 
@@ -266,44 +265,74 @@ func buildRouter(ctx context.Context, cfg config.Config, loopToken string, m *up
 	return r, nil
 }
 
-// reload re-reads the configuration for SIGHUP. Upstreams, the allow list,
-// the cache TTL rules, the log level and the query log sample change at
-// once; the cache keeps its entries. Settings that need new sockets or a
-// new cache are reported and left as they are until a restart.
-func reload(ctx context.Context, args []string, old config.Config, srv *resolver.Server, level zap.AtomicLevel,
-	loopToken string, m *upstream.Metrics, log *zap.Logger) (*upstream.Router, error) {
+// reload re-reads the configuration for SIGHUP and applies every setting
+// that can change while serving (config.Diff tells which): the upstream
+// groups (rebuilt only when they changed; the old ones close once queries
+// in flight are done with them), the allow list, the cache's TTL rules, the
+// server's timeouts and prefetching, the log level and query log sample,
+// the memory limit ratio, and the shutdown timings. The cache keeps its
+// entries. Every other change is logged by name as needing a restart. It
+// returns the configuration now in effect; on error nothing changed.
+func reload(ctx context.Context, args []string, running config.Config, srv *resolver.Server, level zap.AtomicLevel,
+	current *atomic.Pointer[upstream.Router], loopToken string, m *upstream.Metrics, log *zap.Logger) (config.Config, error) {
 	cfg, err := config.Reload(args)
 	if err != nil {
-		return nil, err
+		return running, err
 	}
-	var lvl zap.AtomicLevel = zap.NewAtomicLevel()
+	lvl := zap.NewAtomicLevel()
 	if err := lvl.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
-		return nil, err
+		return running, err
 	}
-	r, err := buildRouter(ctx, cfg, loopToken, m, log)
-	if err != nil {
-		return nil, err
-	}
-	for _, restart := range []struct {
-		name    string
-		changed bool
-	}{
-		{"listen", fmt.Sprint(cfg.Listen) != fmt.Sprint(old.Listen)},
-		{"http_listen", cfg.HTTPListen != old.HTTPListen},
-		{"cache.size", cfg.CacheSize != old.CacheSize},
-		{"cache.shards", cfg.CacheShards != old.CacheShards},
-		{"server", serverConfig(cfg).UDPSockets != serverConfig(old).UDPSockets ||
-			cfg.TCPMaxConns != old.TCPMaxConns || cfg.TCPMaxConnsPerClient != old.TCPMaxConnsPerClient || cfg.MaxInflight != old.MaxInflight ||
-			cfg.MaxWaiters != old.MaxWaiters || cfg.StaleAnswerTimeout != old.StaleAnswerTimeout ||
-			cfg.PrefetchMinHits != old.PrefetchMinHits || cfg.MaxQueueWait != old.MaxQueueWait},
-	} {
-		if restart.changed {
-			log.Warn("setting changed in the config file takes effect only after a restart", zap.String("field", restart.name))
+	live, restart := config.Diff(running, cfg)
+	if slices.Contains(live, "upstreams") {
+		r, err := buildRouter(ctx, cfg, loopToken, m, log)
+		if err != nil {
+			return running, err
 		}
+		old := current.Swap(r)
+		// Queries in flight may still use the old groups: close them once
+		// every such query has reached its deadline.
+		time.AfterFunc(running.RequestTimeout, func() { closeRouter(old) })
 	}
 	level.SetLevel(lvl.Level())
-	srv.Reconfigure(cfg.Allow, cfg.QueryLogSample, cachePolicy(cfg))
-	return r, nil
+	srv.Reconfigure(liveConfig(cfg))
+	if slices.Contains(live, "memory_limit_ratio") {
+		applyMemoryLimit(log, cfg.MemoryLimitRatio)
+	}
+	log.Info("config reloaded", zap.Strings("applied", live))
+	if len(restart) > 0 {
+		log.Warn("settings changed in the config that take effect only after a restart", zap.Strings("settings", restart))
+	}
+	return config.Applied(running, cfg), nil
+}
+
+// liveConfig is what a reload changes in the resolver.
+func liveConfig(cfg config.Config) resolver.Live {
+	return resolver.Live{
+		Allow:              cfg.Allow,
+		QueryLogSample:     cfg.QueryLogSample,
+		Policy:             cachePolicy(cfg),
+		TCPIdleTimeout:     cfg.TCPIdleTimeout,
+		MaxQueueWait:       cfg.MaxQueueWait,
+		RequestTimeout:     cfg.RequestTimeout,
+		StaleAnswerTimeout: staleTimeout(cfg.StaleAnswerTimeout),
+		PrefetchMinHits:    uint32(cfg.PrefetchMinHits),
+	}
+}
+
+// applyMemoryLimit gives the Go runtime ratio of the container's memory
+// limit as its soft limit; ratio 0 turns that off. It returns the limit in
+// effect (0 for none).
+func applyMemoryLimit(log *zap.Logger, ratio float64) int64 {
+	if ratio == 0 {
+		if os.Getenv("GOMEMLIMIT") == "" {
+			debug.SetMemoryLimit(math.MaxInt64)
+		}
+		log.Info("Go memory limit not set from the container's (memory_limit_ratio 0)")
+		return 0
+	}
+	limit, _ := memlimit.Apply(log, ratio)
+	return limit
 }
 
 // startHTTP serves /metrics, /health (liveness: the process answers) and

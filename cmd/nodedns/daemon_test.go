@@ -341,6 +341,16 @@ func TestDaemonReloadsOnSIGHUPKeepingTheCache(t *testing.T) {
 		t.Errorf("new name after reload answered %q, want the new upstream's", ip)
 	}
 
+	// Every change is applied or named as needing a restart.
+	writeFile(t, cfg, fmt.Sprintf("upstreams:\n  - zones: [\".\"]\n    servers: [\"%s\"]\nserver:\n  request_timeout: 3s\ncache:\n  size: 8MiB\n", second.addr))
+	_ = d.cmd.Process.Signal(syscall.SIGHUP)
+	if line := d.waitLog(t, "config reloaded"); !strings.Contains(line, "server.request_timeout") {
+		t.Errorf("reload did not say it applied server.request_timeout: %s", line)
+	}
+	if line := d.waitLog(t, "take effect only after a restart"); !strings.Contains(line, "cache.size") {
+		t.Errorf("reload did not name cache.size as needing a restart: %s", line)
+	}
+
 	// A bad config is rejected and the running one stays.
 	writeFile(t, cfg, "upstreams:\n  - zones: [\".\"]\n    servers: [\"not-an-ip\"]\n")
 	_ = d.cmd.Process.Signal(syscall.SIGHUP)

@@ -1,0 +1,156 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/nodedns/nodedns/upstream"
+)
+
+// validate checks the merged configuration. One rule for zero: 0 turns a
+// feature or a bound off (min_ttl, max_ttl, negative_ttl, servfail_ttl,
+// serve_stale, stale_answer_timeout, prefetch_min_hits, lameduck,
+// memory_limit_ratio, query_log_sample); caps and timeouts that cannot be
+// off must be at least 1; three sizes are chosen for you at 0
+// (cache.max_entries, cache.shards, server.udp_sockets).
+func validate(c *Config) error {
+	if len(c.Listen) == 0 {
+		return errors.New("listen: no address given")
+	}
+	for _, a := range c.Listen {
+		if _, err := netip.ParseAddrPort(a); err != nil {
+			return fmt.Errorf("listen: %q is not IP:port (IPv6 as [::1]:53)", a)
+		}
+	}
+	if c.HTTPListen != "" {
+		if _, err := netip.ParseAddrPort(c.HTTPListen); err != nil {
+			return fmt.Errorf("http_listen: %q is not IP:port", c.HTTPListen)
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "json", "console":
+	default:
+		return fmt.Errorf("log_format: %q is not json or console", c.LogFormat)
+	}
+	if c.QueryLogSample < 0 || c.QueryLogSample > 1 {
+		return fmt.Errorf("query_log_sample: %v is not between 0 and 1", c.QueryLogSample)
+	}
+	if c.CacheSize < 64<<10 {
+		return fmt.Errorf("cache.size: %d bytes is below the minimum of 64KiB", c.CacheSize)
+	}
+	if c.CacheShards < 0 || c.CacheShards&(c.CacheShards-1) != 0 {
+		return fmt.Errorf("cache.shards: %d is not a power of two", c.CacheShards)
+	}
+	if c.CacheMaxTTL > 0 && c.CacheMinTTL > c.CacheMaxTTL {
+		return fmt.Errorf("cache.min_ttl: %v is above cache.max_ttl %v", c.CacheMinTTL, c.CacheMaxTTL)
+	}
+	if c.MaxUDPSize < 512 || c.MaxUDPSize > 65535 {
+		return fmt.Errorf("server.max_udp_size: %d is not between 512 and 65535", c.MaxUDPSize)
+	}
+	for _, n := range []struct {
+		field  string
+		v, min int
+	}{
+		{"cache.max_entries", c.CacheMaxEntries, 0}, {"server.udp_sockets", c.UDPSockets, 0},
+		{"server.prefetch_min_hits", c.PrefetchMinHits, 0},
+		{"server.tcp_max_conns", c.TCPMaxConns, 1}, {"server.tcp_max_conns_per_client", c.TCPMaxConnsPerClient, 1},
+		{"server.max_inflight", c.MaxInflight, 1}, {"server.max_waiters", c.MaxWaiters, 1},
+	} {
+		if n.v < n.min {
+			return fmt.Errorf("%s: %d is below %d", n.field, n.v, n.min)
+		}
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"server.request_timeout", c.RequestTimeout}, {"server.tcp_idle_timeout", c.TCPIdleTimeout}} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s: must be positive (it cannot be off)", d.field)
+		}
+	}
+	if c.MaxQueueWait <= 0 || c.MaxQueueWait >= c.RequestTimeout {
+		return fmt.Errorf("server.max_queue_wait: %v must be positive and below server.request_timeout (%v)", c.MaxQueueWait, c.RequestTimeout)
+	}
+	if c.MemoryLimitRatio < 0 || c.MemoryLimitRatio > 1 {
+		return fmt.Errorf("memory_limit_ratio: %v is not between 0 (off) and 1", c.MemoryLimitRatio)
+	}
+	if c.PprofListen != "" {
+		if _, err := netip.ParseAddrPort(c.PprofListen); err != nil {
+			return fmt.Errorf("pprof_listen: %q is not IP:port", c.PprofListen)
+		}
+	}
+	if !anyRoot(c.Upstreams) {
+		return errors.New(`upstreams: no group serves "."`)
+	}
+	seen := map[string]string{}
+	for i, g := range c.Upstreams {
+		for _, z := range g.Zones {
+			if _, ok := dns.IsDomainName(z); !ok {
+				return fmt.Errorf("upstreams[%d].zones: %q is not a domain name", i, z)
+			}
+			fz := strings.ToLower(dns.Fqdn(z))
+			if other, dup := seen[fz]; dup {
+				return fmt.Errorf("upstreams[%d].zones: %q is already served by group %q", i, z, other)
+			}
+			seen[fz] = g.Name
+		}
+		for j, s := range g.Servers {
+			a, err := upstream.ParseAddr(s)
+			if err != nil {
+				return fmt.Errorf("upstreams[%d].servers[%d]: %v", i, j, err)
+			}
+			if l, ok := ownAddress(c.Listen, a); ok {
+				return fmt.Errorf("upstreams[%d].servers[%d]: %s is nodedns's own listen address %s: queries would loop back to it", i, j, s, l)
+			}
+		}
+		if g.Timeout <= 0 {
+			return fmt.Errorf("upstreams[%d].timeout: must be positive", i)
+		}
+		if g.HealthInterval <= 0 {
+			return fmt.Errorf("upstreams[%d].health_interval: must be positive", i)
+		}
+		if g.MaxInflight <= 0 {
+			return fmt.Errorf("upstreams[%d].max_inflight: must be positive", i)
+		}
+	}
+	return nil
+}
+
+// ownAddress reports whether the upstream address up (IP:port) reaches one
+// of the listen addresses: the same address, or a wildcard listen address
+// on the same port and up a loopback address.
+func ownAddress(listen []string, up string) (string, bool) {
+	ua, err := netip.ParseAddrPort(up)
+	if err != nil {
+		return "", false
+	}
+	for _, l := range listen {
+		la, err := netip.ParseAddrPort(l)
+		if err != nil || la.Port() != ua.Port() {
+			continue
+		}
+		if la.Addr().Unmap() == ua.Addr().Unmap() || (la.Addr().IsUnspecified() && ua.Addr().IsLoopback()) {
+			return l, true
+		}
+	}
+	return "", false
+}
+
+func anyRoot(gs []Group) bool {
+	for _, g := range gs {
+		if hasRoot(g.Zones) {
+			return true
+		}
+	}
+	return false
+}
