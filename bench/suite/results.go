@@ -383,6 +383,9 @@ func Evaluate(res *Results) []Target {
 		if t.Status == "" {
 			t.Status = check(t.Value, t.Op, t.Threshold)
 		}
+		if t.Status == NA && t.Detail == "" && res.Scenario(t.Scenario) == nil {
+			t.Detail = "the " + t.Scenario + " scenario did not run"
+		}
 		ts = append(ts, t)
 	}
 	na := math.NaN()
@@ -402,7 +405,7 @@ func Evaluate(res *Results) []Target {
 			t.Detail = fmt.Sprintf("%.0f qps on %.2f cores", n.Load.QPS, n.Cores)
 		}
 		add(t)
-		t = Target{ID: "hit-misses", Scenario: ScHit, Desc: "cache misses after a one-burst warm-up from one client address (server's counter), nodedns",
+		t = Target{ID: "hit-misses", Scenario: ScHit, Desc: "cache misses after the warm-up (server's counter), nodedns",
 			Op: "<=", Threshold: 0, Unit: "count", Value: na}
 		if usable(n) && !math.IsNaN(CacheMisses(n)) {
 			t.Value = CacheMisses(n)
@@ -540,10 +543,29 @@ func Evaluate(res *Results) []Target {
 		add(t)
 	}
 	{
+		s := res.Scenario(ScFair)
+		n, c := s.Run(NodeDNS), s.Run(CoreDNS)
+		t := Target{ID: "fair-quiet", Scenario: ScFair, Desc: "3d fair: quiet client's misses answered NOERROR while another address storms a slow upstream, nodedns",
+			Op: ">=", Threshold: TargetFairQuiet, Unit: "%", Value: na}
+		if usable(n) && n.Quiet != nil && n.Quiet.Sent > 0 {
+			q := n.Quiet
+			t.Value = NoErrorPct(q)
+			t.Detail = fmt.Sprintf("%s; p50 %s, p99 %s ms against the upstream's %v", outcome(q), fmtMs(latOf(q).P50), fmtMs(latOf(q).P99), res.Params.StormDelay)
+			if usable(c) && c.Quiet != nil && c.Quiet.Sent > 0 {
+				t.Detail += fmt.Sprintf("; CoreDNS %.1f%%", NoErrorPct(c.Quiet))
+			}
+		}
+		add(t)
+	}
+	{
 		s := res.Scenario(ScBurst)
 		n, c := s.Run(NodeDNS), s.Run(CoreDNS)
-		t := Target{ID: "burst-servfail", Scenario: ScBurst, Desc: fmt.Sprintf("6 queries without a NOERROR answer (SERVFAIL, lost) in bursts of %d distinct misses "+
-			"from one address, idle upstream, nodedns", res.Params.BurstNames), Op: "<=", Threshold: 0, Unit: "count", Value: na}
+		size := "N"
+		if res.Params.BurstNames > 0 {
+			size = fmt.Sprint(res.Params.BurstNames)
+		}
+		t := Target{ID: "burst-servfail", Scenario: ScBurst, Desc: "6 burst: queries without a NOERROR answer (SERVFAIL, lost), bursts of " + size +
+			" distinct misses from one address, idle upstream, nodedns", Op: "<=", Threshold: 0, Unit: "count", Value: na}
 		if usable(n) && n.Load.Sent > 0 {
 			t.Value = float64(Failed(n.Load))
 			t.Detail = fmt.Sprintf("%s in %d bursts", outcome(n.Load), len(n.Bursts))
@@ -559,7 +581,7 @@ func Evaluate(res *Results) []Target {
 	{
 		s := res.Scenario(ScDeadName)
 		n, c := s.Run(NodeDNS), s.Run(CoreDNS)
-		t := Target{ID: "dead-name-others", Scenario: ScDeadName, Desc: "7 other clients' queries without a NOERROR answer while one loops on a dead domain, nodedns",
+		t := Target{ID: "dead-name-others", Scenario: ScDeadName, Desc: "7 dead name: other clients' queries without a NOERROR answer while one loops on a dead domain, nodedns",
 			Op: "<=", Threshold: 0, Unit: "count", Value: na}
 		if usable(n) && n.Bystanders != nil && n.Misses != nil {
 			t.Value = float64(Failed(n.Bystanders) + Failed(n.Misses))
@@ -570,7 +592,7 @@ func Evaluate(res *Results) []Target {
 			}
 		}
 		add(t)
-		t = Target{ID: "dead-name-flaps", Scenario: ScDeadName, Desc: "7 times the upstream was taken out of rotation while one client loops on a dead domain, nodedns",
+		t = Target{ID: "dead-name-flaps", Scenario: ScDeadName, Desc: "7 dead name: times the upstream was taken out of rotation (health flaps), nodedns",
 			Op: "<=", Threshold: 0, Unit: "count", Value: na}
 		if usable(n) && n.Health != nil {
 			t.Value = float64(n.Health.Flaps)
@@ -580,21 +602,6 @@ func Evaluate(res *Results) []Target {
 			}
 		} else if usable(n) {
 			t.Detail = "nodedns_upstream_healthy was not scraped"
-		}
-		add(t)
-	}
-	{
-		s := res.Scenario(ScFair)
-		n, c := s.Run(NodeDNS), s.Run(CoreDNS)
-		t := Target{ID: "fair-quiet", Scenario: ScFair, Desc: "3d quiet client's misses answered NOERROR while another address storms a slow upstream, nodedns",
-			Op: ">=", Threshold: TargetFairQuiet, Unit: "%", Value: na}
-		if usable(n) && n.Quiet != nil && n.Quiet.Sent > 0 {
-			q := n.Quiet
-			t.Value = NoErrorPct(q)
-			t.Detail = fmt.Sprintf("%s; p50 %s, p99 %s ms against the upstream's %v", outcome(q), fmtMs(latOf(q).P50), fmtMs(latOf(q).P99), res.Params.StormDelay)
-			if usable(c) && c.Quiet != nil && c.Quiet.Sent > 0 {
-				t.Detail += fmt.Sprintf("; CoreDNS %.1f%%", NoErrorPct(c.Quiet))
-			}
 		}
 		add(t)
 	}
