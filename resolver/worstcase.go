@@ -6,12 +6,13 @@ import "fmt"
 // per-item figures are measured (TestWorstCaseMemoryIsWhatWorstCaseSays
 // fills every bound and checks the total), rounded up.
 const (
-	// slotBytes is one resolution in flight through the real forwarder,
-	// with its two tries (a group of one sends the query again after its
-	// per-try timeout): the goroutines' stacks, the unpacked query and its
-	// copies, two upstream sockets and their read buffers, timers
-	// (measured: 35 KiB; 16 KiB with one try).
-	slotBytes = 40 << 10
+	// slotBytes is one resolution in flight through the real forwarder:
+	// the goroutines' stacks, the unpacked query and its copy, an upstream
+	// socket and its read buffer, timers (measured: 16 KiB), and a share of
+	// the extra tries a lightly loaded server may get when the per-try
+	// timeout passes (at most a quarter of its cap, so a quarter of a try
+	// per slot).
+	slotBytes = 24 << 10
 	// waiterBytes is one waiting query at its largest: the record, the
 	// query's copy (at most maxKeptQuery) and, for a query that is neither
 	// cached nor coalesced, a queued flight of its own (measured: 0.9 KiB).

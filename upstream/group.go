@@ -94,6 +94,7 @@ type member struct {
 	// maxInflight because slots are taken with a compare-and-swap.
 	inflight    atomic.Int32
 	maxInflight int32
+	extra       atomic.Int32 // extra tries in flight (acquireExtra)
 	// Cached metric children: Exchange must not hash label values.
 	inflightGauge prometheus.Gauge
 	overloaded    prometheus.Counter
@@ -121,6 +122,31 @@ func (mb *member) acquire() bool {
 func (mb *member) release() {
 	mb.inflightGauge.Dec()
 	mb.inflight.Add(-1)
+}
+
+// acquireExtra takes a slot for an extra try (a query sent again because
+// the first try has not answered within the per-try timeout). Extra tries
+// go only to a lightly loaded server, with under a quarter of its cap in
+// flight: they recover a lost packet, and never pile more load on a busy
+// or struggling server (no retry amplification). They are counted apart
+// from the cap, so that they never take a first try's room.
+func (mb *member) acquireExtra() bool {
+	for {
+		n := mb.extra.Load()
+		if mb.inflight.Load()+n >= max(mb.maxInflight/4, 1) {
+			return false
+		}
+		if mb.extra.CompareAndSwap(n, n+1) {
+			mb.inflightGauge.Inc()
+			return true
+		}
+	}
+}
+
+// releaseExtra returns a slot taken by acquireExtra.
+func (mb *member) releaseExtra() {
+	mb.inflightGauge.Dec()
+	mb.extra.Add(-1)
 }
 
 // NewGroup validates cfg and creates the group's upstreams. Errors name the
@@ -278,8 +304,9 @@ func (g *Group) Healthy() bool {
 // the same server again. Earlier tries keep waiting for their answer, so a
 // lost packet costs one Timeout and a slow but working server still
 // answers; all tries end at ctx's deadline. A query is tried at most once
-// per healthy member plus once more. Members with MaxInflight exchanges in
-// flight are skipped. If every try that got an answer got SERVFAIL or
+// per healthy member plus once more; a try the resend timer adds goes only
+// to a lightly loaded member (acquireExtra). Members with MaxInflight
+// exchanges in flight are skipped. If every try that got an answer got SERVFAIL or
 // REFUSED, the last such answer is returned. If every member is down,
 // ErrNoHealthyUpstream is returned at once; if none was tried because
 // every healthy member was at its cap, ErrOverloaded is returned at once.
@@ -325,15 +352,20 @@ func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 	)
 	first := int(g.next.Add(1) % uint32(len(healthy)))
 	// launch starts the next try that can start, among the first limit
-	// candidates; false when none can.
-	launch := func(limit int) bool {
+	// candidates; false when none can. An extra try is one the resend
+	// timer adds while earlier tries still wait (acquireExtra).
+	launch := func(limit int, extra bool) bool {
 		for next < limit && ctx.Err() == nil {
 			mb := healthy[(first+next)%len(healthy)]
 			next++
 			if tried > 0 && !mb.up() {
 				continue // went down while we were trying others
 			}
-			if !mb.acquire() {
+			if extra {
+				if !mb.acquireExtra() {
+					continue
+				}
+			} else if !mb.acquire() {
 				busy++
 				continue
 			}
@@ -345,20 +377,24 @@ func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 			}
 			go func() {
 				resp, err := mb.r.exchangeWithin(ctx, req, budget)
-				mb.release()
+				if extra {
+					mb.releaseExtra()
+				} else {
+					mb.release()
+				}
 				results <- tryResult{mb: mb, resp: resp, err: err, budget: budget}
 			}()
 			return true
 		}
 		return false
 	}
-	launch(len(healthy))
+	launch(len(healthy), false)
 	resend := time.NewTimer(g.cfg.Timeout)
 	defer resend.Stop()
 	for pending > 0 {
 		select {
 		case <-resend.C:
-			if launch(maxTries) {
+			if launch(maxTries, true) {
 				resend.Reset(g.cfg.Timeout)
 			}
 			continue
@@ -367,13 +403,13 @@ func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 			if r.err != nil {
 				lastErr = r.err
 				g.blame(parent, r, req.Question)
-				launch(len(healthy)) // fail over at once
+				launch(len(healthy), false) // fail over at once
 				continue
 			}
 			g.success(r.mb)
 			if r.resp.Rcode == dns.RcodeServerFailure || r.resp.Rcode == dns.RcodeRefused {
 				lastResp = r.resp
-				launch(len(healthy))
+				launch(len(healthy), false)
 				continue
 			}
 			return r.resp, nil

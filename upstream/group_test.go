@@ -522,3 +522,38 @@ func TestOneServerGroupResendsAfterTheTimeout(t *testing.T) {
 		t.Errorf("server got %d queries for 3 lookups, want 6 (each sent twice)", n)
 	}
 }
+
+// A busy server is not sent the query again: extra tries go only to a
+// server with under a quarter of its cap in flight, so a slow upstream
+// under load gets no more queries than it is asked (no retry
+// amplification), and extra tries never take a first try's room.
+func TestNoResendToABusyServer(t *testing.T) {
+	release := make(chan struct{})
+	srv := startServer(t, true, false, func(s *testServer, w dns.ResponseWriter, r *dns.Msg) {
+		<-release
+		answer(s, w, r)
+	})
+	g := mustGroup(t, GroupConfig{Addrs: []string{srv.addr}, Timeout: 50 * time.Millisecond, MaxInflight: 8, HealthInterval: time.Hour}, nil, nil)
+	var wg sync.WaitGroup
+	for i := range 4 { // 4 in flight: at least a quarter of 8
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = g.Exchange(ctxWithTimeout(t, 500*time.Millisecond), query(fmt.Sprintf("busy%d.test.", i), dns.TypeA))
+		}()
+	}
+	waitUntil(t, "four queries at the server", func() bool { return srv.udpQs.Load() == 4 })
+	// Four per-try timeouts pass: no query is sent again.
+	for range 4 {
+		_, err := g.Exchange(ctxWithTimeout(t, 60*time.Millisecond), query("probe-timing.test.", dns.TypeA))
+		_ = err
+	}
+	close(release)
+	wg.Wait()
+	if n := srv.udpQs.Load(); n > 4+4 {
+		t.Errorf("server got %d queries for 8 asked under load, want no resends", n)
+	}
+	if got := g.members[0].extra.Load(); got != 0 {
+		t.Errorf("%d extra tries still counted", got)
+	}
+}

@@ -115,10 +115,6 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	return c
 }
 
-// MemberInflight is the gauge of exchanges in flight to one upstream
-// address, for tests that wait on it.
-func (m *Metrics) MemberInflight(addr string) prometheus.Gauge { return m.memberInflight.WithLabelValues(addr) }
-
 // initUpstream creates the series of one upstream so that dashboards and
 // rate() see zeros instead of missing series before the first event.
 func (m *Metrics) initUpstream(addr string) {
