@@ -37,8 +37,9 @@ const (
 	queryTimeout = 2 * time.Second
 	// workers per server; the servers are asked at the same time.
 	workers = 32
-	// corednsBin is where tools/coredns/build.sh puts CoreDNS.
-	corednsRel = ".cache/nodedns/coredns-v1.15.0/coredns"
+	// corednsRel is where tools/coredns/build.sh puts CoreDNS, under the
+	// user's cache directory ($XDG_CACHE_HOME or ~/.cache).
+	corednsRel = "nodedns/coredns-v1.15.0/coredns"
 )
 
 // ready is the question that tells a server is up; it is in no test zone,
@@ -197,15 +198,15 @@ func TestDifferential(t *testing.T) {
 	}
 	targets := []Target{{"unbound", addr("unbound")}, {"nodedns", addr("nodedns")}, {"nodedns-via-unbound", addr("nodedns-via-unbound")}}
 	corednsBin := ""
-	if home, err := os.UserHomeDir(); err == nil {
-		if st, err := os.Stat(filepath.Join(home, corednsRel)); err == nil && st.Mode()&0o111 != 0 {
-			corednsBin = filepath.Join(home, corednsRel)
+	if cache, err := os.UserCacheDir(); err == nil {
+		if st, err := os.Stat(filepath.Join(cache, corednsRel)); err == nil && st.Mode()&0o111 != 0 {
+			corednsBin = filepath.Join(cache, corednsRel)
 		}
 	}
 	if corednsBin != "" {
 		targets = append(targets, Target{"coredns", addr("coredns")})
 	} else {
-		t.Logf("CoreDNS not built (%s), no CoreDNS column: tools/coredns/build.sh builds it", "~/"+corednsRel)
+		t.Logf("CoreDNS not built (~/.cache/%s), no CoreDNS column: tools/coredns/build.sh builds it", corednsRel)
 	}
 	var sw sync.WaitGroup
 	startErrs := make([]error, 5)

@@ -16,6 +16,7 @@ import (
 // PATTERN is a glob over the query's Key followed by "@fresh" (the first
 // ask) or "@cached" (the second): * matches any run of characters, so
 // udp+e1232*/IN/ANY/*@* matches every ANY over UDP with EDNS size 1232.
+// Both globs ignore case, as domain names do.
 // REASON says why nodedns differs, and is required.
 //
 // A line [GLOB] makes the lines after it apply only to the columns whose
@@ -54,7 +55,7 @@ func ParseKnown(r io.Reader) ([]*Known, error) {
 		if len(f) < 3 {
 			return nil, fmt.Errorf("known differences line %d: want CATEGORY PATTERN REASON", ln)
 		}
-		if !globMatchesAny(f[0], Categories) {
+		if !globMatchesAny(strings.ToLower(f[0]), lowerCategories()) {
 			return nil, fmt.Errorf("known differences line %d: %q matches no category", ln, f[0])
 		}
 		ks = append(ks, &Known{Server: server, Category: f[0], Pattern: f[1], Reason: strings.Join(f[2:], " "), Line: ln})
@@ -65,13 +66,22 @@ func ParseKnown(r io.Reader) ([]*Known, error) {
 // Match returns the first entry that accepts category cat in the column of
 // server for the query key at ask ("fresh" or "cached"), or nil.
 func Match(ks []*Known, server, cat, key, ask string) *Known {
-	s := key + "@" + ask
+	s := strings.ToLower(key + "@" + ask)
+	cat = strings.ToLower(cat)
 	for _, k := range ks {
-		if Glob(k.Server, server) && Glob(k.Category, cat) && Glob(k.Pattern, s) {
+		if Glob(k.Server, server) && Glob(strings.ToLower(k.Category), cat) && Glob(strings.ToLower(k.Pattern), s) {
 			return k
 		}
 	}
 	return nil
+}
+
+func lowerCategories() []string {
+	l := make([]string, len(Categories))
+	for i, c := range Categories {
+		l[i] = strings.ToLower(c)
+	}
+	return l
 }
 
 func globMatchesAny(pattern string, ss []string) bool {

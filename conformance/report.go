@@ -42,6 +42,7 @@ type Column struct {
 type catCount struct {
 	fresh, cached, known int
 	first                *Finding
+	firstAccepted        bool
 }
 
 // Analyse compares server ti with reference ri over every ask of every
@@ -100,11 +101,15 @@ func Analyse(qs []Query, res [][Asks][]Reply, names []string, ti, ri int, b Boun
 			}
 		}
 	}
-	// The examples: the first finding of each category in corpus order.
+	// The examples: the first finding of each category in corpus order
+	// that no known difference accepts in it, else the first.
 	for i := range col.Findings {
-		for _, c := range col.Findings[i].Categories {
-			if col.ByCat[c].first == nil {
-				col.ByCat[c].first = &col.Findings[i]
+		f := &col.Findings[i]
+		for j, c := range f.Categories {
+			cc := col.ByCat[c]
+			accepted := f.Known != nil && f.Known[j] != nil
+			if cc.first == nil || (!accepted && cc.firstAccepted) {
+				cc.first, cc.firstAccepted = f, accepted
 			}
 		}
 	}
@@ -176,6 +181,7 @@ func Summary(w io.Writer, title string, queries int, cols []*Column) {
 			return cc.fresh, cc.cached, accepted(c, cc.known)
 		})
 	}
+	fmt.Fprintf(w, "accepted: answers (fresh and cached together) that known-differences.txt accepts, in every category they differ in (on the differing line) or in that category\n")
 	// Per-reply checks.
 	fmt.Fprintf(w, "\nanswers breaking a rule of their own (any server; see the normaliser):\n")
 	servers := []string{cols[0].Reference}
@@ -197,29 +203,57 @@ func Summary(w io.Writer, title string, queries int, cols []*Column) {
 	}
 	// Examples.
 	for _, c := range cols {
-		fmt.Fprintf(w, "\n%s vs %s, one example per category (the first in corpus order), with where the differences are:\n", c.Server, c.Reference)
+		fmt.Fprintf(w, "\n%s vs %s, examples per category (the first in corpus order of up to three query types, not accepted by known-differences.txt if there are such), and where the differences not accepted are:\n", c.Server, c.Reference)
 		for _, cat := range Categories {
 			cc := c.ByCat[cat]
 			if cc == nil {
 				continue
 			}
-			f := cc.first
 			fmt.Fprintf(w, "\n[%s] %d fresh + %d cached", cat, cc.fresh, cc.cached)
 			if cc.known > 0 {
 				fmt.Fprintf(w, ", %d accepted", cc.known)
 			}
 			fmt.Fprintf(w, "\n  where: %s\n", spread(c, cat))
-			fmt.Fprintf(w, "  e.g. %s@%s (differs in %s)\n", f.Query.Key(), AskName(f.Ask), strings.Join(f.Categories, " "))
-			fmt.Fprintf(w, "    %-8s %s\n", c.Server+":", Short(f.Got))
-			fmt.Fprintf(w, "    %-8s %s\n", c.Reference+":", Short(f.Ref))
-			for _, v := range f.VGot {
-				fmt.Fprintf(w, "    %s breaks %s\n", c.Server, v)
-			}
-			for _, v := range f.VRef {
-				fmt.Fprintf(w, "    %s breaks %s\n", c.Reference, v)
+			for i, f := range examples(c, cat, cc, 3) {
+				lead := "e.g."
+				if i > 0 {
+					lead = "and"
+				}
+				fmt.Fprintf(w, "  %s %s@%s (differs in %s)\n", lead, f.Query.Key(), AskName(f.Ask), strings.Join(f.Categories, " "))
+				fmt.Fprintf(w, "    %-8s %s\n", c.Server+":", Short(f.Got))
+				fmt.Fprintf(w, "    %-8s %s\n", c.Reference+":", Short(f.Ref))
+				for _, v := range f.VGot {
+					fmt.Fprintf(w, "    %s breaks %s\n", c.Server, v)
+				}
+				for _, v := range f.VRef {
+					fmt.Fprintf(w, "    %s breaks %s\n", c.Reference, v)
+				}
 			}
 		}
 	}
+}
+
+// examples returns the category's first example and up to n-1 more, each
+// the first of another class and type, all not accepted when the first is
+// not.
+func examples(c *Column, cat string, cc *catCount, n int) []*Finding {
+	out := []*Finding{cc.first}
+	seen := map[string]bool{classString(cc.first.Query.Class) + typeString(cc.first.Query.Type): true}
+	for i := range c.Findings {
+		if len(out) == n {
+			break
+		}
+		f := &c.Findings[i]
+		for j, fc := range f.Categories {
+			accepted := f.Known != nil && f.Known[j] != nil
+			k := classString(f.Query.Class) + typeString(f.Query.Type)
+			if fc == cat && !seen[k] && (cc.firstAccepted || !accepted) {
+				seen[k] = true
+				out = append(out, f)
+			}
+		}
+	}
+	return out
 }
 
 func accepted(c *Column, n int) string {
@@ -233,9 +267,11 @@ func accepted(c *Column, n int) string {
 // category fall on, most frequent first.
 func spread(c *Column, cat string) string {
 	types, modes := map[string]int{}, map[string]int{}
+	// Only the answers not accepted, when there are any.
+	all := c.ByCat[cat].known == c.ByCat[cat].fresh+c.ByCat[cat].cached
 	for _, f := range c.Findings {
-		for _, fc := range f.Categories {
-			if fc == cat {
+		for i, fc := range f.Categories {
+			if fc == cat && (all || f.Known == nil || f.Known[i] == nil) {
 				types[classString(f.Query.Class)+"/"+typeString(f.Query.Type)]++
 				modes[f.Query.Mode.String()]++
 			}

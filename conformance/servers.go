@@ -323,7 +323,9 @@ func SetUpKnot(dir, zoneDir string, port int) (string, error) {
 // its built-in empty zones, returns the additional data it has
 // (minimal-responses: no) as nodedns and CoreDNS pass it on, and answers
 // queries with RD=0 from its cache (allow_snoop) rather than REFUSED, as
-// nodedns answers them. Everything else is Unbound's default.
+// nodedns answers them, and takes as many TCP connections at once as the
+// test opens (its default, 10, resets the others). Everything else is
+// Unbound's default.
 func UnboundConfig(dir string, port, authPort int) string {
 	return fmt.Sprintf(`server:
     verbosity: 1
@@ -342,6 +344,7 @@ func UnboundConfig(dir string, port, authPort int) string {
     use-syslog: no
     num-threads: 1
     so-reuseport: no
+    incoming-num-tcp: 128
     module-config: "iterator"
     do-not-query-localhost: no
     qname-minimisation: no
