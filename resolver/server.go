@@ -251,6 +251,7 @@ func (s *Server) bind(ap netip.AddrPort) error {
 			return fmt.Errorf("listen: udp %s: %w", ap, err)
 		}
 		conn := pc.(*net.UDPConn)
+		sizeSocket(conn)
 		if ap.Port() == 0 {
 			ap = netip.AddrPortFrom(ap.Addr(), conn.LocalAddr().(*net.UDPAddr).AddrPort().Port())
 		}

@@ -84,7 +84,6 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 		r.shdr[i].Hdr.SetIovlen(1)
 	}
 	r.recvFn, r.sendFn, r.immediate = r.doRecv, r.doSend, r.queueCurrent
-	setReceiveBuffer(rc, udpReceiveBuffer)
 	r.loop()
 }
 
@@ -226,8 +225,18 @@ func (r *udpBatchReader) doSend(fd uintptr) bool {
 // the storm benchmark, and 4 MiB turned the drops into a 25 ms backlog.
 const udpReceiveBuffer = 1 << 20
 
-// setReceiveBuffer raises a socket's receive buffer, beyond the system's
+// sizeSocket raises a UDP socket's receive buffer, beyond the system's
 // rmem_max when the process may (CAP_NET_ADMIN), else as far as it allows.
+// bind calls it before the address serves, so that a burst arriving before
+// the reader first runs finds the full buffer.
+func sizeSocket(conn *net.UDPConn) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return
+	}
+	setReceiveBuffer(rc, udpReceiveBuffer)
+}
+
 func setReceiveBuffer(rc syscall.RawConn, size int) {
 	_ = rc.Control(func(fd uintptr) {
 		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size) != nil {
