@@ -318,7 +318,13 @@ func Short(r Reply) string {
 	}
 	m := r.Msg
 	var b strings.Builder
-	b.WriteString(dns.RcodeToString[m.Rcode])
+	if m.Rcode == dns.RcodeBadVers && m.IsEdns0() != nil {
+		b.WriteString("BADVERS") // 16 is BADSIG in TSIG, BADVERS with an OPT
+	} else if s, ok := dns.RcodeToString[m.Rcode]; ok {
+		b.WriteString(s)
+	} else {
+		fmt.Fprintf(&b, "RCODE%d", m.Rcode)
+	}
 	if m.Opcode != 0 {
 		fmt.Fprintf(&b, " opcode=%s", dns.OpcodeToString[m.Opcode])
 	}

@@ -26,6 +26,8 @@ import (
 //	                              Unbound is not installed
 //	NODEDNS_CONFORMANCE_BIN=FILE  test this nodedns binary instead of building
 //	                              ./cmd/nodedns from the work tree
+//	NODEDNS_CONFORMANCE_ALL=1     also write answers.txt: every answer of every
+//	                              server, in short form
 var (
 	strictFlag  = flag.Bool("conformance.strict", os.Getenv("NODEDNS_CONFORMANCE_STRICT") == "1", "fail on differences not in known-differences.txt")
 	outFlag     = flag.String("conformance.out", os.Getenv("NODEDNS_CONFORMANCE_OUT"), "directory for the summary and the differences (default testdata/out)")
@@ -322,6 +324,18 @@ func TestDifferential(t *testing.T) {
 	}
 	for name, l := range logs {
 		write(name+".log", []byte(l))
+	}
+	if os.Getenv("NODEDNS_CONFORMANCE_ALL") == "1" {
+		var all bytes.Buffer
+		for qi, q := range corpus.Queries {
+			for a := 0; a < Asks; a++ {
+				fmt.Fprintf(&all, "%s@%s\n", q.Key(), AskName(a))
+				for ti, name := range names {
+					fmt.Fprintf(&all, "  %-8s %s\n", name+":", Short(res[qi][a][ti]))
+				}
+			}
+		}
+		write("answers.txt", all.Bytes())
 	}
 	t.Logf("\n%s", sum.String())
 	t.Logf("written to %s: summary.txt, differences-*.txt (every differing answer), the servers' logs", out)
