@@ -173,7 +173,7 @@ func classString(c uint16) string {
 }
 
 func typeString(t uint16) string {
-	if s, ok := dns.TypeToString[t]; ok {
+	if s, ok := dns.TypeToString[t]; ok && t != 0 { // miekg/dns names type 0 "None"
 		return s
 	}
 	return "TYPE" + strconv.Itoa(int(t))
