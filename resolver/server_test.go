@@ -120,7 +120,7 @@ func startServer(t testing.TB, cfg Config, fwd Forwarder, opts ...func(*Server))
 		for _, o := range opts {
 			o(s)
 		}
-		if err = s.Start(); err == nil || i == 5 {
+		if err = s.Start(); err == nil || i == 20 {
 			break
 		}
 		s, _ = New(cfg, c, fwd, zap.NewNop(), prometheus.NewRegistry())
