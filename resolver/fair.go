@@ -20,6 +20,15 @@ import (
 //     frees goes to the next client in turn that has a query waiting. A
 //     quiet pod's miss waits for about one slot to free per busy client,
 //     however many queries a noisy pod has queued.
+//   - A tenth of the slots is a reserve that no client may fill alone: a
+//     client takes a reserved slot only while it holds fewer than its fair
+//     share (max_inflight ÷ the clients holding work, at least one) and
+//     fewer than the unreserved nine tenths. So however many slots a noisy
+//     pod holds, a quiet pod's miss starts at once. Without it, against an
+//     upstream with a steady latency the slots free in waves, and a quiet
+//     pod arriving between two waves waits most of a round trip for its
+//     turn. A client alone still runs nine tenths of max_inflight at once,
+//     and its other misses wait for those, not shed.
 //   - Room to wait is shared max-min: when it is full, a client that holds
 //     fewer waiting queries than the biggest holder takes the newest waiting
 //     query of that holder (which gets its answer now: stale, or SERVFAIL);
@@ -37,6 +46,7 @@ import (
 // by max_waiters.
 type client struct {
 	addr    netip.Addr
+	slots   int     // running flights charged to it
 	records int     // waiting queries charged to it
 	newest  *waiter // its waiting queries, newest first (waiter.cnext)
 	// qhead and qtail are its flights waiting for a slot, oldest first
@@ -51,6 +61,7 @@ type client struct {
 // Every method is called with Server.flightMu held.
 type fair struct {
 	maxSlots, slots     int
+	reserve             int // slots only clients under their fair share take
 	maxRecords, records int
 	queued              int // flights in client queues
 	clients             map[netip.Addr]*client
@@ -63,7 +74,7 @@ type fair struct {
 
 func newFair(maxSlots, maxRecords int) *fair {
 	return &fair{
-		maxSlots: maxSlots, maxRecords: maxRecords,
+		maxSlots: maxSlots, maxRecords: maxRecords, reserve: maxSlots / 10,
 		clients: make(map[netip.Addr]*client),
 		byCount: make([]int, maxRecords+2),
 	}
@@ -83,7 +94,7 @@ func (fq *fair) client(addr netip.Addr) *client {
 
 // release forgets c once it holds nothing.
 func (fq *fair) release(c *client) {
-	if c.records == 0 && c.qhead == nil {
+	if c.records == 0 && c.qhead == nil && c.slots == 0 {
 		delete(fq.clients, c.addr)
 	}
 }
@@ -162,9 +173,38 @@ func (fq *fair) discharge(w *waiter) {
 	fq.release(c)
 }
 
-// takeSlot takes a slot if one is free.
-func (fq *fair) takeSlot() bool {
-	if fq.slots >= fq.maxSlots {
+// mayTake reports whether c may start a flight with used slots taken:
+// below the reserve anyone may; in the reserve, only a client under its
+// fair share and under the unreserved slots.
+func (fq *fair) mayTake(c *client, used int) bool {
+	unreserved := fq.maxSlots - fq.reserve
+	switch {
+	case used < unreserved:
+		return true
+	case used >= fq.maxSlots:
+		return false
+	}
+	share := max(fq.maxSlots/max(len(fq.clients), 1), 1)
+	return c.slots < min(share, unreserved)
+}
+
+// takeSlot takes a slot for f, a flight of the client at addr, if one is
+// free to it, and charges it to that client.
+func (fq *fair) takeSlot(f *flight, addr netip.Addr) bool {
+	c := fq.client(addr)
+	if !fq.mayTake(c, fq.slots) {
+		fq.release(c)
+		return false
+	}
+	fq.slots++
+	c.slots++
+	f.slotOwner = c
+	return true
+}
+
+// takeBackgroundSlot takes a slot charged to nobody (a prefetch).
+func (fq *fair) takeBackgroundSlot() bool {
+	if fq.slots >= fq.maxSlots-fq.reserve {
 		return false
 	}
 	fq.slots++
@@ -214,18 +254,33 @@ func (fq *fair) unqueue(f *flight) {
 	}
 }
 
-// next hands the slot of a finished flight to the oldest queued flight of
-// the next client in turn, or frees it when nobody queues.
-func (fq *fair) next() *flight {
-	if fq.ring == nil {
-		fq.slots--
-		return nil
+// next hands the slot of finished, a flight that ended, to the oldest
+// queued flight of the next client in turn that may take it, or frees it
+// when none may.
+func (fq *fair) next(finished *flight) *flight {
+	if o := finished.slotOwner; o != nil {
+		finished.slotOwner = nil
+		o.slots--
+		fq.release(o)
 	}
-	c := fq.ring
-	fq.ring = c.rnext
-	f := c.qhead
-	fq.unqueue(f)
-	return f
+	if fq.ring != nil {
+		start := fq.ring
+		for c := start; ; {
+			if fq.mayTake(c, fq.slots-1) {
+				fq.ring = c.rnext
+				f := c.qhead
+				fq.unqueue(f)
+				c.slots++
+				f.slotOwner = c
+				return f
+			}
+			if c = c.rnext; c == start {
+				break
+			}
+		}
+	}
+	fq.slots--
+	return nil
 }
 
 func (fq *fair) ringAdd(c *client) {

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -27,7 +28,7 @@ func checkFair(t *testing.T, fq *fair) {
 		if n != c.records {
 			t.Fatalf("%v: %d waiters listed, %d counted", addr, n, c.records)
 		}
-		if c.records == 0 && c.qhead == nil {
+		if c.records == 0 && c.qhead == nil && c.slots == 0 {
 			t.Fatalf("%v holds nothing but is still tracked", addr)
 		}
 		total += n
@@ -96,14 +97,14 @@ func TestFairRoomToWaitIsSharedMaxMin(t *testing.T) {
 
 func TestFairSlotsGoRoundRobin(t *testing.T) {
 	fq := newFair(1, 100)
-	if !fq.takeSlot() {
+	running := &flight{key: "running"}
+	if !fq.takeSlot(running, clientC) {
 		t.Fatal("no free slot")
 	}
-	if fq.takeSlot() {
+	if fq.takeSlot(&flight{}, clientA) {
 		t.Fatal("a second slot out of one")
 	}
 	now := time.Now()
-	var order []string
 	queue := func(c netip.Addr, name string) {
 		fq.enqueue(&flight{key: name}, c, now)
 	}
@@ -116,26 +117,62 @@ func TestFairSlotsGoRoundRobin(t *testing.T) {
 	queue(clientB, "b1")
 	queue(clientC, "c1")
 	checkFair(t, fq)
-	for f := fq.next(); f != nil; f = fq.next() {
+	var order []string
+	for f := fq.next(running); f != nil; f = fq.next(f) {
 		order = append(order, f.key)
 	}
 	want := []string{"a1", "b1", "c1", "a2", "a3"}
-	if len(order) != len(want) {
+	if !slices.Equal(order, want) {
 		t.Fatalf("served %v, want %v", order, want)
-	}
-	for i := range want {
-		if order[i] != want[i] {
-			t.Fatalf("served %v, want %v", order, want)
-		}
 	}
 	if fq.slots != 0 || fq.queued != 0 || len(fq.clients) != 0 || fq.ring != nil {
 		t.Errorf("after the queue ran dry: slots %d, queued %d, clients %d", fq.slots, fq.queued, len(fq.clients))
 	}
 }
 
+// The reserve (a tenth of the slots) is never filled by one client: a
+// newcomer's miss takes it at once, however much the first client holds.
+func TestFairReserveIsForClientsUnderTheirShare(t *testing.T) {
+	fq := newFair(10, 100) // a reserve of 1
+	var hog []*flight
+	for range 9 {
+		f := &flight{}
+		if !fq.takeSlot(f, clientA) {
+			t.Fatal("a client alone did not get the unreserved slots")
+		}
+		hog = append(hog, f)
+	}
+	if fq.takeSlot(&flight{}, clientA) {
+		t.Fatal("a client alone took the reserve")
+	}
+	fq.enqueue(&flight{key: "a-queued"}, clientA, time.Now())
+	// B holds nothing: the reserve is its, at once.
+	if !fq.takeSlot(&flight{}, clientB) {
+		t.Fatal("a newcomer under its share did not get the reserved slot")
+	}
+	// One of A's flights ends: with B's flight in the reserve, the slot
+	// freed is the reserve's again, kept for a newcomer; when another ends,
+	// A's queued flight takes it.
+	if f := fq.next(hog[0]); f != nil {
+		t.Fatalf("next = %v, want the slot kept free", f.key)
+	}
+	if f := fq.next(hog[1]); f == nil || f.key != "a-queued" {
+		t.Fatalf("next = %v, want A's queued flight", f)
+	}
+	checkFair(t, fq)
+	// A pool too small for a reserve is plain round-robin.
+	small := newFair(4, 100)
+	for range 4 {
+		if !small.takeSlot(&flight{}, clientA) {
+			t.Fatal("a client alone did not get all of a pool of 4")
+		}
+	}
+}
+
 func TestFairExpiresOnlyWhatWaitedTooLong(t *testing.T) {
 	fq := newFair(1, 100)
-	fq.takeSlot()
+	running := &flight{}
+	fq.takeSlot(running, clientC)
 	t0 := time.Now()
 	fq.enqueue(&flight{key: "old"}, clientA, t0)
 	fq.enqueue(&flight{key: "new"}, clientA, t0.Add(time.Second))
@@ -148,7 +185,7 @@ func TestFairExpiresOnlyWhatWaitedTooLong(t *testing.T) {
 	if len(got) != 1 || got[0].key != "b" {
 		t.Fatalf("expired %v, want [b]", got)
 	}
-	if f := fq.next(); f == nil || f.key != "new" {
+	if f := fq.next(running); f == nil || f.key != "new" {
 		t.Fatalf("next %v, want new", f)
 	}
 	all := fq.expired(time.Time{}, -1, nil)

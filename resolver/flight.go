@@ -75,6 +75,9 @@ type flight struct {
 	owner        *client
 	queuedAt     time.Time
 	qnext, qprev *flight
+	// slotOwner is the client a running flight's slot is charged to; nil
+	// while queued, and for a prefetch.
+	slotOwner *client
 }
 
 // Reasons a query was shed (answered at once, stale or SERVFAIL); indexes
@@ -186,7 +189,8 @@ func (s *Server) admit(w *worker, imm *waiter, write func([]byte), key []byte) {
 			return
 		}
 	}
-	slot := s.fair.takeSlot()
+	f := &flight{src: imm.src, proto: imm.proto, start: imm.start, stale: w.stale}
+	slot := s.fair.takeSlot(f, clientKey(imm.src))
 	if !slot && w.stale != nil {
 		// Every slot is taken: a stale answer now beats waiting for one
 		// (RFC 8767); a later query refreshes the entry.
@@ -194,7 +198,6 @@ func (s *Server) admit(w *worker, imm *waiter, write func([]byte), key []byte) {
 		s.answerStale(imm, w.stale, staleBusy)
 		return
 	}
-	f := &flight{src: imm.src, proto: imm.proto, start: imm.start, stale: w.stale}
 	if key != nil {
 		f.key = string(key)
 	}
@@ -338,22 +341,22 @@ func (s *Server) lead(f *flight) {
 	defer s.misses.Done()
 	for f != nil {
 		s.run(f)
-		f = s.handOff()
+		f = s.handOff(f)
 	}
 }
 
 // handOff passes the slot of a finished flight to the next queued flight,
 // or frees it.
-func (s *Server) handOff() *flight {
+func (s *Server) handOff(finished *flight) *flight {
 	s.flightMu.Lock()
 	defer s.flightMu.Unlock()
-	if s.closing.Load() {
-		// Queued flights were answered by Shutdown; nothing new starts.
-		for s.fair.next() != nil {
-		}
-		return nil
+	next := s.fair.next(finished)
+	// At shutdown, queued flights were answered by Shutdown: nothing new
+	// starts.
+	for next != nil && s.closing.Load() {
+		next = s.fair.next(next)
 	}
-	return s.fair.next()
+	return next
 }
 
 // run resolves one flight and answers every query waiting for it.
@@ -543,7 +546,7 @@ func (s *Server) prefetch(e *cache.Entry) {
 	}
 	key := string(e.Key())
 	s.flightMu.Lock()
-	if _, busy := s.flights[key]; busy || s.closing.Load() || !s.fair.idle() || !s.fair.takeSlot() {
+	if _, busy := s.flights[key]; busy || s.closing.Load() || !s.fair.idle() || !s.fair.takeBackgroundSlot() {
 		s.flightMu.Unlock()
 		e.EndRefresh()
 		s.metrics.prefetchSkipped.Inc()

@@ -75,10 +75,16 @@ func TestWorstCaseMemoryIsWhatWorstCaseSays(t *testing.T) {
 	cfg = s.cfg // with the defaults filled in
 	base := memInUse()
 
-	// Every slot: distinct cacheable misses.
+	// Every slot: distinct cacheable misses, from two clients (one alone
+	// does not take the reserved tenth).
 	c := newUDPClients(t, "127.0.0.1", s.addr, 8)
+	c2 := newUDPClients(t, "127.0.0.2", s.addr, 8)
 	for i := range cfg.MaxInflight {
-		c.send(t, uint16(i+1), query(fmt.Sprintf("s%d.worst.test.", i), dns.TypeA))
+		cl := c
+		if i%2 == 1 {
+			cl = c2
+		}
+		cl.send(t, uint16(i+1), query(fmt.Sprintf("s%d.worst.test.", i), dns.TypeA))
 	}
 	waitFor(t, "every slot taken", func() bool { return s.inflight() == cfg.MaxInflight })
 	m1 := memInUse()
