@@ -2,6 +2,13 @@ package dnswire
 
 import "encoding/binary"
 
+// RCODEs AppendError treats apart (RFC 1035 section 4.1.1).
+const (
+	rcodeFormErr = 1
+	rcodeNotImp  = 4
+	rcodeRefused = 5
+)
+
 // OPTLen is the size of the OPT record AppendOPT writes: root name, type,
 // class, TTL and an empty RDATA.
 const OPTLen = 11
@@ -195,18 +202,25 @@ func lower(c byte) byte {
 }
 
 // AppendError appends an error answer to q: the query's ID, opcode, RD and
-// CD bits and its question as asked, QR and RA set, the RCODE, and no
-// records but an OPT record when the query had one (RFC 6891 section
-// 6.1.1: a responder answers EDNS with EDNS, whatever the RCODE) or when
-// the RCODE needs the extended bits (BADVERS). q.Name may be nil for a
-// query whose question could not be read: the answer then has none.
+// CD bits and its question as asked, QR set, the RCODE, and no records but
+// an OPT record when the query had one (RFC 6891 section 6.1.1: a
+// responder answers EDNS with EDNS, whatever the RCODE) or when the RCODE
+// needs the extended bits (BADVERS). RA is set, as on every answer of a
+// recursive service, except on the refusals of a query itself (FORMERR,
+// NOTIMP, REFUSED), as Unbound does. q.Name may be nil for a query whose
+// question could not be read: the answer then has none.
 func AppendError(dst []byte, q *Query, rcode int, udpSize uint16) []byte {
 	start := len(dst)
 	qd := byte(0)
 	if q.Name != nil {
 		qd = 1
 	}
-	f := q.Flags&(opcodeMask|FlagRD|FlagCD) | FlagQR | FlagRA | uint16(rcode&rcodeMask)
+	f := q.Flags&(opcodeMask|FlagRD|FlagCD) | FlagQR | uint16(rcode&rcodeMask)
+	switch rcode {
+	case rcodeFormErr, rcodeNotImp, rcodeRefused:
+	default:
+		f |= FlagRA
+	}
 	dst = append(dst, byte(q.ID>>8), byte(q.ID), byte(f>>8), byte(f), 0, qd, 0, 0, 0, 0, 0, 0)
 	if q.Name != nil {
 		dst = append(dst, q.Name...)

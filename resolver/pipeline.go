@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -93,19 +95,19 @@ type ForwardChecker interface {
 // The local half runs on the reader's goroutine for every query the fast
 // path could not answer; its stages never block and never leave the node:
 //
-//  1. anyStage: ANY gets the minimal answer of RFC 8482 here; it never
-//     reaches a cache or an upstream.
-//  2. cacheStage: another query may have filled the entry since the fast
+//  1. cacheStage: another query may have filled the entry since the fast
 //     path looked; answers a later stage synthesizes are stored here, so
 //     that the next identical query is a fast-path hit.
-//  3. upstreamNeeded: nothing local answered; the query goes to admission
+//  2. upstreamNeeded: nothing local answered; the query goes to admission
 //     (fair.go) and, on a slot, to the remote half.
 //
 // The remote half runs on a leader goroutine holding a slot:
 //
 //  1. storeStage: stores the upstream's reply; the stored entry (clamped
 //     TTLs, no AA, our OPT) is what every waiting client gets.
-//  2. forwardStage: the query goes to the upstream group for its zone.
+//  2. minimalANY: one RRset of an answer to ANY (RFC 8482); before the
+//     store, though ANY is never cached, so that the rule has one place.
+//  3. forwardStage: the query goes to the upstream group for its zone.
 func chain(c *cache.Cache, fwd Forwarder, now func() time.Time) (local, remote Handler) {
 	build := func(stages []Middleware, last Handler) Handler {
 		h := last
@@ -114,8 +116,8 @@ func chain(c *cache.Cache, fwd Forwarder, now func() time.Time) (local, remote H
 		}
 		return h
 	}
-	local = build([]Middleware{anyStage, cacheStage(c, now)}, upstreamNeeded)
-	remote = build([]Middleware{storeStage(c, now)}, forwardStage(fwd))
+	local = build([]Middleware{cacheStage(c, now)}, upstreamNeeded)
+	remote = build([]Middleware{storeStage(c, now), minimalANY}, forwardStage(fwd))
 	return local, remote
 }
 
@@ -124,28 +126,43 @@ var upstreamNeeded = HandlerFunc(func(context.Context, *Request) (Answer, error)
 	return Answer{Forward: true}, nil
 })
 
-// anyStage answers ANY queries with one synthesized HINFO record (RFC 8482
-// section 4.2), as CoreDNS's any plugin does: ANY is a diagnostic at best
-// and an amplification vector at worst, and no stub needs it.
-func anyStage(next Handler) Handler {
+// minimalANY keeps one RRset of an upstream's answer to ANY, with its
+// signatures, and drops the rest (RFC 8482 section 4.1): ANY is a
+// diagnostic at best and an amplification vector at worst, and no stub
+// needs the whole set. Denials and failures pass as they are: whether the
+// name exists is the upstream's to say.
+func minimalANY(next Handler) Handler {
 	return HandlerFunc(func(ctx context.Context, req *Request) (Answer, error) {
-		q := req.Msg.Question[0]
-		if q.Qtype != dns.TypeANY {
-			return next.Resolve(ctx, req)
+		a, err := next.Resolve(ctx, req)
+		if err != nil || a.Msg == nil || req.Msg.Question[0].Qtype != dns.TypeANY ||
+			a.Msg.Rcode != dns.RcodeSuccess || len(a.Msg.Answer) == 0 {
+			return a, err
 		}
-		m := new(dns.Msg)
-		m.SetReply(req.Msg)
-		m.Answer = []dns.RR{&dns.HINFO{
-			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeHINFO, Class: q.Qclass, Ttl: rfc8482TTL},
-			Cpu: "RFC8482",
-		}}
+		m := a.Msg.Copy()
+		var first dns.RR
+		for _, rr := range m.Answer {
+			if rr.Header().Rrtype != dns.TypeRRSIG {
+				first = rr
+				break
+			}
+		}
+		if first == nil {
+			return a, nil
+		}
+		h := first.Header()
+		keep := m.Answer[:0]
+		for _, rr := range m.Answer {
+			rh := rr.Header()
+			sig, isSig := rr.(*dns.RRSIG)
+			if strings.EqualFold(rh.Name, h.Name) && (rh.Rrtype == h.Rrtype || isSig && sig.TypeCovered == h.Rrtype) {
+				keep = append(keep, rr)
+			}
+		}
+		m.Answer, m.Ns = keep, nil
+		m.Extra = slices.DeleteFunc(m.Extra, func(rr dns.RR) bool { return rr.Header().Rrtype != dns.TypeOPT })
 		return Answer{Msg: m}, nil
 	})
 }
-
-// rfc8482TTL is the TTL of the synthesized ANY answer: long, since it never
-// changes.
-const rfc8482TTL = 8482
 
 func cacheStage(c *cache.Cache, now func() time.Time) Middleware {
 	return func(next Handler) Handler {
