@@ -13,18 +13,19 @@ FUZZTIME    ?= 100000x
 FUZZ_TARGETS := ./dnswire:FuzzParseQuery ./dnswire:FuzzTTLOffsets ./resolver:FuzzRequestPath \
                 ./upstream:FuzzParseAddr ./upstream:FuzzCheckReply ./bench:FuzzParseQueryFile
 
-.PHONY: help build run test vet staticcheck unit memory soak soak-short fuzz bench bench-go bench-suite bench-storm clean tools
+.PHONY: help build run test vet staticcheck unit memory conformance soak soak-short fuzz bench bench-go bench-suite bench-storm clean tools
 
 help:
 	@echo "make build        build bin/nodedns and bin/nodedns-bench"
 	@echo "make run          run nodedns on 127.0.0.1:5353 forwarding to /etc/resolv.conf's nameservers"
 	@echo "make test         everything CI checks: vet, staticcheck, go test -race, memory bounds, a 1-minute soak, short fuzzing"
+	@echo "make conformance  nodedns vs Unbound (and CoreDNS) on a test zone served by Knot; summary in conformance/testdata/out/"
 	@echo "make soak         10 minutes of hits, misses, storms and upstream faults: memory and goroutines stay flat (SOAK=30m for longer)"
 	@echo "make fuzz         each fuzz target for FUZZTIME runs (default $(FUZZTIME); FUZZTIME=2000000x fuzzes longer)"
 	@echo "make bench        Go benchmarks of the hot path, then the side-by-side suite (see bench/README.md)"
 	@echo "make bench-go     only the Go benchmarks of the hot path"
 	@echo "make bench-suite  only the nodedns vs CoreDNS suite (~10 min; report in bench/results/)"
-	@echo "make bench-storm  only the retry-storm scenarios of the suite, for both servers"
+	@echo "make bench-storm  only the retry-storm scenarios of the suite (storm-delay, storm-drop, storm-shared, fair), for both servers"
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/nodedns ./cmd/nodedns-bench
@@ -32,7 +33,7 @@ build:
 run: build
 	./$(BIN)/nodedns --log-format console
 
-test: tools vet staticcheck unit memory soak-short fuzz
+test: tools vet staticcheck unit memory conformance soak-short fuzz
 
 # tools installs what the tests use from outside Go: dig (a real DNS client)
 # and dnsperf. It does nothing when they are already there.
@@ -46,7 +47,16 @@ staticcheck:
 	$(GO) run $(STATICCHECK) ./...
 
 unit:
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 20m -skip '^TestDifferential$$' ./...
+
+# The differential conformance test (conformance/README.md): nodedns, and
+# CoreDNS when built, against Unbound, all forwarding to Knot DNS on
+# loopback. A difference not in conformance/known-differences.txt fails,
+# unless CONFORMANCE_STRICT=0.
+CONFORMANCE_STRICT ?= 1
+conformance: tools
+	NODEDNS_CONFORMANCE_STRICT=$(CONFORMANCE_STRICT) NODEDNS_CONFORMANCE_REQUIRE=1 \
+		$(GO) test -count=1 -timeout 10m -run '^TestDifferential$$' -v ./conformance
 
 # The soak runs the real binary under hits, misses, storms and upstream
 # faults, and checks that memory and goroutines stay flat. Without the race
@@ -85,7 +95,7 @@ bench-suite: build
 	./$(BIN)/nodedns-bench suite --no-build --cpu-profile $(SUITE_FLAGS)
 
 bench-storm: build
-	./$(BIN)/nodedns-bench suite --no-build --scenarios storm-delay,storm-drop $(SUITE_FLAGS)
+	./$(BIN)/nodedns-bench suite --no-build --scenarios storm-delay,storm-drop,storm-shared,fair $(SUITE_FLAGS)
 
 clean:
 	rm -rf $(BIN)
