@@ -6,7 +6,6 @@ import "encoding/binary"
 const (
 	rcodeFormErr = 1
 	rcodeNotImp  = 4
-	rcodeRefused = 5
 )
 
 // OPTLen is the size of the OPT record AppendOPT writes: root name, type,
@@ -206,9 +205,9 @@ func lower(c byte) byte {
 // an OPT record when the query had one (RFC 6891 section 6.1.1: a
 // responder answers EDNS with EDNS, whatever the RCODE) or when the RCODE
 // needs the extended bits (BADVERS). RA is set, as on every answer of a
-// recursive service, except on the refusals of a query itself (FORMERR,
-// NOTIMP, REFUSED), as Unbound does. q.Name may be nil for a query whose
-// question could not be read: the answer then has none.
+// recursive service, except on FORMERR and NOTIMP: answers to a query
+// that was not understood (as Unbound). q.Name may be nil for a query
+// whose question could not be read: the answer then has none.
 func AppendError(dst []byte, q *Query, rcode int, udpSize uint16) []byte {
 	start := len(dst)
 	qd := byte(0)
@@ -216,9 +215,7 @@ func AppendError(dst []byte, q *Query, rcode int, udpSize uint16) []byte {
 		qd = 1
 	}
 	f := q.Flags&(opcodeMask|FlagRD|FlagCD) | FlagQR | uint16(rcode&rcodeMask)
-	switch rcode {
-	case rcodeFormErr, rcodeNotImp, rcodeRefused:
-	default:
+	if rcode != rcodeFormErr && rcode != rcodeNotImp {
 		f |= FlagRA
 	}
 	dst = append(dst, byte(q.ID>>8), byte(q.ID), byte(f>>8), byte(f), 0, qd, 0, 0, 0, 0, 0, 0)

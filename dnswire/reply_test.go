@@ -297,7 +297,7 @@ func TestAppendError(t *testing.T) {
 			if err := got.Unpack(dst[2:]); err != nil {
 				t.Fatalf("Unpack: %v", err)
 			}
-			wantRA := c.rcode != dns.RcodeRefused && c.rcode != dns.RcodeNotImplemented && c.rcode != dns.RcodeFormatError
+			wantRA := c.rcode != dns.RcodeNotImplemented && c.rcode != dns.RcodeFormatError
 			if !got.Response || got.Rcode != c.rcode || got.Id != m.Id || got.RecursionAvailable != wantRA || got.Opcode != m.Opcode ||
 				got.RecursionDesired != m.RecursionDesired || got.CheckingDisabled != m.CheckingDisabled ||
 				got.Authoritative || got.AuthenticatedData || got.Truncated {
