@@ -2,9 +2,9 @@
 #
 #   docker build -t nodedns .
 #
-# The build stage pins the Go toolchain the module asks for; the binary is
-# static (CGO_ENABLED=0), so the final image needs no libc.
-FROM golang:1.26 AS build
+# The build stage uses the Go toolchain the Makefile builds with (go1.27.3);
+# the binary is static (CGO_ENABLED=0), so the final image needs no libc.
+FROM golang:1.27.3 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
@@ -14,8 +14,8 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"
 
 # distroless/static: no shell, no package manager, nothing to patch but the
 # binary. The numeric user lets Kubernetes verify runAsNonRoot. Binding port
-# 53 and adding the node-local address need NET_BIND_SERVICE and NET_ADMIN,
-# which the DaemonSet grants to this user; nothing else is needed.
+# 53 as this user needs NET_BIND_SERVICE, granted by whoever runs the image;
+# nodedns itself creates no address or rule (yet).
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/nodedns /nodedns
 USER 65532:65532

@@ -156,8 +156,13 @@ func (s *Server) serveConn(tc *tcpConn) {
 	w := s.newWorker(2 + 512) // grows to the largest reply this connection needed
 	in := make([]byte, 0, 512)
 	var lenBuf [2]byte
-	for !s.closing.Load() && !tc.evicted.Load() {
+	for {
 		_ = c.SetReadDeadline(time.Now().Add(s.tun.Load().tcpIdleTimeout))
+		// After the deadline is set: evict and Shutdown set their flag,
+		// then a deadline in the past, so one of the two is seen here.
+		if s.closing.Load() || tc.evicted.Load() {
+			return
+		}
 		if _, err := io.ReadFull(c, lenBuf[:]); err != nil {
 			return
 		}

@@ -110,7 +110,9 @@ func (r *Remote) Close() error {
 // Exchange sends req to the server and waits until the earlier of ctx's
 // deadline and the configured timeout. The returned message carries req's
 // ID and question (as asked, including case), so it answers the caller's own
-// request. If req had no EDNS0 OPT record, none is returned either.
+// request. Its OPT record is the server's own (nodedns always asks with
+// EDNS0): a caller that answers a client renders its own (resolver does,
+// for every reply).
 func (r *Remote) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 	return r.exchange(ctx, req, r.timeout, false)
 }
@@ -179,11 +181,6 @@ func (r *Remote) exchange(ctx context.Context, req *dns.Msg, timeout time.Durati
 
 	resp.Id = req.Id
 	resp.Question = slices.Clone(req.Question)
-	if req.IsEdns0() == nil && resp.Rcode <= 0xF {
-		// The client did not speak EDNS0, so it must not get an OPT back
-		// (RFC 6891 section 7); we only added one for our own benefit.
-		resp.Extra = slices.DeleteFunc(resp.Extra, func(rr dns.RR) bool { return rr.Header().Rrtype == dns.TypeOPT })
-	}
 	return resp, nil
 }
 
