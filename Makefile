@@ -17,7 +17,8 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 100000x
 # Fuzz targets, as package:Target. go test -fuzz runs one target at a time.
 FUZZ_TARGETS := ./dnswire:FuzzParseQuery ./dnswire:FuzzTTLOffsets ./resolver:FuzzRequestPath \
-                ./upstream:FuzzParseAddr ./upstream:FuzzCheckReply ./bench:FuzzParseQueryFile
+                ./upstream:FuzzParseAddr ./upstream:FuzzCheckReply ./bench:FuzzParseQueryFile \
+                ./search:FuzzClassify
 
 .PHONY: help build run test vet staticcheck vulncheck unit memory conformance soak soak-short fuzz bench bench-go bench-suite bench-storm clean tools
 

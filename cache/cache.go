@@ -213,3 +213,35 @@ func newMetrics(reg prometheus.Registerer, c *Cache) *metrics {
 	)
 	return m
 }
+
+// InvalidateName removes the entries of one name, every type, class and
+// DO/CD variant, and returns how many there were. name is fully qualified,
+// in any case.
+func (c *Cache) InvalidateName(name string) int {
+	wire, ok := wireName(name)
+	if !ok {
+		return 0
+	}
+	return c.store.RemoveIf(func(e *Entry) bool { return string(e.keyName()) == string(wire) })
+}
+
+// InvalidateZone removes the entries of every name at or under zone (fully
+// qualified, any case) and returns how many there were: when a Namespace
+// or a Service is created, the denials cached under it must go.
+func (c *Cache) InvalidateZone(zone string) int {
+	wire, ok := wireName(zone)
+	if !ok {
+		return 0
+	}
+	return c.store.RemoveIf(func(e *Entry) bool { return dnswire.InZone([]byte(e.keyName()), wire) })
+}
+
+// wireName packs a name in lower-case wire form, as keys hold it.
+func wireName(name string) ([]byte, bool) {
+	buf := make([]byte, dnswire.MaxNameLen+1)
+	n, err := dns.PackDomainName(dns.CanonicalName(name), buf, 0, nil, false)
+	if err != nil {
+		return nil, false
+	}
+	return buf[:n], true
+}

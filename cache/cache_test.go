@@ -332,3 +332,45 @@ func TestSetPolicy(t *testing.T) {
 		t.Errorf("TTLs %v %v", e.TTL(at(0)), e2.TTL(at(0)))
 	}
 }
+
+func TestInvalidate(t *testing.T) {
+	c := newCache(t, Config{})
+	store := func(name string, qtype uint16, edits ...func(*dns.Msg)) {
+		q := newQuery(name, qtype, edits...)
+		if _, err := c.Store(parse(t, q).key, upstreamReply(t, q, dns.RcodeNameError, nil,
+			[]string{"cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30"}, nil), t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"web.team-a.svc.cluster.local.", "db.team-a.svc.cluster.local.", "x.web.team-a.svc.cluster.local.",
+		"web.team-b.svc.cluster.local.", "team-a.example."} {
+		store(n, dns.TypeA)
+		store(n, dns.TypeAAAA)
+		store(n, dns.TypeA, withEDNS(1232, true)) // a DO variant
+	}
+	if c.Len() != 15 {
+		t.Fatalf("Len %d", c.Len())
+	}
+	// A Service created: its name, every type and variant, goes.
+	if n := c.InvalidateName("Web.Team-A.svc.cluster.local."); n != 3 {
+		t.Errorf("InvalidateName removed %d, want 3", n)
+	}
+	// A Namespace created: everything under it goes, nothing else.
+	if n := c.InvalidateZone("team-a.svc.cluster.local."); n != 6 {
+		t.Errorf("InvalidateZone removed %d, want 6", n)
+	}
+	if c.Len() != 6 {
+		t.Errorf("Len %d after invalidation, want 6 (team-b and team-a.example)", c.Len())
+	}
+	if hit(t, c, newQuery("web.team-b.svc.cluster.local.", dns.TypeA), at(0), tcpOpts) == nil {
+		t.Error("a name outside the zone was removed")
+	}
+	sum := 0
+	c.store.RemoveIf(func(e *Entry) bool { sum += e.Size(); return false })
+	if c.Bytes() != int64(sum) {
+		t.Errorf("Bytes %d, but the %d entries left take %d", c.Bytes(), c.Len(), sum)
+	}
+	if c.store.Evictions() != 0 {
+		t.Errorf("invalidations counted as %d evictions", c.store.Evictions())
+	}
+}

@@ -158,3 +158,6 @@ func (e *Entry) Rcode() int { return int(e.data[e.klen()+3] & 0xF) }
 // elapsed is the number of whole seconds since the entry was stored, never
 // negative: a clock stepped back must not raise a TTL above the stored one.
 func (e *Entry) elapsed(now int64) int64 { return max(now-e.stored, 0) / int64(time.Second) }
+
+// keyName is the name part of the entry's key, in lower-case wire form.
+func (e *Entry) keyName() string { k := e.key(); return k[:len(k)-5] }

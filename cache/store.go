@@ -136,3 +136,22 @@ func (s *Sharded[V]) Evictions() uint64 {
 	}
 	return n
 }
+
+// RemoveIf removes every value for which drop returns true, shard by
+// shard, and returns how many it removed. It walks the whole store: for
+// rare events (a namespace created, a name invalidated), not per query.
+func (s *Sharded[V]) RemoveIf(drop func(V) bool) int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for _, h := range sh.lru.Keys() {
+			if v, ok := sh.lru.Peek(h); ok && drop(v) {
+				sh.lru.Remove(h)
+				n++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}

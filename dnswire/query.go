@@ -307,3 +307,18 @@ func ParseKey(key []byte) (name []byte, qtype, qclass uint16, do, cd, ok bool) {
 	return key[:end], binary.BigEndian.Uint16(key[end:]), binary.BigEndian.Uint16(key[end+2:]),
 		f&keyFlagDO != 0, f&keyFlagCD != 0, true
 }
+
+// InZone reports whether name is zone or a name under it; both are
+// uncompressed wire-form names in the same case (cache keys are lower
+// case).
+func InZone(name, zone []byte) bool {
+	for off := 0; off < len(name); off += 1 + int(name[off]) {
+		if len(name)-off == len(zone) && string(name[off:]) == string(zone) {
+			return true
+		}
+		if name[off] == 0 {
+			break
+		}
+	}
+	return false
+}

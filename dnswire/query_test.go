@@ -400,3 +400,22 @@ func TestReadHeaderID(t *testing.T) {
 		t.Error("ReadHeaderID accepted a short packet")
 	}
 }
+
+func TestInZone(t *testing.T) {
+	w := func(s string) []byte { return wireName(t, s) }
+	for _, tc := range []struct {
+		name, zone string
+		want       bool
+	}{
+		{"web.team-a.svc.cluster.local.", "team-a.svc.cluster.local.", true},
+		{"team-a.svc.cluster.local.", "team-a.svc.cluster.local.", true},
+		{"xteam-a.svc.cluster.local.", "team-a.svc.cluster.local.", false},
+		{"svc.cluster.local.", "team-a.svc.cluster.local.", false},
+		{"anything.", ".", true},
+		{"a.b.c.", "b.c.", true},
+	} {
+		if got := InZone(w(tc.name), w(tc.zone)); got != tc.want {
+			t.Errorf("InZone(%s, %s) = %v, want %v", tc.name, tc.zone, got, tc.want)
+		}
+	}
+}

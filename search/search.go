@@ -1,0 +1,374 @@
+// Package search knows which names can exist under a Kubernetes cluster
+// domain, and which search-list expansion a query name looks like. It is
+// pure name analysis: no I/O, and no allocation but for pod names.
+//
+// A pod's resolv.conf has ndots:5 and the search list
+// "<ns>.svc.<cd> svc.<cd> <cd>" (then the node's own domains), so a lookup
+// of an external name with fewer than five dots asks every expansion first:
+// api.example.com.default.svc.cluster.local, api.example.com.svc.cluster.local,
+// api.example.com.cluster.local, and only then api.example.com, each for A
+// and AAAA. The cluster DNS answers the expansions NXDOMAIN. Most of them
+// cannot exist by the shape of the Kubernetes DNS specification
+// (kubernetes/dns docs/specification.md), so nodedns answers them itself.
+//
+// The shapes under a cluster domain <cd> (labels counted from the left):
+//
+//	<cd>                                     the apex: exists
+//	dns-version.<cd>                         exists (TXT, the schema version)
+//	svc.<cd>, pod.<cd>                       exist, empty (NODATA)
+//	<ns>.svc.<cd>, <ns>.pod.<cd>             exist, empty, if <ns> is a DNS-1123 label
+//	<svc>.<ns>.svc.<cd>                      may exist: a Service (<svc> a DNS-1035 label)
+//	<x>.<svc>.<ns>.svc.<cd>                  may exist: an endpoint's hostname or
+//	                                         dashed address, or "_<proto>" under an SRV
+//	_<port>._<proto>.<svc>.<ns>.svc.<cd>     may exist: SRV
+//	<a-b-c-d>.<ns>.pod.<cd>                  may exist: a pod by its dashed IPv4 or
+//	                                         IPv6 address
+//
+// Any other name under <cd> does not exist: NXDOMAIN. Names under a zone
+// listed in Rules.Extra (a stub domain under the cluster domain, names a
+// CoreDNS rewrite serves) are left alone. "May exist" means forward: only
+// the cluster's DNS knows.
+package search
+
+import (
+	"net/netip"
+	"strings"
+)
+
+// Verdict is what the shape rules say about a name.
+type Verdict uint8
+
+// Verdicts.
+const (
+	// Forward: the name is outside every cluster domain, under an extra
+	// zone, or may exist; only the cluster's DNS can say.
+	Forward Verdict = iota
+	// NXDomain: no name of this shape exists under the cluster domain.
+	NXDomain
+	// NoData: the name exists, as an empty non-terminal (svc.<cd>,
+	// <ns>.svc.<cd>...): it has no records of any type.
+	NoData
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case NXDomain:
+		return "nxdomain"
+	case NoData:
+		return "nodata"
+	}
+	return "forward"
+}
+
+// Rule names why a verdict was reached, for metrics and logs. The set is
+// closed so that a metric labelled by it has bounded series.
+type Rule uint8
+
+// Rules.
+const (
+	RuleNone             Rule = iota // Forward: may exist, or not a cluster name
+	RuleUnknownBranch                // <x>.<cd> with x not svc, pod or dns-version
+	RuleTooDeep                      // more labels than any shape has
+	RuleBadNamespace                 // <ns> is not a DNS-1123 label
+	RuleBadService                   // <svc> is not a DNS-1035 label
+	RuleBadEndpoint                  // <x> of <x>.<svc>.<ns>.svc is not a label a hostname or address makes
+	RuleBadSRV                       // five labels under svc that are not _<port>._<proto>
+	RuleBadPodAddress                // <a-b-c-d> is not a dashed IPv4 or IPv6 address
+	RuleEmptyNonTerminal             // NoData: svc.<cd>, <ns>.svc.<cd>, pod.<cd>, <ns>.pod.<cd>
+	numRules
+)
+
+var ruleNames = [numRules]string{"", "unknown_branch", "too_deep", "bad_namespace", "bad_service",
+	"bad_endpoint", "bad_srv", "bad_pod_address", "empty_non_terminal"}
+
+func (r Rule) String() string { return ruleNames[r] }
+
+// AllRules returns the rules that give a verdict other than
+// Forward, for metrics.
+func AllRules() []Rule {
+	var out []Rule
+	for r := RuleUnknownBranch; r < numRules; r++ {
+		out = append(out, r)
+	}
+	return out
+}
+
+// Rules are the shape rules of some cluster domains.
+type Rules struct {
+	domains []string // canonical: lower case, fully qualified, with a leading dot
+	extra   []string // the same
+}
+
+// New returns the rules for the cluster domains (e.g. "cluster.local"),
+// leaving names at or under the extra zones alone.
+func New(domains, extra []string) *Rules {
+	r := &Rules{}
+	for _, d := range domains {
+		r.domains = append(r.domains, canonical(d))
+	}
+	for _, z := range extra {
+		r.extra = append(r.extra, canonical(z))
+	}
+	return r
+}
+
+// canonical returns "." + the lower-cased fully qualified name, so that
+// suffix tests stay on label boundaries; the root gives ".".
+func canonical(name string) string {
+	name = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(name, "."), "."))
+	if name == "" {
+		return "."
+	}
+	return "." + name + "."
+}
+
+// Domain returns the cluster domain qname is at or under (fully qualified,
+// lower case, no leading dot), and the part of qname before it (without
+// its trailing dot; "" at the apex). ok is false for a name outside every
+// cluster domain. qname must be fully qualified; case does not matter.
+func (r *Rules) Domain(qname string) (domain, prefix string, ok bool) {
+	for _, d := range r.domains {
+		if len(qname)+1 == len(d) && strings.EqualFold(qname, d[1:]) {
+			return d[1:], "", true
+		}
+		if len(qname) > len(d) && hasSuffixFold(qname, d) {
+			return d[1:], qname[:len(qname)-len(d)], true
+		}
+	}
+	return "", "", false
+}
+
+// Check gives the verdict of the shape rules for qname (fully qualified,
+// any case) and the rule behind it.
+func (r *Rules) Check(qname string) (Verdict, Rule) {
+	_, prefix, ok := r.Domain(qname)
+	if !ok {
+		return Forward, RuleNone
+	}
+	for _, z := range r.extra {
+		if hasSuffixFold(qname, z) || len(qname)+1 == len(z) && strings.EqualFold(qname, z[1:]) {
+			return Forward, RuleNone
+		}
+	}
+	if prefix == "" {
+		return Forward, RuleNone // the apex
+	}
+	// Labels from the right: l[0] is the one just above the cluster domain.
+	var l [6]string
+	n := 0
+	for rest := prefix; rest != ""; n++ {
+		if n == len(l) {
+			return NXDomain, RuleTooDeep
+		}
+		i := strings.LastIndexByte(rest, '.')
+		l[n], rest = rest[i+1:], rest[:max(i, 0)]
+	}
+	switch {
+	case strings.EqualFold(l[0], "svc"):
+		return checkSvc(l[1:n])
+	case strings.EqualFold(l[0], "pod"):
+		return checkPod(l[1:n])
+	case strings.EqualFold(l[0], "dns-version") && n == 1:
+		return Forward, RuleNone
+	}
+	return NXDomain, RuleUnknownBranch
+}
+
+// checkSvc judges <...>.svc.<cd>; l holds the labels above svc, nearest
+// first.
+func checkSvc(l []string) (Verdict, Rule) {
+	switch {
+	case len(l) == 0:
+		return NoData, RuleEmptyNonTerminal
+	case !isDNS1123Label(l[0]):
+		return NXDomain, RuleBadNamespace
+	case len(l) == 1:
+		return NoData, RuleEmptyNonTerminal
+	case !isDNS1035Label(l[1]):
+		return NXDomain, RuleBadService
+	case len(l) == 2:
+		return Forward, RuleNone
+	case len(l) == 3:
+		// An endpoint's hostname (DNS-1123), its dashed address (CoreDNS),
+		// or _<proto>, the empty non-terminal above an SRV record.
+		if isDNS1123Label(l[2]) || isUnderscored(l[2]) {
+			return Forward, RuleNone
+		}
+		return NXDomain, RuleBadEndpoint
+	case len(l) == 4:
+		if isUnderscored(l[2]) && isUnderscored(l[3]) {
+			return Forward, RuleNone
+		}
+		return NXDomain, RuleBadSRV
+	}
+	return NXDomain, RuleTooDeep
+}
+
+// checkPod judges <...>.pod.<cd>.
+func checkPod(l []string) (Verdict, Rule) {
+	switch {
+	case len(l) == 0:
+		return NoData, RuleEmptyNonTerminal
+	case !isDNS1123Label(l[0]):
+		return NXDomain, RuleBadNamespace
+	case len(l) == 1:
+		return NoData, RuleEmptyNonTerminal
+	case len(l) == 2:
+		if isDashedIP(l[1]) {
+			return Forward, RuleNone
+		}
+		return NXDomain, RuleBadPodAddress
+	}
+	return NXDomain, RuleTooDeep
+}
+
+// isDNS1123Label reports whether s, lower-cased, is a DNS-1123 label:
+// 1 to 63 letters, digits and hyphens, starting and ending with a letter
+// or digit (what Kubernetes takes for a namespace or a hostname).
+func isDNS1123Label(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isAlnum(s[i]) && s[i] != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// isDNS1035Label is isDNS1123Label starting with a letter (what
+// Kubernetes takes for a Service name).
+func isDNS1035Label(s string) bool { return isDNS1123Label(s) && isLetter(s[0]) }
+
+// isUnderscored reports whether s is "_" and a DNS-1123 label: a port name
+// or protocol of an SRV name.
+func isUnderscored(s string) bool { return len(s) > 1 && s[0] == '_' && isDNS1123Label(s[1:]) }
+
+// isDashedIP reports whether s is an IPv4 address with dashes for dots
+// (10-244-1-7) or an IPv6 address with dashes for colons (fd00--1), the
+// names of pod records.
+func isDashedIP(s string) bool {
+	if len(s) < 2 || len(s) > 39 {
+		return false
+	}
+	var buf [39]byte
+	n := copy(buf[:], s)
+	sep := byte('.')
+	if strings.Count(s, "-") != 3 || strings.Contains(s, "--") {
+		sep = ':'
+	}
+	for i := range n {
+		if buf[i] == '-' {
+			buf[i] = sep
+		}
+	}
+	a, err := netip.ParseAddr(string(buf[:n]))
+	return err == nil && a.Zone() == "" && (sep == '.') == a.Is4()
+}
+
+func isAlnum(c byte) bool  { return isLetter(c) || c >= '0' && c <= '9' }
+func isLetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
+func isHex(c byte) bool    { return c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'f' }
+
+// hasSuffixFold is strings.HasSuffix, ignoring ASCII case.
+func hasSuffixFold(s, suffix string) bool {
+	return len(s) >= len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix)
+}
+
+// Form is a search domain a pod's resolv.conf appends to a name.
+type Form uint8
+
+// Forms, in the order of a pod's search list.
+const (
+	// FormNamespaceSvc: <name>.<ns>.svc.<cd>, the pod's own namespace.
+	FormNamespaceSvc Form = iota + 1
+	// FormSvc: <name>.svc.<cd>.
+	FormSvc
+	// FormDomain: <name>.<cd>.
+	FormDomain
+	// FormNode: <name>.<one of the node's search domains>, which kubelet
+	// appends after the cluster's.
+	FormNode
+)
+
+func (f Form) String() string {
+	switch f {
+	case FormNamespaceSvc:
+		return "<name>.<ns>.svc.<cd>"
+	case FormSvc:
+		return "<name>.svc.<cd>"
+	case FormDomain:
+		return "<name>.<cd>"
+	case FormNode:
+		return "<name>.<node domain>"
+	}
+	return "none"
+}
+
+// Expansion is one reading of a query name as a search-list expansion:
+// the name a client looked up, and the search domain it appended.
+type Expansion struct {
+	Form      Form
+	Name      string // the name looked up, without a trailing dot
+	Namespace string // FormNamespaceSvc: the namespace in the search domain
+	Domain    string // the search domain, fully qualified
+}
+
+// Expansions are the readings of one query name, most specific first.
+type Expansions struct {
+	list [4]Expansion
+	n    int
+}
+
+// Len returns the number of readings.
+func (e *Expansions) Len() int { return e.n }
+
+// At returns reading i.
+func (e *Expansions) At(i int) Expansion { return e.list[i] }
+
+// Of returns the reading of the given form, if qname has one.
+func (e *Expansions) Of(f Form) (Expansion, bool) {
+	for i := range e.n {
+		if e.list[i].Form == f {
+			return e.list[i], true
+		}
+	}
+	return Expansion{}, false
+}
+
+func (e *Expansions) add(x Expansion) {
+	if e.n < len(e.list) && x.Name != "" {
+		e.list[e.n] = x
+		e.n++
+	}
+}
+
+// Classify reads qname (fully qualified, any case) as the expansions a
+// pod's search list could have made of a shorter name: under a cluster
+// domain <cd>, as <name>.<ns>.svc.<cd> (when <ns> is a namespace's label),
+// <name>.svc.<cd> and <name>.<cd>; under one of nodeDomains (fully
+// qualified), as <name>.<node domain>. A name has several readings:
+// a.b.svc.cluster.local is "a" searched in b.svc.cluster.local, "a.b" in
+// svc.cluster.local and "a.b.svc" in cluster.local. The strings point into
+// qname: Classify does not allocate.
+func (r *Rules) Classify(qname string, nodeDomains []string) Expansions {
+	var e Expansions
+	if cd, prefix, ok := r.Domain(qname); ok && prefix != "" {
+		svcDomain := len(qname) - len(cd) - len("svc.")
+		if i := strings.LastIndexByte(prefix, '.'); i > 0 && strings.EqualFold(prefix[i+1:], "svc") {
+			above := prefix[:i] // <name>.<ns>, or <name>
+			if j := strings.LastIndexByte(above, '.'); j > 0 && isDNS1123Label(above[j+1:]) {
+				e.add(Expansion{Form: FormNamespaceSvc, Name: above[:j], Namespace: above[j+1:], Domain: qname[j+1:]})
+			}
+			e.add(Expansion{Form: FormSvc, Name: above, Domain: qname[svcDomain:]})
+		}
+		e.add(Expansion{Form: FormDomain, Name: prefix, Domain: qname[len(prefix)+1:]})
+	}
+	for _, nd := range nodeDomains {
+		if len(qname) > len(nd)+1 && qname[len(qname)-len(nd)-1] == '.' && hasSuffixFold(qname, nd) {
+			e.add(Expansion{Form: FormNode, Name: qname[:len(qname)-len(nd)-1], Domain: qname[len(qname)-len(nd):]})
+		}
+	}
+	return e
+}

@@ -1,0 +1,200 @@
+package search
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestCheck(t *testing.T) {
+	r := New([]string{"cluster.local"}, []string{"consul.cluster.local"})
+	for _, tc := range []struct {
+		name string
+		want Verdict
+		rule Rule
+	}{
+		// Outside the cluster domain: never touched.
+		{"api.example.com.", Forward, RuleNone},
+		{"local.", Forward, RuleNone},
+		{"notcluster.local.", Forward, RuleNone},
+		// The apex and the schema version exist.
+		{"cluster.local.", Forward, RuleNone},
+		{"Cluster.Local.", Forward, RuleNone},
+		{"dns-version.cluster.local.", Forward, RuleNone},
+		// Empty non-terminals: NODATA.
+		{"svc.cluster.local.", NoData, RuleEmptyNonTerminal},
+		{"default.svc.cluster.local.", NoData, RuleEmptyNonTerminal},
+		{"kube-system.svc.cluster.local.", NoData, RuleEmptyNonTerminal},
+		{"pod.cluster.local.", NoData, RuleEmptyNonTerminal},
+		{"default.pod.cluster.local.", NoData, RuleEmptyNonTerminal},
+		// Services, endpoints, SRV: may exist.
+		{"kubernetes.default.svc.cluster.local.", Forward, RuleNone},
+		{"KubeRnetes.Default.SVC.cluster.local.", Forward, RuleNone},
+		{"web-0.web.default.svc.cluster.local.", Forward, RuleNone},
+		{"10-244-1-7.web.default.svc.cluster.local.", Forward, RuleNone},
+		{"_tcp.web.default.svc.cluster.local.", Forward, RuleNone},
+		{"_http._tcp.web.default.svc.cluster.local.", Forward, RuleNone},
+		{"_dns._udp.kube-dns.kube-system.svc.cluster.local.", Forward, RuleNone},
+		// Pods by address.
+		{"10-244-1-7.default.pod.cluster.local.", Forward, RuleNone},
+		{"fd00-10-244--7.default.pod.cluster.local.", Forward, RuleNone},
+		{"2001-db8-0-0-0-0-0-1.default.pod.cluster.local.", Forward, RuleNone},
+		// The ndots:5 expansions of external names.
+		{"api.example.com.default.svc.cluster.local.", NXDomain, RuleBadSRV},
+		{"www.google.com.default.svc.cluster.local.", NXDomain, RuleBadSRV},
+		{"api.example.com.cluster.local.", NXDomain, RuleUnknownBranch},
+		{"example.com.cluster.local.", NXDomain, RuleUnknownBranch},
+		{"a.b.c.d.e.default.svc.cluster.local.", NXDomain, RuleTooDeep},
+		// ...some of which the shape cannot rule out: only the Kubernetes
+		// view knows whether namespace "com" exists.
+		{"api.example.com.svc.cluster.local.", Forward, RuleNone},
+		{"example.com.default.svc.cluster.local.", Forward, RuleNone},
+		// Syntax.
+		{"-bad.svc.cluster.local.", NXDomain, RuleBadNamespace},
+		{"under_score.svc.cluster.local.", NXDomain, RuleBadNamespace},
+		{"9svc.default.svc.cluster.local.", NXDomain, RuleBadService},
+		{"web-.default.svc.cluster.local.", NXDomain, RuleBadService},
+		{"a_b.web.default.svc.cluster.local.", NXDomain, RuleBadEndpoint},
+		{"http._tcp.web.default.svc.cluster.local.", NXDomain, RuleBadSRV},
+		{"10-244-1.default.pod.cluster.local.", NXDomain, RuleBadPodAddress},
+		{"10-244-1-300.default.pod.cluster.local.", NXDomain, RuleBadPodAddress},
+		{"web.default.pod.cluster.local.", NXDomain, RuleBadPodAddress},
+		{"x.10-244-1-7.default.pod.cluster.local.", NXDomain, RuleTooDeep},
+		{"www.cluster.local.", NXDomain, RuleUnknownBranch},
+		{"x.dns-version.cluster.local.", NXDomain, RuleUnknownBranch},
+		// An extra zone is left alone, however deep.
+		{"consul.cluster.local.", Forward, RuleNone},
+		{"a.b.c.consul.cluster.local.", Forward, RuleNone},
+		{"xconsul.cluster.local.", NXDomain, RuleUnknownBranch},
+		{"a.b.c.d.e.f.g.h.cluster.local.", NXDomain, RuleTooDeep},
+	} {
+		got, rule := r.Check(tc.name)
+		if got != tc.want || rule != tc.rule {
+			t.Errorf("Check(%q) = %v, %q; want %v, %q", tc.name, got, rule, tc.want, tc.rule)
+		}
+	}
+}
+
+func TestSeveralClusterDomains(t *testing.T) {
+	r := New([]string{"cluster.local.", "Cluster.Example."}, nil)
+	for name, want := range map[string]Verdict{
+		"api.example.com.cluster.example.": NXDomain,
+		"web.default.svc.cluster.example.": Forward,
+		"www.cluster.local.":               NXDomain,
+		"www.example.":                     Forward,
+	} {
+		if got, _ := r.Check(name); got != want {
+			t.Errorf("Check(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestClassify(t *testing.T) {
+	r := New([]string{"cluster.local"}, nil)
+	node := []string{"us-east-1.compute.internal."}
+	type reading struct {
+		form     Form
+		name, ns string
+		domain   string
+	}
+	for _, tc := range []struct {
+		qname string
+		want  []reading
+	}{
+		{"api.example.com.default.svc.cluster.local.", []reading{
+			{FormNamespaceSvc, "api.example.com", "default", "default.svc.cluster.local."},
+			{FormSvc, "api.example.com.default", "", "svc.cluster.local."},
+			{FormDomain, "api.example.com.default.svc", "", "cluster.local."},
+		}},
+		{"api.example.com.svc.cluster.local.", []reading{
+			{FormNamespaceSvc, "api.example", "com", "com.svc.cluster.local."},
+			{FormSvc, "api.example.com", "", "svc.cluster.local."},
+			{FormDomain, "api.example.com.svc", "", "cluster.local."},
+		}},
+		{"API.Example.COM.cluster.local.", []reading{{FormDomain, "API.Example.COM", "", "cluster.local."}}},
+		{"web.svc.cluster.local.", []reading{
+			{FormSvc, "web", "", "svc.cluster.local."},
+			{FormDomain, "web.svc", "", "cluster.local."},
+		}},
+		{"api.example.com.us-east-1.compute.internal.", []reading{{FormNode, "api.example.com", "", "us-east-1.compute.internal."}}},
+		{"cluster.local.", nil},
+		{"svc.cluster.local.", []reading{{FormDomain, "svc", "", "cluster.local."}}},
+		{"api.example.com.", nil},
+		{"compute.internal.", nil},
+	} {
+		e := r.Classify(tc.qname, node)
+		var got []reading
+		for i := range e.Len() {
+			x := e.At(i)
+			got = append(got, reading{x.Form, x.Name, x.Namespace, x.Domain})
+		}
+		if len(got) != len(tc.want) {
+			t.Errorf("Classify(%q) = %v, want %v", tc.qname, got, tc.want)
+			continue
+		}
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Errorf("Classify(%q)[%d] = %+v, want %+v", tc.qname, i, got[i], tc.want[i])
+			}
+			if x := got[i]; x.name+"."+x.domain != tc.qname {
+				t.Errorf("Classify(%q)[%d]: %q + %q is not the name", tc.qname, i, x.name, x.domain)
+			}
+		}
+	}
+}
+
+func TestDashedIP(t *testing.T) {
+	for s, want := range map[string]bool{
+		"10-244-1-7": true, "0-0-0-0": true, "255-255-255-255": true,
+		"fd00--1": true, "2001-db8-0-0-0-0-0-1": true, "--1": true, "fe80--": true,
+		"10-244-1": false, "10-244-1-256": false, "10-244-1-7-8": false, "a-b-c-d": false,
+		"fd00---1": false, "1-2-3-4-5-6-7-8-9": false, "fd00-1": false, "-": false, "": false,
+		"10-0-0-01x": false, "ffff1-0-0-0-0-0-0-0": false,
+	} {
+		if got := isDashedIP(s); got != want {
+			t.Errorf("isDashedIP(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+// Classify allocates nothing; Check only for pod addresses.
+func TestNoAllocation(t *testing.T) {
+	r := New([]string{"cluster.local"}, []string{"consul.cluster.local"})
+	node := []string{"compute.internal."}
+	names := []string{"api.example.com.default.svc.cluster.local.", "kubernetes.default.svc.cluster.local.",
+		"api.example.com.", "_http._tcp.web.default.svc.cluster.local."}
+	if n := testing.AllocsPerRun(100, func() {
+		for _, q := range names {
+			r.Check(q)
+			r.Classify(q, node)
+		}
+	}); n != 0 {
+		t.Errorf("%v allocations per run", n)
+	}
+}
+
+// FuzzClassify checks, for any name, that the readings recompose it and
+// that Check never panics and gives a known rule.
+func FuzzClassify(f *testing.F) {
+	for _, s := range []string{"api.example.com.default.svc.cluster.local.", "cluster.local.",
+		"10-244-1-7.default.pod.cluster.local.", "a..svc.cluster.local.", ".cluster.local.", "x.compute.internal."} {
+		f.Add(s)
+	}
+	r := New([]string{"cluster.local"}, []string{"consul.cluster.local"})
+	node := []string{"compute.internal."}
+	f.Fuzz(func(t *testing.T, qname string) {
+		v, rule := r.Check(qname)
+		if rule >= numRules || (v == Forward) != (rule == RuleNone) {
+			t.Fatalf("Check(%q) = %v, %d", qname, v, rule)
+		}
+		e := r.Classify(qname, node)
+		for i := range e.Len() {
+			x := e.At(i)
+			if x.Name+"."+x.Domain != qname || x.Name == "" {
+				t.Fatalf("Classify(%q) reading %+v does not recompose the name", qname, x)
+			}
+			if x.Form == FormNamespaceSvc && !strings.HasPrefix(strings.ToLower(x.Domain), strings.ToLower(x.Namespace)+".svc.") {
+				t.Fatalf("Classify(%q): namespace %q not in domain %q", qname, x.Namespace, x.Domain)
+			}
+		}
+	})
+}
