@@ -33,6 +33,7 @@ type File struct {
 	Cache          CacheFile    `json:"cache,omitempty"`
 	Server         ServerFile   `json:"server,omitempty"`
 	Upstreams      []GroupFile  `json:"upstreams,omitempty"`
+	Search         SearchFile   `json:"search,omitempty"`
 	Shutdown       ShutdownFile `json:"shutdown,omitempty"`
 	PprofListen    string       `json:"pprof_listen,omitempty"`
 	// MemoryLimitRatio is the share of the cgroup memory limit given to the
@@ -80,6 +81,15 @@ type GroupFile struct {
 	MaxInflight    *int     `json:"max_inflight,omitempty"`
 }
 
+// SearchFile is the `search` section: the search stage, which answers on
+// the node the names under the cluster domains that cannot exist.
+type SearchFile struct {
+	Enabled        *bool    `json:"enabled,omitempty"`
+	ClusterDomains []string `json:"cluster_domains,omitempty"`
+	NegativeTTL    string   `json:"negative_ttl,omitempty"`
+	ExtraZones     []string `json:"extra_zones,omitempty"`
+}
+
 // ShutdownFile is the `shutdown` section.
 type ShutdownFile struct {
 	Lameduck string `json:"lameduck,omitempty"`
@@ -123,6 +133,11 @@ type Config struct {
 	MemoryLimitRatio float64 `key:"memory_limit_ratio" reload:"live"` // 0: off
 
 	Upstreams []Group `key:"upstreams" reload:"live"`
+
+	SearchEnabled     bool          `key:"search.enabled"`
+	ClusterDomains    []string      `key:"search.cluster_domains"`
+	SearchNegativeTTL time.Duration `key:"search.negative_ttl"` // 0: its answers are not cached
+	SearchExtraZones  []string      `key:"search.extra_zones"`
 
 	Lameduck        time.Duration `key:"shutdown.lameduck" reload:"live"`
 	ShutdownTimeout time.Duration `key:"shutdown.timeout" reload:"live"`
@@ -172,6 +187,11 @@ func Defaults() Config {
 		MaxWaiters:           r.MaxWaiters,
 		ShutdownTimeout:      5 * time.Second,
 		MemoryLimitRatio:     0.9,
+		SearchEnabled:        true,
+		ClusterDomains:       []string{"cluster.local"},
+		// The TTL of CoreDNS's kubernetes plugin: a Service created a
+		// moment after a denial resolves within it.
+		SearchNegativeTTL: 5 * time.Second,
 	}
 }
 
@@ -312,6 +332,7 @@ func apply(c *Config, f *File) error {
 		{"server.max_queue_wait", f.Server.MaxQueueWait, &c.MaxQueueWait},
 		{"shutdown.lameduck", f.Shutdown.Lameduck, &c.Lameduck},
 		{"shutdown.timeout", f.Shutdown.Timeout, &c.ShutdownTimeout},
+		{"search.negative_ttl", f.Search.NegativeTTL, &c.SearchNegativeTTL},
 	} {
 		if d.s == "" {
 			continue
@@ -328,6 +349,15 @@ func apply(c *Config, f *File) error {
 	setInt(&c.PrefetchMinHits, f.Server.PrefetchMinHits)
 	setInt(&c.MaxWaiters, f.Server.MaxWaiters)
 	setStr(&c.PprofListen, f.PprofListen)
+	if f.Search.Enabled != nil {
+		c.SearchEnabled = *f.Search.Enabled
+	}
+	if len(f.Search.ClusterDomains) > 0 {
+		c.ClusterDomains = f.Search.ClusterDomains
+	}
+	if len(f.Search.ExtraZones) > 0 {
+		c.SearchExtraZones = f.Search.ExtraZones
+	}
 	if f.MemoryLimitRatio != nil {
 		c.MemoryLimitRatio = *f.MemoryLimitRatio
 	}

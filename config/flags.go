@@ -142,6 +142,17 @@ var flagDefs = []flagDef{
 		apply: intFlag(func(c *Config) *int { return &c.MaxInflight })},
 	{name: "request-timeout", usage: "overall deadline for resolving a miss from its arrival, across the wait for a slot and upstream tries (default 4s)",
 		apply: durationFlag(func(c *Config) *time.Duration { return &c.RequestTimeout })},
+	{name: "search", isBool: true, usage: "answer on the node the names under the cluster domains that cannot exist (default true)",
+		apply: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a boolean", v)
+			}
+			c.SearchEnabled = b
+			return nil
+		}},
+	{name: "cluster-domain", usage: "the cluster's DNS domains, DOMAIN[,DOMAIN...] (default cluster.local)",
+		apply: func(c *Config, v string) error { c.ClusterDomains = splitList(v); return nil }},
 	{name: "lameduck", usage: "on SIGTERM, report not ready and keep serving this long before stopping (default 0s)",
 		apply: durationFlag(func(c *Config) *time.Duration { return &c.Lameduck })},
 	{name: "shutdown-timeout", usage: "on SIGTERM, how long queries in flight may take to finish (default 5s)",

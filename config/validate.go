@@ -89,6 +89,19 @@ func validate(c *Config) error {
 			return fmt.Errorf("pprof_listen: %q is not IP:port", c.PprofListen)
 		}
 	}
+	for i, d := range c.ClusterDomains {
+		if _, ok := dns.IsDomainName(d); !ok || d == "" || dns.Fqdn(d) == "." {
+			return fmt.Errorf("search.cluster_domains[%d]: %q is not a domain name (nor the root)", i, d)
+		}
+	}
+	if c.SearchEnabled && len(c.ClusterDomains) == 0 {
+		return errors.New("search.cluster_domains: the search stage needs at least one cluster domain")
+	}
+	for i, z := range c.SearchExtraZones {
+		if _, ok := dns.IsDomainName(z); !ok || z == "" {
+			return fmt.Errorf("search.extra_zones[%d]: %q is not a domain name", i, z)
+		}
+	}
 	if !anyRoot(c.Upstreams) {
 		return errors.New(`upstreams: no group serves "."`)
 	}

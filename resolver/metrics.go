@@ -5,6 +5,8 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nodedns/nodedns/search"
 )
 
 // Protocol indexes.
@@ -67,6 +69,8 @@ type metrics struct {
 	tcpRejected, tcpIdleClosed                        prometheus.Counter
 	inflight                                          prometheus.Gauge
 	panics                                            prometheus.Counter
+	// searchAnswered is indexed by search.Rule.
+	searchAnswered []prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -136,7 +140,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for i, r := range staleReasonNames {
 		m.staleServed[i] = stale.WithLabelValues(r)
 	}
+	searched := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nodedns_search_answered_total",
+		Help: "Queries the search stage answered on the node (NXDOMAIN, or NODATA for an empty non-terminal), by the shape rule that decided.",
+	}, []string{"rule"})
+	for _, r := range search.AllRules() {
+		for int(r) >= len(m.searchAnswered) {
+			m.searchAnswered = append(m.searchAnswered, nil)
+		}
+		m.searchAnswered[r] = searched.WithLabelValues(r.String())
+	}
 	if reg != nil {
+		reg.MustRegister(searched)
 		reg.MustRegister(m.requests, dur, m.dropped, shed, stale, m.coalesced, m.queued, m.prefetches, m.prefetchSkipped,
 			m.tcpConns, m.tcpRejected, m.tcpIdleClosed, m.inflight, m.panics)
 	}

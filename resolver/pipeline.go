@@ -98,7 +98,11 @@ type ForwardChecker interface {
 //  1. cacheStage: another query may have filled the entry since the fast
 //     path looked; answers a later stage synthesizes are stored here, so
 //     that the next identical query is a fast-path hit.
-//  2. upstreamNeeded: nothing local answered; the query goes to admission
+//  2. searchStage (search.go, when on): names under a cluster domain that
+//     cannot exist get NXDOMAIN, empty non-terminals NODATA, from the node.
+//     After the cache stage, which stores its answers; before admission,
+//     so that a name answered here is never queued or shed.
+//  3. upstreamNeeded: nothing local answered; the query goes to admission
 //     (fair.go) and, on a slot, to the remote half.
 //
 // The remote half runs on a leader goroutine holding a slot:
@@ -108,7 +112,7 @@ type ForwardChecker interface {
 //  2. minimalANY: one RRset of an answer to ANY (RFC 8482); before the
 //     store, though ANY is never cached, so that the rule has one place.
 //  3. forwardStage: the query goes to the upstream group for its zone.
-func chain(c *cache.Cache, fwd Forwarder, now func() time.Time) (local, remote Handler) {
+func chain(c *cache.Cache, fwd Forwarder, now func() time.Time, search Middleware) (local, remote Handler) {
 	build := func(stages []Middleware, last Handler) Handler {
 		h := last
 		for i := len(stages) - 1; i >= 0; i-- {
@@ -116,7 +120,11 @@ func chain(c *cache.Cache, fwd Forwarder, now func() time.Time) (local, remote H
 		}
 		return h
 	}
-	local = build([]Middleware{cacheStage(c, now)}, upstreamNeeded)
+	stages := []Middleware{cacheStage(c, now)}
+	if search != nil {
+		stages = append(stages, search)
+	}
+	local = build(stages, upstreamNeeded)
 	remote = build([]Middleware{storeStage(c, now), minimalANY}, forwardStage(fwd))
 	return local, remote
 }

@@ -78,6 +78,8 @@ type Config struct {
 	// the resolution goes on in the background. 0 means 1.8s; negative
 	// waits for the upstream's answer or failure.
 	StaleAnswerTimeout time.Duration
+	// Search turns on the search stage (search.go); nil leaves it off.
+	Search *SearchConfig
 	// PrefetchMinHits is how many hits an entry needs before a hit in the
 	// last tenth of its TTL refreshes it in the background; 0 disables
 	// prefetching.
@@ -146,6 +148,7 @@ type Server struct {
 	tun            atomic.Pointer[tunables] // swapped by Reconfigure
 	cache          *cache.Cache
 	local, remote  Handler        // the two halves of the miss pipeline (chain)
+	searchStage    Middleware     // nil when the search stage is off
 	checker        ForwardChecker // nil when the forwarder has no checks
 	log            *zap.Logger
 	metrics        *metrics
@@ -207,6 +210,9 @@ func New(cfg Config, c *cache.Cache, fwd Forwarder, log *zap.Logger, reg prometh
 	}
 	s.allow.Store(&allowList{prefixes: cfg.Allow})
 	s.queryLogSample.Store(math.Float64bits(cfg.QueryLogSample))
+	if cfg.Search != nil && cfg.Search.Rules != nil {
+		s.searchStage = searchStage(*cfg.Search, s.metrics, s.log)
+	}
 	s.tun.Store(&tunables{tcpIdleTimeout: cfg.TCPIdleTimeout, maxQueueWait: cfg.MaxQueueWait,
 		requestTimeout: cfg.RequestTimeout, staleAnswerTimeout: cfg.StaleAnswerTimeout, prefetchMinHits: cfg.PrefetchMinHits})
 	s.setForwarder(fwd)
@@ -348,7 +354,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // setForwarder builds the pipeline around fwd; tests use it to swap the
 // clock and the upstream.
 func (s *Server) setForwarder(fwd Forwarder) {
-	s.local, s.remote = chain(s.cache, fwd, s.now)
+	s.local, s.remote = chain(s.cache, fwd, s.now, s.searchStage)
 	s.checker, _ = fwd.(ForwardChecker)
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/nodedns/nodedns/config"
 	"github.com/nodedns/nodedns/memlimit"
 	"github.com/nodedns/nodedns/resolver"
+	"github.com/nodedns/nodedns/search"
 	"github.com/nodedns/nodedns/upstream"
 )
 
@@ -208,6 +209,18 @@ func serverConfig(cfg config.Config) resolver.Config {
 		// 0 in the config means "never serve stale on a slow upstream".
 		StaleAnswerTimeout: staleTimeout(cfg.StaleAnswerTimeout),
 		PrefetchMinHits:    uint32(cfg.PrefetchMinHits),
+		Search:             searchConfig(cfg),
+	}
+}
+
+// searchConfig is the search stage's configuration, nil when it is off.
+func searchConfig(cfg config.Config) *resolver.SearchConfig {
+	if !cfg.SearchEnabled {
+		return nil
+	}
+	return &resolver.SearchConfig{
+		Rules:       search.New(cfg.ClusterDomains, cfg.SearchExtraZones),
+		NegativeTTL: cfg.SearchNegativeTTL,
 	}
 }
 
