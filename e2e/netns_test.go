@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -75,24 +76,38 @@ func (n *netns) exec(t *testing.T, args ...string) string {
 	return run(t, "ip", append([]string{"netns", "exec", n.name}, args...)...)
 }
 
-// start runs a long-lived process inside the namespace and stops it (by
-// its PID) at the end of the test.
-func (n *netns) start(t *testing.T, logName string, args ...string) *bytes.Buffer {
+// proc is a process a test started in a namespace.
+type proc struct {
+	cmd  *exec.Cmd
+	out  bytes.Buffer
+	once sync.Once
+}
+
+// stop kills the process (by its PID: `ip netns exec` execs it in place)
+// and waits for it.
+func (p *proc) stop() {
+	p.once.Do(func() {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+	})
+}
+
+// start runs a long-lived process inside the namespace and stops it at
+// the end of the test, if it has not been stopped before.
+func (n *netns) start(t *testing.T, logName string, args ...string) *proc {
 	t.Helper()
-	var out bytes.Buffer
-	cmd := exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	p := &proc{cmd: exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...)}
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		p.stop()
 		if t.Failed() {
-			t.Logf("%s output:\n%s", logName, out.String())
+			t.Logf("%s output:\n%s", logName, p.out.String())
 		}
 	})
-	return &out
+	return p
 }
 
 // waitDNS waits until something answers DNS on addr inside the namespace.
