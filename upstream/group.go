@@ -69,20 +69,25 @@ type GroupConfig struct {
 // (health.go says what counts as evidence). It exists so that one dead
 // upstream costs clients nothing but, at worst, one timeout.
 type Group struct {
-	cfg     GroupConfig // normalised
-	members []*member
-	m       *Metrics
-	log     *zap.Logger
-	probeQ  dns.Question // what members are probed with
-	loop    loopState
-	next    atomic.Uint32
-	down    atomic.Int32 // members currently marked down
-	closed  atomic.Bool
+	cfg GroupConfig // normalised
+	// configured are the members of cfg.Addrs, for the group's life;
+	// roster says which members are in rotation (endpoints.go).
+	configured []*member
+	roster     atomic.Pointer[roster]
+	m          *Metrics
+	log        *zap.Logger
+	probeQ     dns.Question // what members are probed with
+	loop       loopState
+	next       atomic.Uint32
+	closed     atomic.Bool
 
-	mu      sync.Mutex // guards started and cancel
+	mu      sync.Mutex // guards started, ctx, cancel and the members' stop
 	started bool
+	ctx     context.Context // the probes' context, once started
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	// setMu serialises SetEndpoints.
+	setMu sync.Mutex
 }
 
 // member is one upstream in a group with its health state (health.go).
@@ -98,6 +103,9 @@ type member struct {
 	// Cached metric children: Exchange must not hash label values.
 	inflightGauge prometheus.Gauge
 	overloaded    prometheus.Counter
+	// stop ends the member's probe loop (guarded by Group.mu); nil until
+	// it runs.
+	stop context.CancelFunc
 }
 
 // acquire takes an in-flight slot, or reports false if the member is at its
@@ -166,22 +174,32 @@ func NewGroup(cfg GroupConfig, m *Metrics, log *zap.Logger) (*Group, error) {
 	}
 	g := &Group{cfg: cfg, m: m, log: log.With(zap.String("group", cfg.Name)), probeQ: probeQuestion(cfg.Zones)}
 	for _, a := range cfg.Addrs {
-		r, err := NewRemote(RemoteConfig{Addr: a, ForceTCP: cfg.ForceTCP, Timeout: cfg.Timeout}, m)
+		mb, err := g.newMember(a)
 		if err != nil { // already validated; kept for safety
 			return nil, fmt.Errorf("upstream group %q: %w", cfg.Name, err)
 		}
-		g.members = append(g.members, &member{
-			r:             r,
-			health:        newHealth(cfg.MaxFails),
-			maxInflight:   int32(cfg.MaxInflight),
-			inflightGauge: m.memberInflight.WithLabelValues(r.addr),
-			overloaded:    m.overloaded.WithLabelValues(r.addr),
-		})
-		m.healthy.WithLabelValues(r.addr).Set(1)
+		g.configured = append(g.configured, mb)
 	}
+	g.roster.Store(&roster{primary: g.configured})
 	m.looping.WithLabelValues(cfg.Name).Set(0)
 	m.loopProbesBack.WithLabelValues(cfg.Name)
 	return g, nil
+}
+
+// newMember creates the member for a normalised address, in rotation.
+func (g *Group) newMember(addr string) (*member, error) {
+	r, err := NewRemote(RemoteConfig{Addr: addr, ForceTCP: g.cfg.ForceTCP, Timeout: g.cfg.Timeout}, g.m)
+	if err != nil {
+		return nil, err
+	}
+	g.m.healthy.WithLabelValues(r.addr).Set(1)
+	return &member{
+		r:             r,
+		health:        newHealth(g.cfg.MaxFails),
+		maxInflight:   int32(g.cfg.MaxInflight),
+		inflightGauge: g.m.memberInflight.WithLabelValues(r.addr),
+		overloaded:    g.m.overloaded.WithLabelValues(r.addr),
+	}, nil
 }
 
 func normaliseGroupConfig(cfg GroupConfig) (GroupConfig, error) {
@@ -263,7 +281,8 @@ func (g *Group) Name() string { return g.cfg.Name }
 // qualified). The slice is a copy.
 func (g *Group) Zones() []string { return append([]string(nil), g.cfg.Zones...) }
 
-// Addrs returns the members' normalised addresses. The slice is a copy.
+// Addrs returns the configured members' normalised addresses. The slice is
+// a copy.
 func (g *Group) Addrs() []string { return append([]string(nil), g.cfg.Addrs...) }
 
 // Config returns the normalised configuration (defaults filled in).
@@ -288,12 +307,8 @@ func (g *Group) Check() error {
 // Healthy reports whether at least one member is in rotation; readiness
 // checks use it.
 func (g *Group) Healthy() bool {
-	for _, mb := range g.members {
-		if mb.up() {
-			return true
-		}
-	}
-	return false
+	ro := g.roster.Load()
+	return anyUp(ro.primary) || anyUp(ro.fallback)
 }
 
 // Exchange forwards req to the group's members and returns the first
@@ -328,12 +343,7 @@ func (g *Group) Exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
 	defer g.m.inflight.Dec()
 
 	var buf [8]*member
-	healthy := buf[:0]
-	for _, mb := range g.members {
-		if mb.up() {
-			healthy = append(healthy, mb)
-		}
-	}
+	healthy := g.roster.Load().inRotation(buf[:0])
 	if len(healthy) == 0 {
 		return nil, fmt.Errorf("upstream group %q: %w", g.cfg.Name, ErrNoHealthyUpstream)
 	}
@@ -468,7 +478,10 @@ func (g *Group) Close() error {
 	}
 	g.mu.Unlock()
 	g.wg.Wait()
-	for _, mb := range g.members {
+	// Under setMu, so that no SetEndpoints adds a member after this.
+	g.setMu.Lock()
+	defer g.setMu.Unlock()
+	for _, mb := range g.roster.Load().all() {
 		_ = mb.r.Close()
 	}
 	return nil

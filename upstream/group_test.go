@@ -128,7 +128,7 @@ func TestGroupHealthDownAndBackUp(t *testing.T) {
 	g.Start(ctx) // idempotent
 
 	lw.waitFor(t, "upstream marked down")
-	if g.members[0].up() {
+	if g.roster.Load().all()[0].up() {
 		t.Fatal("flaky member still up after the down transition")
 	}
 	if got := testutil.ToFloat64(m.healthy.WithLabelValues(flakyAddr)); got != 0 {
@@ -153,7 +153,7 @@ func TestGroupHealthDownAndBackUp(t *testing.T) {
 
 	alive.Store(true)
 	lw.waitFor(t, "upstream back up")
-	if !g.members[0].up() {
+	if !g.roster.Load().all()[0].up() {
 		t.Fatal("member not up after recovery")
 	}
 	if got := testutil.ToFloat64(m.healthy.WithLabelValues(flakyAddr)); got != 1 {
@@ -219,7 +219,7 @@ func TestGroupQueryFailuresAloneNeverTakeAMemberOut(t *testing.T) {
 	if !g.Healthy() {
 		t.Fatal("failed queries took the only member out of rotation without a failed probe")
 	}
-	if !g.members[0].suspect.Load() {
+	if !g.roster.Load().all()[0].suspect.Load() {
 		t.Error("five distinct failed names left no suspicion")
 	}
 }
@@ -453,7 +453,7 @@ func TestGroupShortCallerDeadlineIsNotAFailure(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want DeadlineExceeded", err)
 	}
-	if g.members[0].suspect.Load() {
+	if g.roster.Load().all()[0].suspect.Load() {
 		t.Error("a 20ms caller deadline counted against the upstream")
 	}
 	// With a budget of at least minCountableBudget, a timeout counts.
@@ -461,7 +461,7 @@ func TestGroupShortCallerDeadlineIsNotAFailure(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want DeadlineExceeded", err)
 	}
-	if !g.members[0].suspect.Load() {
+	if !g.roster.Load().all()[0].suspect.Load() {
 		t.Error("a timeout with a fair budget was not counted")
 	}
 }
@@ -553,7 +553,7 @@ func TestNoResendToABusyServer(t *testing.T) {
 	if n := srv.udpQs.Load(); n > 4+4 {
 		t.Errorf("server got %d queries for 8 asked under load, want no resends", n)
 	}
-	if got := g.members[0].extra.Load(); got != 0 {
+	if got := g.roster.Load().all()[0].extra.Load(); got != 0 {
 		t.Errorf("%d extra tries still counted", got)
 	}
 }

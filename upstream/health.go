@@ -144,9 +144,6 @@ func (g *Group) probed(mb *member, err error) {
 		if mb.down.CompareAndSwap(true, false) {
 			g.transition(mb)
 			g.log.Info("upstream back up", zap.String("upstream", mb.r.addr))
-			if int(g.down.Add(-1)) == len(g.members)-1 {
-				g.log.Info("group has a healthy upstream again")
-			}
 		}
 		return
 	}
@@ -160,7 +157,7 @@ func (g *Group) probed(mb *member, err error) {
 	g.transition(mb)
 	g.log.Warn("upstream marked down", zap.String("upstream", mb.r.addr),
 		zap.Int("failed_probes", probes), zap.Int("distinct_failed_names", distinct), zap.Error(err))
-	if int(g.down.Add(1)) == len(g.members) {
+	if !g.Healthy() {
 		g.log.Error("all upstreams of group are down; answering SERVFAIL until one recovers")
 	}
 }
@@ -192,15 +189,23 @@ func (g *Group) Start(ctx context.Context) {
 		return
 	}
 	g.started = true
-	ctx, g.cancel = context.WithCancel(ctx)
-	for _, mb := range g.members {
-		g.wg.Add(1)
-		go g.probeLoop(ctx, mb)
+	g.ctx, g.cancel = context.WithCancel(ctx)
+	ctx = g.ctx
+	for _, mb := range g.roster.Load().all() {
+		g.startProbes(mb)
 	}
 	if g.cfg.LoopToken != "" {
 		g.wg.Add(1)
 		go g.loopLoop(ctx)
 	}
+}
+
+// startProbes starts mb's probe loop; g.mu is held and the group started.
+func (g *Group) startProbes(mb *member) {
+	var ctx context.Context
+	ctx, mb.stop = context.WithCancel(g.ctx)
+	g.wg.Add(1)
+	go g.probeLoop(ctx, mb)
 }
 
 func (g *Group) probeLoop(ctx context.Context, mb *member) {

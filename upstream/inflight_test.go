@@ -106,7 +106,7 @@ func TestGroupMaxInflightOverloaded(t *testing.T) {
 	if got := testutil.ToFloat64(m.overloaded.WithLabelValues(addr)); got != 1 {
 		t.Errorf("overloaded_total = %v, want 1", got)
 	}
-	if !g.Healthy() || g.members[0].suspect.Load() {
+	if !g.Healthy() || g.roster.Load().all()[0].suspect.Load() {
 		t.Error("being at the cap counted as a failure")
 	}
 
@@ -221,7 +221,7 @@ func TestGroupMaxInflightSpillsToOtherMember(t *testing.T) {
 	if got := testutil.ToFloat64(m.overloaded.WithLabelValues(busyAddr)); got < 1 {
 		t.Errorf("overloaded_total{busy} = %v, want >= 1", got)
 	}
-	if !g.Healthy() || g.members[0].suspect.Load() {
+	if !g.Healthy() || g.roster.Load().all()[0].suspect.Load() {
 		t.Error("busy member was blamed")
 	}
 	busy.open()

@@ -97,7 +97,7 @@ func (g *Group) checkLoop(ctx context.Context) {
 	}
 	g.loop.seen.Store(false)
 	answered := false
-	for _, mb := range g.members {
+	for _, mb := range g.roster.Load().all() {
 		pctx, cancel := context.WithTimeout(ctx, 2*g.cfg.Timeout)
 		m := new(dns.Msg)
 		m.SetQuestion(g.loopProbeName(), dns.TypeHINFO)

@@ -139,3 +139,18 @@ func rcodeLabel(rcode int) string {
 	}
 	return rcodeOther
 }
+
+// forget deletes the series of an upstream that left the group (a cluster
+// DNS pod that went away), so that pod churn does not grow the series
+// without bound.
+func (m *Metrics) forget(addr string) {
+	l := prometheus.Labels{"upstream": addr}
+	m.requests.DeletePartialMatch(l)
+	m.errors.DeletePartialMatch(l)
+	m.mismatched.DeletePartialMatch(l)
+	m.duration.DeletePartialMatch(l)
+	m.healthy.DeletePartialMatch(l)
+	m.probes.DeletePartialMatch(l)
+	m.memberInflight.DeletePartialMatch(l)
+	m.overloaded.DeletePartialMatch(l)
+}
