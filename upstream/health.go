@@ -144,6 +144,9 @@ func (g *Group) probed(mb *member, err error) {
 		if mb.down.CompareAndSwap(true, false) {
 			g.transition(mb)
 			g.log.Info("upstream back up", zap.String("upstream", mb.r.addr))
+			if g.upCount() == 1 {
+				g.log.Info("group has a healthy upstream again")
+			}
 		}
 		return
 	}
@@ -160,6 +163,17 @@ func (g *Group) probed(mb *member, err error) {
 	if !g.Healthy() {
 		g.log.Error("all upstreams of group are down; answering SERVFAIL until one recovers")
 	}
+}
+
+// upCount is the number of the group's servers that are up.
+func (g *Group) upCount() int {
+	n := 0
+	for _, mb := range g.roster.Load().all() {
+		if mb.up() {
+			n++
+		}
+	}
+	return n
 }
 
 // transition sets the healthy gauge from the current state under the
