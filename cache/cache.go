@@ -228,12 +228,35 @@ func (c *Cache) InvalidateName(name string) int {
 // InvalidateZone removes the entries of every name at or under zone (fully
 // qualified, any case) and returns how many there were: when a Namespace
 // or a Service is created, the denials cached under it must go.
-func (c *Cache) InvalidateZone(zone string) int {
-	wire, ok := wireName(zone)
-	if !ok {
+func (c *Cache) InvalidateZone(zone string) int { return c.InvalidateZones([]string{zone}) }
+
+// InvalidateZones removes, in one pass over the cache, the entries of
+// every name at or under any of zones (fully qualified, any case), and
+// returns how many there were. The Kubernetes view batches the zones of
+// the Namespaces and Services created or deleted in a moment into one
+// call, so that churn costs one pass, not one per object.
+func (c *Cache) InvalidateZones(zones []string) int {
+	set := make(map[string]struct{}, len(zones))
+	for _, z := range zones {
+		if w, ok := wireName(z); ok {
+			set[string(w)] = struct{}{}
+		}
+	}
+	if len(set) == 0 {
 		return 0
 	}
-	return c.store.RemoveIf(func(e *Entry) bool { return dnswire.InZone([]byte(e.keyName()), wire) })
+	return c.store.RemoveIf(func(e *Entry) bool {
+		name := e.keyName()
+		for off := 0; off < len(name); off += int(name[off]) + 1 {
+			if _, ok := set[name[off:]]; ok {
+				return true
+			}
+			if name[off] == 0 {
+				break
+			}
+		}
+		return false
+	})
 }
 
 // wireName packs a name in lower-case wire form, as keys hold it.

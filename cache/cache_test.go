@@ -373,4 +373,15 @@ func TestInvalidate(t *testing.T) {
 	if c.store.Evictions() != 0 {
 		t.Errorf("invalidations counted as %d evictions", c.store.Evictions())
 	}
+	// Several zones in one pass; a zone's own name goes too, a sibling
+	// that merely shares a suffix of characters does not.
+	for _, n := range []string{"team-a.svc.cluster.local.", "web.team-c.svc.cluster.local.", "eam-b.svc.cluster.local."} {
+		store(n, dns.TypeA)
+	}
+	if n := c.InvalidateZones([]string{"TEAM-B.svc.cluster.local.", "team-a.svc.cluster.local.", "team-c.svc.cluster.local.", "bad..name"}); n != 5 {
+		t.Errorf("InvalidateZones removed %d, want 5 (team-b's 3, team-a's apex, team-c's web)", n)
+	}
+	if hit(t, c, newQuery("eam-b.svc.cluster.local.", dns.TypeA), at(0), tcpOpts) == nil {
+		t.Error("eam-b.svc.cluster.local. was removed with team-b.svc.cluster.local.")
+	}
 }
