@@ -14,6 +14,10 @@ import (
 type SearchConfig struct {
 	// Rules are the shape rules of the cluster domains (package search).
 	Rules *search.Rules
+	// View, when not nil, refines them with what exists in the cluster
+	// (package kubeview): names under a Namespace or Service it does not
+	// have are NXDOMAIN too, once it has synced.
+	View search.View
 	// NegativeTTL is the TTL and MINIMUM of the cluster domain's SOA in the
 	// answers the stage gives: how long clients and caches keep the denial.
 	// Short, since a Service may be created a moment later; 0 means the
@@ -38,7 +42,7 @@ func searchStage(cfg SearchConfig, m *metrics, log *zap.Logger) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, req *Request) (Answer, error) {
 			q := req.Msg.Question[0]
-			verdict, rule := cfg.Rules.Check(q.Name)
+			verdict, rule := cfg.Rules.CheckView(q.Name, cfg.View)
 			if verdict == search.Forward {
 				return next.Resolve(ctx, req)
 			}

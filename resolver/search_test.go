@@ -33,10 +33,11 @@ func TestSearchStageAnswersImpossibleClusterNames(t *testing.T) {
 		{"api.example.com.default.svc.cluster.local.", dns.TypeAAAA, dns.RcodeNameError, false},
 		{"api.example.com.cluster.local.", dns.TypeA, dns.RcodeNameError, false},
 		{"API.Example.COM.Cluster.Local.", dns.TypeAAAA, dns.RcodeNameError, false},
-		{"default.svc.cluster.local.", dns.TypeA, dns.RcodeSuccess, false}, // empty non-terminal: NODATA
+		{"svc.cluster.local.", dns.TypeA, dns.RcodeSuccess, false},          // empty non-terminal: NODATA
+		{"default.svc.cluster.local.", dns.TypeA, dns.RcodeNameError, true}, // only a view knows whether namespace default exists: the upstream says
 		{"kubernetes.default.svc.cluster.local.", dns.TypeA, dns.RcodeSuccess, true},
 		{"api.example.com.svc.cluster.local.", dns.TypeA, dns.RcodeNameError, true}, // may exist: forwarded
-		{"x.y.z.consul.cluster.local.", dns.TypeA, dns.RcodeNameError, true},      // an extra zone
+		{"x.y.z.consul.cluster.local.", dns.TypeA, dns.RcodeNameError, true},        // an extra zone
 		{"api.example.com.", dns.TypeA, dns.RcodeSuccess, true},
 	} {
 		for _, proto := range []string{"udp", "tcp"} {
@@ -77,5 +78,54 @@ func TestSearchStageOff(t *testing.T) {
 	s := startServer(t, Config{}, answerWith("192.0.2.1", &calls))
 	if r := exchange(t, "udp", s.addr, query("api.example.com.default.svc.cluster.local.", dns.TypeA)); len(r.Answer) != 1 || calls.Load() != 1 {
 		t.Errorf("with the stage off: %v after %d upstream calls", r, calls.Load())
+	}
+}
+
+// viewOf is a fixed view of a cluster.
+type viewOf struct {
+	synced   atomic.Bool
+	ns, svcs map[string]bool
+}
+
+func (v *viewOf) Synced() bool                 { return v.synced.Load() }
+func (v *viewOf) HasNamespace(ns string) bool  { return v.ns[ns] }
+func (v *viewOf) HasService(ns, n string) bool { return v.svcs[ns+"/"+n] }
+
+// With a synced view of the cluster, names under a Namespace or Service
+// that does not exist are answered on the node; before it has synced they
+// go upstream, and names that exist always do.
+func TestSearchStageWithView(t *testing.T) {
+	var calls atomic.Int64
+	v := &viewOf{ns: map[string]bool{"shop": true}, svcs: map[string]bool{"shop/web": true}}
+	cfg := withSearch("cluster.local")
+	cfg.View = v
+	s := startServer(t, Config{Search: cfg}, answerWith("192.0.2.1", &calls))
+	ask := func(name string) (*dns.Msg, bool) {
+		before := calls.Load()
+		r := exchange(t, "udp", s.addr, query(name, dns.TypeA))
+		return r, calls.Load() > before
+	}
+	if _, up := ask("db.shop.svc.cluster.local."); !up {
+		t.Error("before the view synced, a name under a Service it lacks was not forwarded")
+	}
+	v.synced.Store(true)
+	for _, tc := range []struct {
+		name     string
+		rcode    int
+		upstream bool
+	}{
+		{"web.shop.svc.cluster.local.", dns.RcodeSuccess, true},
+		{"api.example.com.svc.cluster.local.", dns.RcodeNameError, false}, // no namespace "com"
+		{"redis.shop.svc.cluster.local.", dns.RcodeNameError, false},      // no Service "redis"
+		{"shop.svc.cluster.local.", dns.RcodeSuccess, false},              // NODATA
+		{"api.example.com.", dns.RcodeSuccess, true},
+	} {
+		r, up := ask(tc.name)
+		if r.Rcode != tc.rcode || up != tc.upstream {
+			t.Errorf("%s: %s, upstream asked %v; want %s, %v", tc.name, dns.RcodeToString[r.Rcode], up, dns.RcodeToString[tc.rcode], tc.upstream)
+		}
+	}
+	if n := testutil.ToFloat64(s.metrics.searchAnswered[search.RuleNoService]); n != 1 {
+		t.Errorf("search_answered{no_service} = %v, want 1", n)
 	}
 }

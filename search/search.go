@@ -11,23 +11,26 @@
 // cannot exist by the shape of the Kubernetes DNS specification
 // (kubernetes/dns docs/specification.md), so nodedns answers them itself.
 //
-// The shapes under a cluster domain <cd> (labels counted from the left):
+// The shapes under a cluster domain <cd> (labels counted from the left),
+// as the CoreDNS kubernetes plugin (v1.15) reads them:
 //
 //	<cd>                                     the apex: exists
 //	dns-version.<cd>                         exists (TXT, the schema version)
 //	svc.<cd>, pod.<cd>                       exist, empty (NODATA)
-//	<ns>.svc.<cd>, <ns>.pod.<cd>             exist, empty, if <ns> is a DNS-1123 label
+//	<ns>.svc.<cd>, <ns>.pod.<cd>             exist, empty, if namespace <ns> exists
 //	<svc>.<ns>.svc.<cd>                      may exist: a Service (<svc> a DNS-1035 label)
 //	<x>.<svc>.<ns>.svc.<cd>                  may exist: an endpoint's hostname or
 //	                                         dashed address, or "_<proto>" under an SRV
-//	_<port>._<proto>.<svc>.<ns>.svc.<cd>     may exist: SRV
+//	_<port>._<proto>.<svc>.<ns>.svc.<cd>     may exist: SRV (the underscores are
+//	                                         optional to CoreDNS; <proto> is tcp,
+//	                                         udp or sctp)
 //	<a-b-c-d>.<ns>.pod.<cd>                  may exist: a pod by its dashed IPv4 or
 //	                                         IPv6 address
 //
 // Any other name under <cd> does not exist: NXDOMAIN. Names under a zone
 // listed in Rules.Extra (a stub domain under the cluster domain, names a
 // CoreDNS rewrite serves) are left alone. "May exist" means forward: only
-// the cluster's DNS knows.
+// the cluster's DNS knows, or a View of the cluster (CheckView).
 package search
 
 import (
@@ -72,14 +75,16 @@ const (
 	RuleBadNamespace                 // <ns> is not a DNS-1123 label
 	RuleBadService                   // <svc> is not a DNS-1035 label
 	RuleBadEndpoint                  // <x> of <x>.<svc>.<ns>.svc is not a label a hostname or address makes
-	RuleBadSRV                       // five labels under svc that are not _<port>._<proto>
+	RuleBadSRV                       // four labels above the namespace that are not [_]<port>.[_]<proto>
 	RuleBadPodAddress                // <a-b-c-d> is not a dashed IPv4 or IPv6 address
-	RuleEmptyNonTerminal             // NoData: svc.<cd>, <ns>.svc.<cd>, pod.<cd>, <ns>.pod.<cd>
+	RuleEmptyNonTerminal             // NoData: svc.<cd>, pod.<cd>, and <ns>.svc.<cd>, <ns>.pod.<cd> of a namespace the view has
+	RuleNoNamespace                  // the view has no such namespace
+	RuleNoService                    // the view has no such Service
 	numRules
 )
 
 var ruleNames = [numRules]string{"", "unknown_branch", "too_deep", "bad_namespace", "bad_service",
-	"bad_endpoint", "bad_srv", "bad_pod_address", "empty_non_terminal"}
+	"bad_endpoint", "bad_srv", "bad_pod_address", "empty_non_terminal", "no_namespace", "no_service"}
 
 func (r Rule) String() string { return ruleNames[r] }
 
@@ -138,9 +143,30 @@ func (r *Rules) Domain(qname string) (domain, prefix string, ok bool) {
 	return "", "", false
 }
 
+// View is what a view of the cluster knows (package kubeview keeps one
+// from the Kubernetes API). Names are lower case.
+type View interface {
+	// Synced reports whether the view holds every Namespace and Service:
+	// until it has listed them once, it denies nothing.
+	Synced() bool
+	HasNamespace(name string) bool
+	HasService(namespace, name string) bool
+}
+
 // Check gives the verdict of the shape rules for qname (fully qualified,
 // any case) and the rule behind it.
 func (r *Rules) Check(qname string) (Verdict, Rule) {
+	return r.CheckView(qname, nil)
+}
+
+// CheckView is Check refined by a view of the cluster (nil for none): a
+// name under <ns>.svc.<cd> or <ns>.pod.<cd> of a namespace the synced view
+// does not have is NXDOMAIN, and so is a name under <svc>.<ns>.svc.<cd> of
+// a Service it does not have; <ns>.svc.<cd> and <ns>.pod.<cd> of a
+// namespace it has are NODATA. Without a synced view those are forwarded:
+// the cluster DNS says NXDOMAIN for a namespace that does not exist, and
+// a NODATA given in its place would end a musl client's search walk.
+func (r *Rules) CheckView(qname string, v View) (Verdict, Rule) {
 	_, prefix, ok := r.Domain(qname)
 	if !ok {
 		return Forward, RuleNone
@@ -163,15 +189,32 @@ func (r *Rules) Check(qname string) (Verdict, Rule) {
 		i := strings.LastIndexByte(rest, '.')
 		l[n], rest = rest[i+1:], rest[:max(i, 0)]
 	}
+	var verdict Verdict
+	var rule Rule
 	switch {
 	case strings.EqualFold(l[0], "svc"):
-		return checkSvc(l[1:n])
+		verdict, rule = checkSvc(l[1:n])
 	case strings.EqualFold(l[0], "pod"):
-		return checkPod(l[1:n])
+		verdict, rule = checkPod(l[1:n])
 	case strings.EqualFold(l[0], "dns-version") && n == 1:
 		return Forward, RuleNone
+	default:
+		return NXDomain, RuleUnknownBranch
 	}
-	return NXDomain, RuleUnknownBranch
+	if verdict != Forward || n < 2 || v == nil || !v.Synced() {
+		return verdict, rule
+	}
+	ns := strings.ToLower(l[1])
+	if !v.HasNamespace(ns) {
+		return NXDomain, RuleNoNamespace
+	}
+	if n == 2 {
+		return NoData, RuleEmptyNonTerminal
+	}
+	if strings.EqualFold(l[0], "svc") && !v.HasService(ns, strings.ToLower(l[2])) {
+		return NXDomain, RuleNoService
+	}
+	return Forward, RuleNone
 }
 
 // checkSvc judges <...>.svc.<cd>; l holds the labels above svc, nearest
@@ -183,7 +226,9 @@ func checkSvc(l []string) (Verdict, Rule) {
 	case !isDNS1123Label(l[0]):
 		return NXDomain, RuleBadNamespace
 	case len(l) == 1:
-		return NoData, RuleEmptyNonTerminal
+		// Empty if the namespace exists, NXDOMAIN if not: only a view
+		// knows.
+		return Forward, RuleNone
 	case !isDNS1035Label(l[1]):
 		return NXDomain, RuleBadService
 	case len(l) == 2:
@@ -196,7 +241,9 @@ func checkSvc(l []string) (Verdict, Rule) {
 		}
 		return NXDomain, RuleBadEndpoint
 	case len(l) == 4:
-		if isUnderscored(l[2]) && isUnderscored(l[3]) {
+		// CoreDNS reads <port>.<proto> with or without the underscores, and
+		// matches them against the Service's port names and protocols.
+		if isPortName(l[3]) && isProtocol(l[2]) {
 			return Forward, RuleNone
 		}
 		return NXDomain, RuleBadSRV
@@ -212,7 +259,7 @@ func checkPod(l []string) (Verdict, Rule) {
 	case !isDNS1123Label(l[0]):
 		return NXDomain, RuleBadNamespace
 	case len(l) == 1:
-		return NoData, RuleEmptyNonTerminal
+		return Forward, RuleNone // as <ns>.svc.<cd>
 	case len(l) == 2:
 		if isDashedIP(l[1]) {
 			return Forward, RuleNone
@@ -220,6 +267,21 @@ func checkPod(l []string) (Verdict, Rule) {
 		return NXDomain, RuleBadPodAddress
 	}
 	return NXDomain, RuleTooDeep
+}
+
+// isPortName reports whether s, without one leading underscore, is a port
+// name (a DNS-1123 label) or empty (the port of a one-port Service may be
+// unnamed).
+func isPortName(s string) bool {
+	s = strings.TrimPrefix(s, "_")
+	return s == "" || isDNS1123Label(s)
+}
+
+// isProtocol reports whether s, without one leading underscore, is a
+// Service port's protocol, or empty (any protocol).
+func isProtocol(s string) bool {
+	s = strings.TrimPrefix(s, "_")
+	return s == "" || strings.EqualFold(s, "tcp") || strings.EqualFold(s, "udp") || strings.EqualFold(s, "sctp")
 }
 
 // isDNS1123Label reports whether s, lower-cased, is a DNS-1123 label:

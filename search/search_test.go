@@ -22,10 +22,13 @@ func TestCheck(t *testing.T) {
 		{"dns-version.cluster.local.", Forward, RuleNone},
 		// Empty non-terminals: NODATA.
 		{"svc.cluster.local.", NoData, RuleEmptyNonTerminal},
-		{"default.svc.cluster.local.", NoData, RuleEmptyNonTerminal},
-		{"kube-system.svc.cluster.local.", NoData, RuleEmptyNonTerminal},
 		{"pod.cluster.local.", NoData, RuleEmptyNonTerminal},
-		{"default.pod.cluster.local.", NoData, RuleEmptyNonTerminal},
+		// A namespace's: empty if it exists, NXDOMAIN if not; without a
+		// view, the cluster DNS says which (a NODATA would end a musl
+		// client's search walk at "redis.svc.cluster.local").
+		{"default.svc.cluster.local.", Forward, RuleNone},
+		{"kube-system.svc.cluster.local.", Forward, RuleNone},
+		{"default.pod.cluster.local.", Forward, RuleNone},
 		// Services, endpoints, SRV: may exist.
 		{"kubernetes.default.svc.cluster.local.", Forward, RuleNone},
 		{"KubeRnetes.Default.SVC.cluster.local.", Forward, RuleNone},
@@ -34,6 +37,13 @@ func TestCheck(t *testing.T) {
 		{"_tcp.web.default.svc.cluster.local.", Forward, RuleNone},
 		{"_http._tcp.web.default.svc.cluster.local.", Forward, RuleNone},
 		{"_dns._udp.kube-dns.kube-system.svc.cluster.local.", Forward, RuleNone},
+		// CoreDNS takes the SRV labels without their underscores too, and an
+		// unnamed port or protocol as "_".
+		{"http.tcp.web.default.svc.cluster.local.", Forward, RuleNone},
+		{"http._tcp.web.default.svc.cluster.local.", Forward, RuleNone},
+		{"_http.SCTP.web.default.svc.cluster.local.", Forward, RuleNone},
+		{"_._udp.web.default.svc.cluster.local.", Forward, RuleNone},
+		{"_http._.web.default.svc.cluster.local.", Forward, RuleNone},
 		// Pods by address.
 		{"10-244-1-7.default.pod.cluster.local.", Forward, RuleNone},
 		{"fd00-10-244--7.default.pod.cluster.local.", Forward, RuleNone},
@@ -54,7 +64,8 @@ func TestCheck(t *testing.T) {
 		{"9svc.default.svc.cluster.local.", NXDomain, RuleBadService},
 		{"web-.default.svc.cluster.local.", NXDomain, RuleBadService},
 		{"a_b.web.default.svc.cluster.local.", NXDomain, RuleBadEndpoint},
-		{"http._tcp.web.default.svc.cluster.local.", NXDomain, RuleBadSRV},
+		{"_http._quic.web.default.svc.cluster.local.", NXDomain, RuleBadSRV},
+		{"a_b._tcp.web.default.svc.cluster.local.", NXDomain, RuleBadSRV},
 		{"10-244-1.default.pod.cluster.local.", NXDomain, RuleBadPodAddress},
 		{"10-244-1-300.default.pod.cluster.local.", NXDomain, RuleBadPodAddress},
 		{"web.default.pod.cluster.local.", NXDomain, RuleBadPodAddress},
@@ -197,4 +208,66 @@ func FuzzClassify(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fakeView is a view of a cluster with fixed contents.
+type fakeView struct {
+	synced   bool
+	ns       map[string]bool
+	services map[string]bool // "ns/name"
+}
+
+func (v *fakeView) Synced() bool                 { return v.synced }
+func (v *fakeView) HasNamespace(ns string) bool  { return v.ns[ns] }
+func (v *fakeView) HasService(ns, n string) bool { return v.services[ns+"/"+n] }
+
+func TestCheckView(t *testing.T) {
+	r := New([]string{"cluster.local"}, []string{"consul.cluster.local"})
+	v := &fakeView{
+		synced:   true,
+		ns:       map[string]bool{"default": true, "shop": true},
+		services: map[string]bool{"default/kubernetes": true, "shop/web": true},
+	}
+	for _, tc := range []struct {
+		name string
+		want Verdict
+		rule Rule
+	}{
+		// What the view has: forwarded, or empty.
+		{"kubernetes.default.svc.cluster.local.", Forward, RuleNone},
+		{"Web.Shop.svc.cluster.local.", Forward, RuleNone},
+		{"web-0.web.shop.svc.cluster.local.", Forward, RuleNone},
+		{"_http._tcp.web.shop.svc.cluster.local.", Forward, RuleNone},
+		{"10-244-1-7.shop.pod.cluster.local.", Forward, RuleNone},
+		{"shop.svc.cluster.local.", NoData, RuleEmptyNonTerminal},
+		{"Default.pod.cluster.local.", NoData, RuleEmptyNonTerminal},
+		// What it has not.
+		{"api.example.com.svc.cluster.local.", NXDomain, RuleNoNamespace},
+		{"example.com.default.svc.cluster.local.", NXDomain, RuleNoService},
+		{"redis.svc.cluster.local.", NXDomain, RuleNoNamespace},
+		{"web.nowhere.svc.cluster.local.", NXDomain, RuleNoNamespace},
+		{"db.shop.svc.cluster.local.", NXDomain, RuleNoService},
+		{"web-0.db.shop.svc.cluster.local.", NXDomain, RuleNoService},
+		{"_http._tcp.db.shop.svc.cluster.local.", NXDomain, RuleNoService},
+		{"10-244-1-7.nowhere.pod.cluster.local.", NXDomain, RuleNoNamespace},
+		{"nowhere.pod.cluster.local.", NXDomain, RuleNoNamespace},
+		// The shape rules still come first, and the rest is untouched.
+		{"api.example.com.default.svc.cluster.local.", NXDomain, RuleBadSRV},
+		{"svc.cluster.local.", NoData, RuleEmptyNonTerminal},
+		{"cluster.local.", Forward, RuleNone},
+		{"a.b.consul.cluster.local.", Forward, RuleNone},
+		{"api.example.com.", Forward, RuleNone},
+	} {
+		got, rule := r.CheckView(tc.name, v)
+		if got != tc.want || rule != tc.rule {
+			t.Errorf("CheckView(%q) = %v, %q; want %v, %q", tc.name, got, rule, tc.want, tc.rule)
+		}
+	}
+	// Until the view has synced it denies nothing.
+	v.synced = false
+	for _, name := range []string{"db.shop.svc.cluster.local.", "web.nowhere.svc.cluster.local.", "shop.svc.cluster.local."} {
+		if got, _ := r.CheckView(name, v); got != Forward {
+			t.Errorf("CheckView(%q) before the view synced = %v, want forward", name, got)
+		}
+	}
 }
