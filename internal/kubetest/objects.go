@@ -1,0 +1,170 @@
+package kubetest
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// callTimeout bounds each API call of the helpers.
+const callTimeout = 30 * time.Second
+
+func ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), callTimeout)
+}
+
+// Namespace creates a namespace named prefix plus a random suffix, and
+// its default ServiceAccount (which the ServiceAccount admission plugin
+// wants before it admits a pod, and which no controller makes here). It
+// returns the name. The namespace is left in place: deleting one leaves
+// it Terminating for ever without a controller-manager, and a unique name
+// keeps tests apart.
+func (c *Cluster) Namespace(t testing.TB, prefix string) string {
+	t.Helper()
+	name := prefix + "-" + randomHex(4)
+	if len(name) > 63 {
+		t.Fatalf("kubetest: namespace %q is longer than a DNS label", name)
+	}
+	ctx, cancel := ctx()
+	defer cancel()
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("kubetest: creating namespace %s: %v", name, err)
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: name}}
+	if _, err := c.Client.CoreV1().ServiceAccounts(name).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("kubetest: creating the default ServiceAccount of %s: %v", name, err)
+	}
+	return name
+}
+
+// Service creates svc as given (any type: ExternalName, several ports...)
+// and returns it as stored, with its ClusterIP allocated.
+func (c *Cluster) Service(t testing.TB, svc *corev1.Service) *corev1.Service {
+	t.Helper()
+	ctx, cancel := ctx()
+	defer cancel()
+	out, err := c.Client.CoreV1().Services(svc.Namespace).Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("kubetest: creating Service %s/%s: %v", svc.Namespace, svc.Name, err)
+	}
+	return out
+}
+
+// ClusterIPService creates a ClusterIP Service with the ports (at least
+// one) and returns it as stored.
+func (c *Cluster) ClusterIPService(t testing.TB, ns, name string, ports ...corev1.ServicePort) *corev1.Service {
+	t.Helper()
+	return c.Service(t, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Ports: ports},
+	})
+}
+
+// HeadlessService creates a headless Service (clusterIP: None) with the
+// ports, which may be none, and returns it as stored. Its endpoints come
+// from EndpointSlices the test creates (EndpointSlice).
+func (c *Cluster) HeadlessService(t testing.TB, ns, name string, ports ...corev1.ServicePort) *corev1.Service {
+	t.Helper()
+	return c.Service(t, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec:       corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Ports: ports},
+	})
+}
+
+// Port returns a ServicePort; protocol is corev1.ProtocolTCP, UDP or SCTP.
+func Port(name string, protocol corev1.Protocol, port int32) corev1.ServicePort {
+	return corev1.ServicePort{Name: name, Protocol: protocol, Port: port}
+}
+
+// Endpoint returns a ready endpoint with one address and, if hostname is
+// not empty, that hostname (the DNS name <hostname>.<service>...). The
+// address may not be loopback, link-local or multicast (validation
+// rejects them): use e.g. 10.244.x.y.
+func Endpoint(addr, hostname string) discoveryv1.Endpoint {
+	ready := true
+	ep := discoveryv1.Endpoint{
+		Addresses:  []string{addr},
+		Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+	}
+	if hostname != "" {
+		ep.Hostname = &hostname
+	}
+	return ep
+}
+
+// EndpointPort returns an EndpointSlice port; name may be empty (an
+// unnamed port).
+func EndpointPort(name string, protocol corev1.Protocol, port int32) discoveryv1.EndpointPort {
+	return discoveryv1.EndpointPort{Name: &name, Protocol: &protocol, Port: &port}
+}
+
+// EndpointSlice creates an EndpointSlice of the Service ns/service (label
+// kubernetes.io/service-name: no controller generates them here) with the
+// endpoints, which must all be IPv4 or all IPv6 (the slice's address type
+// is taken from the first), and the ports. It returns the slice as stored.
+func (c *Cluster) EndpointSlice(t testing.TB, ns, service string, endpoints []discoveryv1.Endpoint, ports ...discoveryv1.EndpointPort) *discoveryv1.EndpointSlice {
+	t.Helper()
+	addrType := discoveryv1.AddressTypeIPv4
+	if len(endpoints) > 0 && len(endpoints[0].Addresses) > 0 {
+		if a, err := netip.ParseAddr(endpoints[0].Addresses[0]); err == nil && a.Is6() {
+			addrType = discoveryv1.AddressTypeIPv6
+		}
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: service + "-",
+			Namespace:    ns,
+			Labels:       map[string]string{discoveryv1.LabelServiceName: service},
+		},
+		AddressType: addrType,
+		Endpoints:   endpoints,
+		Ports:       ports,
+	}
+	ctx, cancel := ctx()
+	defer cancel()
+	out, err := c.Client.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("kubetest: creating an EndpointSlice of %s/%s: %v", ns, service, err)
+	}
+	return out
+}
+
+// Pod creates a pod with one container (its image is never pulled: there
+// is no kubelet) and sets its status through the status subresource, as a
+// kubelet would: Running, Ready, with the IPs (the first is status.podIP).
+// It returns the pod as stored.
+func (c *Cluster) Pod(t testing.TB, ns, name string, ips ...string) *corev1.Pod {
+	t.Helper()
+	ctx, cancel := ctx()
+	defer cancel()
+	pods := c.Client.CoreV1().Pods(ns)
+	pod, err := pods.Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "main", Image: "registry.invalid/kubetest:never-pulled"}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("kubetest: creating pod %s/%s: %v", ns, name, err)
+	}
+	now := metav1.Now()
+	pod.Status.Phase = corev1.PodRunning
+	pod.Status.StartTime = &now
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now}}
+	for i, ip := range ips {
+		if i == 0 {
+			pod.Status.PodIP = ip
+		}
+		pod.Status.PodIPs = append(pod.Status.PodIPs, corev1.PodIP{IP: ip})
+	}
+	pod, err = pods.UpdateStatus(ctx, pod, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatalf("kubetest: setting the status of pod %s/%s: %v", ns, name, err)
+	}
+	return pod
+}
