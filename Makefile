@@ -83,7 +83,7 @@ soak-short:
 # The memory bounds are measured without the race detector, which grows
 # goroutine stacks and would measure itself.
 memory:
-	$(GO) test -count=1 -run 'WorstCase|AccountedBytes' -v ./resolver ./cache
+	$(GO) test -count=1 -run 'WorstCase|AccountedBytes|ViewMemory' -v ./resolver ./cache ./kubeview
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

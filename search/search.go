@@ -434,3 +434,39 @@ func (r *Rules) Classify(qname string, nodeDomains []string) Expansions {
 	}
 	return e
 }
+
+// PodDNS is the DNS set-up kubelet writes into a pod's resolv.conf, when
+// nodedns knows it (the Kubernetes view of this node's pods).
+type PodDNS struct {
+	Namespace string
+	// Search is the search list, fully qualified, lower case:
+	// <ns>.svc.<cd>, svc.<cd>, <cd>, then the node's own domains.
+	Search []string
+	Ndots  int
+}
+
+// Walk reads qname as the first query of the pod's search walk: <name>
+// followed by the first search domain, for a <name> with fewer dots than
+// ndots (so the client tries its search list before the name itself). It
+// returns the names the client would ask next if this one did not exist:
+// <name> followed by each other search domain, then <name> itself, fully
+// qualified, in order. ok is false for any other name.
+func (p *PodDNS) Walk(qname string) (name string, rest []string, ok bool) {
+	if len(p.Search) == 0 {
+		return "", nil, false
+	}
+	first := p.Search[0]
+	if len(qname) <= len(first)+1 || qname[len(qname)-len(first)-1] != '.' || !hasSuffixFold(qname, first) {
+		return "", nil, false
+	}
+	name = qname[:len(qname)-len(first)-1]
+	if strings.Count(name, ".") >= p.Ndots {
+		return "", nil, false
+	}
+	for _, d := range p.Search[1:] {
+		if n := len(name) + 1 + len(d); n <= 254 { // 253 characters and the root's dot
+			rest = append(rest, name+"."+d)
+		}
+	}
+	return name, append(rest, name+"."), true
+}

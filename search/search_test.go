@@ -271,3 +271,27 @@ func TestCheckView(t *testing.T) {
 		}
 	}
 }
+
+func TestPodWalk(t *testing.T) {
+	p := &PodDNS{Namespace: "shop", Ndots: 5,
+		Search: []string{"shop.svc.cluster.local.", "svc.cluster.local.", "cluster.local.", "c.example.internal."}}
+	name, rest, ok := p.Walk("API.Example.com.Shop.SVC.cluster.local.")
+	want := []string{"API.Example.com.svc.cluster.local.", "API.Example.com.cluster.local.", "API.Example.com.c.example.internal.", "API.Example.com."}
+	if !ok || name != "API.Example.com" || strings.Join(rest, " ") != strings.Join(want, " ") {
+		t.Errorf("Walk = %q, %q, %v; want %q, %q", name, rest, ok, "API.Example.com", want)
+	}
+	for _, q := range []string{
+		"api.example.com.svc.cluster.local.",  // a later expansion: the client is walking already
+		"shop.svc.cluster.local.",             // the search domain itself
+		"xshop.svc.cluster.local.",            // not on a label boundary
+		"a.b.c.d.e.f.shop.svc.cluster.local.", // five dots: the client asked the name first
+		"api.example.com.",                    // the name itself
+	} {
+		if _, _, ok := p.Walk(q); ok {
+			t.Errorf("Walk(%q) took it for the first query of a walk", q)
+		}
+	}
+	if _, _, ok := (&PodDNS{}).Walk("a.shop.svc.cluster.local."); ok {
+		t.Error("a pod without a search list walks")
+	}
+}
