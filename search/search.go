@@ -16,16 +16,20 @@
 //
 //	<cd>                                     the apex: exists
 //	dns-version.<cd>                         exists (TXT, the schema version)
+//	ns.dns.<cd>                              exists: the target of the apex's NS
+//	                                         record, CoreDNS's own address
 //	svc.<cd>, pod.<cd>                       exist, empty (NODATA)
 //	<ns>.svc.<cd>, <ns>.pod.<cd>             exist, empty, if namespace <ns> exists
-//	<svc>.<ns>.svc.<cd>                      may exist: a Service (<svc> a DNS-1035 label)
+//	<svc>.<ns>.svc.<cd>                      may exist: a Service (<svc> a DNS-1123 label)
 //	<x>.<svc>.<ns>.svc.<cd>                  may exist: an endpoint's hostname or
-//	                                         dashed address, or "_<proto>" under an SRV
+//	                                         dashed IPv4 or IPv6 address, or "_<proto>"
+//	                                         under an SRV
 //	_<port>._<proto>.<svc>.<ns>.svc.<cd>     may exist: SRV (the underscores are
 //	                                         optional to CoreDNS; <proto> is tcp,
 //	                                         udp or sctp)
 //	<a-b-c-d>.<ns>.pod.<cd>                  may exist: a pod by its dashed IPv4 or
-//	                                         IPv6 address
+//	                                         IPv6 address, after up to two labels
+//	                                         of any kind, which CoreDNS ignores
 //
 // Any other name under <cd> does not exist: NXDOMAIN. Names under a zone
 // listed in Rules.Extra (a stub domain under the cluster domain, names a
@@ -73,7 +77,7 @@ const (
 	RuleUnknownBranch                // <x>.<cd> with x not svc, pod or dns-version
 	RuleTooDeep                      // more labels than any shape has
 	RuleBadNamespace                 // <ns> is not a DNS-1123 label
-	RuleBadService                   // <svc> is not a DNS-1035 label
+	RuleBadService                   // <svc> is not a DNS-1123 label
 	RuleBadEndpoint                  // <x> of <x>.<svc>.<ns>.svc is not a label a hostname or address makes
 	RuleBadSRV                       // four labels above the namespace that are not [_]<port>.[_]<proto>
 	RuleBadPodAddress                // <a-b-c-d> is not a dashed IPv4 or IPv6 address
@@ -198,6 +202,11 @@ func (r *Rules) CheckView(qname string, v View) (Verdict, Rule) {
 		verdict, rule = checkPod(l[1:n])
 	case strings.EqualFold(l[0], "dns-version") && n == 1:
 		return Forward, RuleNone
+	case strings.EqualFold(l[0], "dns") && n == 2 && strings.EqualFold(l[1], "ns"):
+		// The target of the apex's NS record (and the MNAME of its SOA):
+		// CoreDNS answers its A and AAAA with its own addresses. dns.<cd>
+		// itself is NXDOMAIN there, as here.
+		return Forward, RuleNone
 	default:
 		return NXDomain, RuleUnknownBranch
 	}
@@ -229,14 +238,20 @@ func checkSvc(l []string) (Verdict, Rule) {
 		// Empty if the namespace exists, NXDOMAIN if not: only a view
 		// knows.
 		return Forward, RuleNone
-	case !isDNS1035Label(l[1]):
+	case !isDNS1123Label(l[1]):
+		// A DNS-1123 label, not only DNS-1035: since Kubernetes 1.34
+		// (RelaxedServiceNameValidation, on by default from 1.36, GA and
+		// locked on in 1.37) a Service name may start with a digit, and
+		// CoreDNS answers "1st.<ns>.svc.<cd>".
 		return NXDomain, RuleBadService
 	case len(l) == 2:
 		return Forward, RuleNone
 	case len(l) == 3:
-		// An endpoint's hostname (DNS-1123), its dashed address (CoreDNS),
-		// or _<proto>, the empty non-terminal above an SRV record.
-		if isDNS1123Label(l[2]) || isUnderscored(l[2]) {
+		// An endpoint's hostname (DNS-1123), its dashed address (CoreDNS's
+		// endpointHostname: an IPv6 address starting with "::", as the
+		// API accepts, makes a label starting with "--"), or _<proto>,
+		// the empty non-terminal above an SRV record.
+		if isDNS1123Label(l[2]) || isUnderscored(l[2]) || isDashedIP(l[2]) {
 			return Forward, RuleNone
 		}
 		return NXDomain, RuleBadEndpoint
@@ -260,7 +275,12 @@ func checkPod(l []string) (Verdict, Rule) {
 		return NXDomain, RuleBadNamespace
 	case len(l) == 1:
 		return Forward, RuleNone // as <ns>.svc.<cd>
-	case len(l) == 2:
+	case len(l) <= 4:
+		// CoreDNS parses pod names as it does Service names, reading the
+		// labels in front of the address as an endpoint or as
+		// <port>.<proto>, and then ignores them: it answers
+		// "x.10-244-1-7.<ns>.pod.<cd>" as "10-244-1-7.<ns>.pod.<cd>". With
+		// three or more labels in front it says NXDOMAIN.
 		if isDashedIP(l[1]) {
 			return Forward, RuleNone
 		}
@@ -298,10 +318,6 @@ func isDNS1123Label(s string) bool {
 	}
 	return true
 }
-
-// isDNS1035Label is isDNS1123Label starting with a letter (what
-// Kubernetes takes for a Service name).
-func isDNS1035Label(s string) bool { return isDNS1123Label(s) && isLetter(s[0]) }
 
 // isUnderscored reports whether s is "_" and a DNS-1123 label: a port name
 // or protocol of an SRV name.

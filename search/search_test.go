@@ -20,6 +20,13 @@ func TestCheck(t *testing.T) {
 		{"cluster.local.", Forward, RuleNone},
 		{"Cluster.Local.", Forward, RuleNone},
 		{"dns-version.cluster.local.", Forward, RuleNone},
+		// The apex's NS target, which CoreDNS answers with its own
+		// address; not the level above it (NXDOMAIN from CoreDNS too).
+		{"ns.dns.cluster.local.", Forward, RuleNone},
+		{"NS.Dns.cluster.local.", Forward, RuleNone},
+		{"dns.cluster.local.", NXDomain, RuleUnknownBranch},
+		{"x.ns.dns.cluster.local.", NXDomain, RuleUnknownBranch},
+		{"ns.x.cluster.local.", NXDomain, RuleUnknownBranch},
 		// Empty non-terminals: NODATA.
 		{"svc.cluster.local.", NoData, RuleEmptyNonTerminal},
 		{"pod.cluster.local.", NoData, RuleEmptyNonTerminal},
@@ -34,6 +41,17 @@ func TestCheck(t *testing.T) {
 		{"KubeRnetes.Default.SVC.cluster.local.", Forward, RuleNone},
 		{"web-0.web.default.svc.cluster.local.", Forward, RuleNone},
 		{"10-244-1-7.web.default.svc.cluster.local.", Forward, RuleNone},
+		{"fd00-10-244--7.web.default.svc.cluster.local.", Forward, RuleNone},
+		// The dashed form of an endpoint at ::a (the API accepts it).
+		{"--a.web.default.svc.cluster.local.", Forward, RuleNone},
+		// Service names may start with a digit since Kubernetes 1.34
+		// (RelaxedServiceNameValidation, GA in 1.37): found by the
+		// cross-check against CoreDNS (e2e/kubernetes_test.go).
+		{"1st.default.svc.cluster.local.", Forward, RuleNone},
+		{"8080.default.svc.cluster.local.", Forward, RuleNone},
+		{"9svc.default.svc.cluster.local.", Forward, RuleNone},
+		{"0.3d.default.svc.cluster.local.", Forward, RuleNone},
+		{"_http._tcp.8080.default.svc.cluster.local.", Forward, RuleNone},
 		{"_tcp.web.default.svc.cluster.local.", Forward, RuleNone},
 		{"_http._tcp.web.default.svc.cluster.local.", Forward, RuleNone},
 		{"_dns._udp.kube-dns.kube-system.svc.cluster.local.", Forward, RuleNone},
@@ -48,6 +66,10 @@ func TestCheck(t *testing.T) {
 		{"10-244-1-7.default.pod.cluster.local.", Forward, RuleNone},
 		{"fd00-10-244--7.default.pod.cluster.local.", Forward, RuleNone},
 		{"2001-db8-0-0-0-0-0-1.default.pod.cluster.local.", Forward, RuleNone},
+		// ...after one or two labels CoreDNS ignores.
+		{"x.10-244-1-7.default.pod.cluster.local.", Forward, RuleNone},
+		{"_http._tcp.10-244-1-7.default.pod.cluster.local.", Forward, RuleNone},
+		{"a_b.-.fd00--7.default.pod.cluster.local.", Forward, RuleNone},
 		// The ndots:5 expansions of external names.
 		{"api.example.com.default.svc.cluster.local.", NXDomain, RuleBadSRV},
 		{"www.google.com.default.svc.cluster.local.", NXDomain, RuleBadSRV},
@@ -61,15 +83,18 @@ func TestCheck(t *testing.T) {
 		// Syntax.
 		{"-bad.svc.cluster.local.", NXDomain, RuleBadNamespace},
 		{"under_score.svc.cluster.local.", NXDomain, RuleBadNamespace},
-		{"9svc.default.svc.cluster.local.", NXDomain, RuleBadService},
 		{"web-.default.svc.cluster.local.", NXDomain, RuleBadService},
+		{"-web.default.svc.cluster.local.", NXDomain, RuleBadService},
+		{"w_b.default.svc.cluster.local.", NXDomain, RuleBadService},
 		{"a_b.web.default.svc.cluster.local.", NXDomain, RuleBadEndpoint},
+		{"-a.web.default.svc.cluster.local.", NXDomain, RuleBadEndpoint},
 		{"_http._quic.web.default.svc.cluster.local.", NXDomain, RuleBadSRV},
 		{"a_b._tcp.web.default.svc.cluster.local.", NXDomain, RuleBadSRV},
 		{"10-244-1.default.pod.cluster.local.", NXDomain, RuleBadPodAddress},
 		{"10-244-1-300.default.pod.cluster.local.", NXDomain, RuleBadPodAddress},
 		{"web.default.pod.cluster.local.", NXDomain, RuleBadPodAddress},
-		{"x.10-244-1-7.default.pod.cluster.local.", NXDomain, RuleTooDeep},
+		{"x.y.z.10-244-1-7.default.pod.cluster.local.", NXDomain, RuleTooDeep},
+		{"x.y.web.default.pod.cluster.local.", NXDomain, RuleBadPodAddress},
 		{"www.cluster.local.", NXDomain, RuleUnknownBranch},
 		{"x.dns-version.cluster.local.", NXDomain, RuleUnknownBranch},
 		// An extra zone is left alone, however deep.
