@@ -76,6 +76,9 @@ func (s *Server) countAndWrite(wt *waiter, out []byte, qtype uint16, rcode int) 
 		return
 	}
 	wt.write(out)
+	if wt.internal {
+		return
+	}
 	d := time.Since(wt.start)
 	s.metrics.countRequest(wt.proto, qtype, rcode)
 	s.metrics.duration[wt.proto].Observe(d.Seconds())

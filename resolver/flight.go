@@ -41,6 +41,9 @@ type waiter struct {
 	proto int
 	write func([]byte)
 	start time.Time
+	// internal marks a query nodedns asks itself (a step of an autopath
+	// walk): it is answered like a client's, but not counted as one.
+	internal bool
 
 	flight *flight
 	done   bool // answered before its flight ended (pushed out); guarded by flightMu
@@ -120,7 +123,10 @@ func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, 
 		imm.write = immediate
 	}
 	w.kept = false
-	if w.cacheable {
+	// A pod whose search walk nodedns finishes must not join a plain
+	// query's flight before startWalk has seen its query.
+	walks := w.cacheable && s.walks(src)
+	if w.cacheable && !walks {
 		s.flightMu.Lock()
 		if f, ok := s.flights[string(w.key)]; ok {
 			s.join(w, f, imm, write) // unlocks
@@ -144,6 +150,9 @@ func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, 
 		s.shed(imm, shedLoop, nil)
 		return
 	}
+	if walks && s.startWalk(w, imm, req, write) {
+		return
+	}
 	var key []byte
 	if w.cacheable {
 		key = w.key
@@ -160,7 +169,12 @@ func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, 
 		s.answer(imm, ans)
 		return
 	}
-	// The query must leave the node.
+	s.forwardMiss(w, imm, write, key, qname)
+}
+
+// forwardMiss sends a query that must leave the node to admission, unless
+// forwarding it would fail at once.
+func (s *Server) forwardMiss(w *worker, imm *waiter, write func([]byte), key []byte, qname string) {
 	if s.checker != nil {
 		if err := s.checker.Check(qname); err != nil {
 			reason := shedUpstreamDown
@@ -280,7 +294,7 @@ func (s *Server) join(w *worker, f *flight, imm *waiter, write func([]byte)) {
 // keepWaiter makes a waiter that outlives the reader's buffer, holding a
 // compact copy of the query; kept is false for a query too large to wait.
 func keepWaiter(imm *waiter, write func([]byte)) (w *waiter, kept bool) {
-	w = &waiter{src: imm.src, proto: imm.proto, write: write, start: imm.start}
+	w = &waiter{src: imm.src, proto: imm.proto, write: write, start: imm.start, internal: imm.internal}
 	w.pkt, kept = compactQuery(imm.pkt)
 	return w, kept
 }

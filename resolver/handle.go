@@ -108,6 +108,11 @@ func (w *worker) fast(pkt []byte, src netip.AddrPort, proto int, prefix []byte) 
 		opts.StaleTTL = staleTTL
 		s.metrics.staleServed[staleRecheckReason].Inc()
 	case cache.Fresh:
+		if e.Kind() == cache.KindNXDomain && s.walks(src) {
+			// A pod whose search walk nodedns finishes: the denial of the
+			// first name it asks may be the start of one (autopath.go).
+			return nil, actMiss
+		}
 		// InStaleRecheck: a refresh failed recently; it is not retried on
 		// every hit, so upstream load does not follow client load while the
 		// upstream struggles.

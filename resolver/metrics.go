@@ -71,6 +71,7 @@ type metrics struct {
 	panics                                            prometheus.Counter
 	// searchAnswered is indexed by search.Rule.
 	searchAnswered []prometheus.Counter
+	autopath       [numWalkResults]prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -150,6 +151,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}
 		m.searchAnswered[r] = searched.WithLabelValues(r.String())
 	}
+	m.autopath = newAutopathMetrics(reg)
 	if reg != nil {
 		reg.MustRegister(searched)
 		reg.MustRegister(m.requests, dur, m.dropped, shed, stale, m.coalesced, m.queued, m.prefetches, m.prefetchSkipped,

@@ -80,6 +80,8 @@ type Config struct {
 	StaleAnswerTimeout time.Duration
 	// Search turns on the search stage (search.go); nil leaves it off.
 	Search *SearchConfig
+	// Autopath turns on autopath (autopath.go); nil leaves it off.
+	Autopath *AutopathConfig
 	// PrefetchMinHits is how many hits an entry needs before a hit in the
 	// last tenth of its TTL refreshes it in the background; 0 disables
 	// prefetching.

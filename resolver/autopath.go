@@ -1,0 +1,313 @@
+package resolver
+
+import (
+	"bytes"
+	"net/netip"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/nodedns/nodedns/cache"
+	"github.com/nodedns/nodedns/dnswire"
+	"github.com/nodedns/nodedns/search"
+)
+
+// Autopath finishes a pod's search walk on the node. A pod with ndots:5
+// looking up api.example.com asks api.example.com.<ns>.svc.<cd> first,
+// then each other search domain, then the name itself: four round trips
+// for A and four for AAAA, one after the other. When nodedns knows the
+// pod's search list (the Kubernetes view: a ClusterFirst pod of this node
+// with kubelet's defaults), the first of those queries starts the same
+// walk here: each name is answered from the cache or the search stage
+// where it can be (a denial costs nothing), forwarded where it must be,
+// and the first that exists ends the walk. The pod gets, for its first
+// query, a CNAME from the name it asked to the one that exists, and that
+// name's records: it stops there. If none exists it gets the plain
+// NXDOMAIN, and its own walk that follows is answered from what the walk
+// here cached.
+//
+// The answer depends on who asks: it is never cached or shared with
+// another client's query (each walk is its own), and a denial in the cache
+// is not served to a pod that walks by the fast path (fast.go hands it
+// here). Queries with DO or CD get plain answers: a CNAME made here cannot
+// be signed.
+
+// PodLookup says what nodedns knows of the pod at an address.
+type PodLookup interface {
+	// Pod returns the DNS set-up of the pod at addr; ok is false when
+	// nodedns does not know its search list.
+	Pod(addr netip.Addr) (p *search.PodDNS, ok bool)
+}
+
+// AutopathConfig turns autopath on.
+type AutopathConfig struct {
+	Pods PodLookup
+	// Rules are the cluster domains' shape rules: a name under a cluster
+	// domain is never walked (its expansions are all denials).
+	Rules *search.Rules
+}
+
+// Results of a walk, for nodedns_autopath_total.
+const (
+	walkFound   = iota // a later name exists: a CNAME to it
+	walkNone           // nothing exists: the plain NXDOMAIN
+	walkExists         // the first name itself exists: its plain answer
+	walkAborted        // a failure or the deadline: the plain answer
+	numWalkResults
+)
+
+var walkResultNames = [numWalkResults]string{"found", "none", "exists", "aborted"}
+
+func newAutopathMetrics(reg prometheus.Registerer) [numWalkResults]prometheus.Counter {
+	v := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nodedns_autopath_total",
+		Help: "Search walks nodedns finished for a pod's first query, by result (found: answered with a CNAME to the name that exists; none; exists: the first name itself; aborted: a failure or the deadline, answered plainly).",
+	}, []string{"result"})
+	var out [numWalkResults]prometheus.Counter
+	for i, r := range walkResultNames {
+		out[i] = v.WithLabelValues(r)
+	}
+	if reg != nil {
+		reg.MustRegister(v)
+	}
+	return out
+}
+
+// walks reports whether queries from src may start a walk, before the
+// query is read in full: the fast path and dispatch ask it.
+func (s *Server) walks(src netip.AddrPort) bool {
+	if s.cfg.Autopath == nil {
+		return false
+	}
+	_, ok := s.cfg.Autopath.Pods.Pod(src.Addr())
+	return ok
+}
+
+// walk is one search walk on behalf of a pod's query.
+type walk struct {
+	s      *Server
+	client *waiter  // the pod's query
+	req    *dns.Msg // the same, unpacked
+	names  []string // what the pod would ask, in order; names[0] is what it asked
+	i      int      // the name being asked
+	plain  Answer   // the answer to names[0] (a denial once i > 0)
+	ttl    uint32   // the shortest TTL of the denials walked past
+	// deadline ends the walk: the pod's query gets the plain answer when
+	// a name is still to be asked then. The names forwarded count their
+	// time from the pod's query, as its own would.
+	deadline time.Time
+}
+
+// startWalk starts a walk for req when it is the first query of a search
+// walk by a pod whose search list nodedns knows; false leaves the query
+// to the plain path.
+func (s *Server) startWalk(w *worker, imm *waiter, req *dns.Msg, write func([]byte)) bool {
+	ap := s.cfg.Autopath
+	pod, ok := ap.Pods.Pod(imm.src.Addr())
+	if !ok || req.CheckingDisabled || len(req.Question) != 1 {
+		return false
+	}
+	if opt := req.IsEdns0(); opt != nil && opt.Do() {
+		return false
+	}
+	q := req.Question[0]
+	name, rest, ok := pod.Walk(q.Name)
+	if !ok {
+		return false
+	}
+	if _, _, cluster := ap.Rules.Domain(name + "."); cluster {
+		return false // kubernetes.default.svc.cluster.local with ndots:5: its expansions are all denials
+	}
+	wk := &walk{
+		s:        s,
+		client:   &waiter{pkt: bytes.Clone(imm.pkt), src: imm.src, proto: imm.proto, write: write, start: imm.start},
+		req:      req,
+		names:    append([]string{q.Name}, rest...),
+		ttl:      ^uint32(0),
+		deadline: imm.start.Add(s.tun.Load().requestTimeout),
+	}
+	w.kept = true
+	wk.next()
+	return true
+}
+
+// next asks the names in turn from the current one, as long as the node
+// can answer them; it returns when the walk is over or waits upstream.
+// Steps run one after the other, each resumed by the answer to the last:
+// a walk is never touched by two goroutines at once.
+func (wk *walk) next() {
+	s := wk.s
+	for ; wk.i < len(wk.names); wk.i++ {
+		if wk.i > 0 && time.Now().After(wk.deadline) {
+			wk.finish(walkAborted, Answer{})
+			return
+		}
+		sub, pkt, key, ok := wk.query(wk.names[wk.i])
+		if !ok {
+			continue // too long a name: the pod skips it too
+		}
+		ans, err := s.local.Resolve(s.ctx, &Request{Msg: sub, Key: key, Client: wk.client.src, Proto: "tcp"})
+		if err != nil {
+			wk.finish(walkAborted, Answer{})
+			return
+		}
+		if ans.Forward {
+			wk.forward(wk.names[wk.i], pkt, key)
+			return
+		}
+		if !wk.take(ans, pkt) {
+			return
+		}
+	}
+	wk.finish(walkNone, Answer{})
+}
+
+// query builds the query for one name of the walk: the pod's, with the
+// name replaced.
+func (wk *walk) query(name string) (*dns.Msg, []byte, []byte, bool) {
+	sub := wk.req.Copy()
+	sub.Question[0].Name = name
+	sub.Id = 0
+	pkt, err := sub.Pack()
+	if err != nil {
+		return nil, nil, nil, false
+	}
+	var q dnswire.Query
+	if dnswire.ParseQuery(pkt, &q) != nil {
+		return nil, nil, nil, false
+	}
+	key := dnswire.AppendKey(nil, q.Name, q.QType, q.QClass, q.DO, q.CD())
+	return sub, pkt, key, true
+}
+
+// forward sends one name of the walk upstream, as a query of the pod's
+// own (admitted and shared like the pod's others); the answer resumes the
+// walk.
+func (wk *walk) forward(name string, pkt, key []byte) {
+	s := wk.s
+	w := &worker{s: s, key: key, cacheable: true}
+	if e, ok := s.cache.LookupStale(key, s.now().UnixNano()); ok && !e.InStaleRecheck(s.now().UnixNano()) {
+		w.stale = e
+	}
+	// Over TCP, so that the answer is never cut to a UDP size.
+	imm := &waiter{pkt: pkt, src: wk.client.src, proto: protoTCP, start: wk.client.start, internal: true}
+	imm.write = func(out []byte) { wk.resume(out, pkt) }
+	s.forwardMiss(w, imm, imm.write, key, name)
+}
+
+// resume takes the upstream's answer to the name asked and goes on.
+func (wk *walk) resume(out, pkt []byte) {
+	m := new(dns.Msg)
+	if err := m.Unpack(out); err != nil {
+		wk.finish(walkAborted, Answer{})
+		return
+	}
+	if wk.take(Answer{Msg: m}, pkt) {
+		wk.i++
+		wk.next()
+	}
+}
+
+// take judges the answer to names[i]; true goes on to the next name.
+func (wk *walk) take(ans Answer, pkt []byte) bool {
+	rcode := ans.rcode()
+	switch {
+	case wk.i == 0 && rcode != dns.RcodeNameError:
+		wk.finish(walkExists, ans) // the pod's own name: its plain answer
+		return false
+	case wk.i == 0:
+		wk.plain = ans
+	case rcode == dns.RcodeSuccess:
+		found, err := wk.s.msgOf(ans, pkt)
+		if err != nil {
+			wk.finish(walkAborted, Answer{})
+			return false
+		}
+		wk.finish(walkFound, Answer{Msg: wk.cname(found)})
+		return false
+	case rcode != dns.RcodeNameError:
+		wk.finish(walkAborted, Answer{}) // the pod's own walk will meet it
+		return false
+	}
+	wk.ttl = min(wk.ttl, wk.s.denialTTL(ans))
+	return true
+}
+
+// cname is the pod's answer when names[i] exists: a CNAME from the name
+// it asked to that one, then that name's answer. The CNAME lives no longer
+// than the denials it stands for.
+func (wk *walk) cname(found *dns.Msg) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(wk.req)
+	m.RecursionAvailable = true
+	ttl := wk.ttl
+	for _, rr := range found.Answer {
+		ttl = min(ttl, rr.Header().Ttl)
+	}
+	for _, rr := range found.Ns {
+		ttl = min(ttl, rr.Header().Ttl)
+	}
+	m.Answer = append([]dns.RR{&dns.CNAME{
+		Hdr:    dns.RR_Header{Name: wk.names[0], Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: ttl},
+		Target: dns.Fqdn(wk.names[wk.i]),
+	}}, found.Answer...)
+	m.Ns = found.Ns
+	for _, rr := range found.Extra {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			m.Extra = append(m.Extra, rr)
+		}
+	}
+	return m
+}
+
+// finish answers the pod: with ans, or with the plain answer to its own
+// name when ans is empty.
+func (wk *walk) finish(result int, ans Answer) {
+	s := wk.s
+	s.metrics.autopath[result].Inc()
+	if ce := s.log.Check(zap.DebugLevel, "autopath"); ce != nil {
+		ce.Write(zap.String("qname", wk.names[0]), zap.Stringer("client", wk.client.src),
+			zap.String("result", walkResultNames[result]), zap.String("answered_by", wk.names[min(wk.i, len(wk.names)-1)]))
+	}
+	if ans.Entry == nil && ans.Msg == nil {
+		ans = wk.plain
+	}
+	if ans.Entry == nil && ans.Msg == nil {
+		s.answerError(wk.client, dns.RcodeServerFailure) // aborted before the pod's own name was answered
+		return
+	}
+	s.answer(wk.client, ans)
+}
+
+// msgOf unpacks an answer to the query pkt, with its TTLs as a client
+// would get them now.
+func (s *Server) msgOf(ans Answer, pkt []byte) (*dns.Msg, error) {
+	if ans.Entry == nil {
+		return ans.Msg, nil
+	}
+	q, ok := queryOf(pkt)
+	if !ok || q.Name == nil {
+		return nil, errNoAnswer
+	}
+	out := ans.Entry.AppendReply(nil, &q, s.now().UnixNano(), cache.ReplyOptions{MaxSize: dns.MaxMsgSize, UDPSize: s.cfg.MaxUDPSize})
+	m := new(dns.Msg)
+	return m, m.Unpack(out)
+}
+
+// denialTTL is how long a denial is good for: its entry's remaining life,
+// or the TTL of the SOA it carries.
+func (s *Server) denialTTL(ans Answer) uint32 {
+	if ans.Entry != nil {
+		return uint32(max(ans.Entry.TTL(s.now().UnixNano()), 0) / time.Second)
+	}
+	ttl := ^uint32(0)
+	for _, rr := range ans.Msg.Ns {
+		ttl = min(ttl, rr.Header().Ttl)
+	}
+	if ttl == ^uint32(0) {
+		return 0 // a denial without an SOA is not to be cached (RFC 2308 section 5)
+	}
+	return ttl
+}
