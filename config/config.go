@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/miekg/dns"
 	"sigs.k8s.io/yaml"
 
 	"github.com/nodedns/nodedns/resolver"
@@ -34,6 +35,7 @@ type File struct {
 	Server         ServerFile   `json:"server,omitempty"`
 	Upstreams      []GroupFile  `json:"upstreams,omitempty"`
 	Search         SearchFile   `json:"search,omitempty"`
+	Kube           KubeFile     `json:"kube,omitempty"`
 	Shutdown       ShutdownFile `json:"shutdown,omitempty"`
 	PprofListen    string       `json:"pprof_listen,omitempty"`
 	// MemoryLimitRatio is the share of the cgroup memory limit given to the
@@ -90,6 +92,19 @@ type SearchFile struct {
 	ExtraZones     []string `json:"extra_zones,omitempty"`
 }
 
+// KubeFile is the `kube` section: the view of the cluster from the
+// Kubernetes API.
+type KubeFile struct {
+	// Enabled is "auto" (on inside a cluster, or with kubeconfig), "true"
+	// or "false".
+	Enabled    string   `json:"enabled,omitempty"`
+	Kubeconfig string   `json:"kubeconfig,omitempty"`
+	NodeName   string   `json:"node_name,omitempty"`
+	DNSService *string  `json:"dns_service,omitempty"`
+	Autopath   *bool    `json:"autopath,omitempty"`
+	NodeSearch []string `json:"node_search,omitempty"`
+}
+
 // ShutdownFile is the `shutdown` section.
 type ShutdownFile struct {
 	Lameduck string `json:"lameduck,omitempty"`
@@ -138,6 +153,15 @@ type Config struct {
 	ClusterDomains    []string      `key:"search.cluster_domains"`
 	SearchNegativeTTL time.Duration `key:"search.negative_ttl"` // 0: its answers are not cached
 	SearchExtraZones  []string      `key:"search.extra_zones"`
+
+	// Kube is "auto", "true" or "false": whether to keep a view of the
+	// cluster (KubeOn says what auto means here).
+	Kube           string   `key:"kube.enabled"`
+	Kubeconfig     string   `key:"kube.kubeconfig"`  // "": in-cluster
+	NodeName       string   `key:"kube.node_name"`   // "": $NODE_NAME
+	KubeDNSService string   `key:"kube.dns_service"` // "": no endpoint discovery
+	Autopath       bool     `key:"kube.autopath"`    //
+	NodeSearch     []string `key:"kube.node_search"` // nil: resolv.conf's search list
 
 	Lameduck        time.Duration `key:"shutdown.lameduck" reload:"live"`
 	ShutdownTimeout time.Duration `key:"shutdown.timeout" reload:"live"`
@@ -192,7 +216,24 @@ func Defaults() Config {
 		// The TTL of CoreDNS's kubernetes plugin: a Service created a
 		// moment after a denial resolves within it.
 		SearchNegativeTTL: 5 * time.Second,
+		Kube:              "auto",
+		KubeDNSService:    "kube-system/kube-dns",
+		Autopath:          true,
 	}
+}
+
+// KubeOn reports whether the view of the cluster is on: kube.enabled
+// true, or auto with a kubeconfig given or inside a cluster (a pod's
+// KUBERNETES_SERVICE_HOST). A kubeconfig is never looked for elsewhere:
+// a daemon must not pick up whatever cluster a shell points at.
+func (c Config) KubeOn() bool {
+	switch c.Kube {
+	case "true":
+		return true
+	case "auto":
+		return c.Kubeconfig != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != ""
+	}
+	return false
 }
 
 // defaultGroup is a group with the per-group defaults of package upstream.
@@ -263,6 +304,17 @@ func load(fv *flagValues) (Config, error) {
 	}
 	if err := applyFlags(&c, fv.set); err != nil {
 		return Config{}, err
+	}
+	if c.NodeName == "" {
+		c.NodeName = os.Getenv("NODE_NAME") // the downward API's spec.nodeName
+	}
+	if c.NodeSearch == nil {
+		// What kubelet appends to a ClusterFirst pod's search list: the
+		// node's own (nodedns runs with dnsPolicy Default, so its
+		// resolv.conf is the node's).
+		if rc, err := dns.ClientConfigFromFile(ResolvConf); err == nil {
+			c.NodeSearch = rc.Search
+		}
 	}
 	if err := validate(&c); err != nil {
 		return Config{}, err
@@ -360,6 +412,18 @@ func apply(c *Config, f *File) error {
 	}
 	if f.MemoryLimitRatio != nil {
 		c.MemoryLimitRatio = *f.MemoryLimitRatio
+	}
+	setStr(&c.Kube, f.Kube.Enabled)
+	setStr(&c.Kubeconfig, f.Kube.Kubeconfig)
+	setStr(&c.NodeName, f.Kube.NodeName)
+	if f.Kube.DNSService != nil {
+		c.KubeDNSService = *f.Kube.DNSService
+	}
+	if f.Kube.Autopath != nil {
+		c.Autopath = *f.Kube.Autopath
+	}
+	if len(f.Kube.NodeSearch) > 0 {
+		c.NodeSearch = f.Kube.NodeSearch
 	}
 	for i, g := range f.Upstreams {
 		grp, err := group(g)

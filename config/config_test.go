@@ -112,6 +112,10 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"upstream is our listen address", []string{"--listen", "127.0.0.1:5353", "--upstream", "127.0.0.1:5353"}, "", "upstreams[0].servers[0]"},
 		{"upstream behind a wildcard listen", []string{"--listen", "0.0.0.0:53", "--upstream", "127.0.0.1"}, "", "loop"},
 		{"resolv.conf points back at us", []string{"--listen", "192.0.2.53:53"}, "", "loop"},
+		{"kube flag", []string{"--kube=maybe"}, "", "flag --kube"},
+		{"kube key", nil, "kube:\n  enabled: sometimes\n", "kube.enabled"},
+		{"dns service", []string{"--kube-dns-service", "kube-dns"}, "", "kube.dns_service"},
+		{"node search", nil, "kube:\n  node_search: [\"a..b\"]\n", "kube.node_search[0]"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -259,5 +263,38 @@ func TestZeroMeansOffOrIsRefused(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("%v: err %v, want ok=%v", tc.args, err, tc.ok)
 		}
+	}
+}
+
+// The Kubernetes view: on inside a cluster or with a kubeconfig, never by
+// picking up a kubeconfig of the shell's; the node's name and search
+// domains come from the downward API and resolv.conf.
+func TestKubeSettings(t *testing.T) {
+	withResolvConf(t, "nameserver 192.0.2.53\nsearch c.example.internal example.internal\n")
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	t.Setenv("KUBECONFIG", "/somewhere/config")
+	t.Setenv("NODE_NAME", "node-7")
+	c, err := Parse(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.KubeOn() || c.NodeName != "node-7" || !slices.Equal(c.NodeSearch, []string{"c.example.internal", "example.internal"}) ||
+		c.KubeDNSService != "kube-system/kube-dns" || !c.Autopath {
+		t.Errorf("defaults: on %v, node %q, node search %q, DNS service %q, autopath %v", c.KubeOn(), c.NodeName, c.NodeSearch, c.KubeDNSService, c.Autopath)
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+	if c, _ := Parse(nil, io.Discard); !c.KubeOn() {
+		t.Error("auto is off inside a cluster")
+	}
+	if c, _ := Parse([]string{"--kube=false"}, io.Discard); c.KubeOn() {
+		t.Error("--kube=false is on")
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	c, err = Parse([]string{"--kubeconfig", "/etc/kube.yaml", "--node-name", "n1", "--autopath=false", "--kube-dns-service", ""}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.KubeOn() || c.NodeName != "n1" || c.Autopath || c.KubeDNSService != "" {
+		t.Errorf("flags: on %v, node %q, autopath %v, DNS service %q", c.KubeOn(), c.NodeName, c.Autopath, c.KubeDNSService)
 	}
 }

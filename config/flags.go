@@ -153,6 +153,33 @@ var flagDefs = []flagDef{
 		}},
 	{name: "cluster-domain", usage: "the cluster's DNS domains, DOMAIN[,DOMAIN...] (default cluster.local)",
 		apply: func(c *Config, v string) error { c.ClusterDomains = splitList(v); return nil }},
+	{name: "kube", isBool: true, usage: "keep a view of the cluster from the Kubernetes API: true, false or auto (on inside a cluster or with --kubeconfig; default auto)",
+		apply: func(c *Config, v string) error {
+			if v != "auto" {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return fmt.Errorf("%q is not true, false or auto", v)
+				}
+				v = strconv.FormatBool(b)
+			}
+			c.Kube = v
+			return nil
+		}},
+	{name: "kubeconfig", usage: "kubeconfig file for the Kubernetes API (default: the in-cluster service account)",
+		apply: func(c *Config, v string) error { c.Kubeconfig = v; return nil }},
+	{name: "node-name", usage: "this node's name, whose pods autopath serves (default $NODE_NAME)",
+		apply: func(c *Config, v string) error { c.NodeName = v; return nil }},
+	{name: "kube-dns-service", usage: "the cluster DNS Service, NAMESPACE/NAME, whose ready endpoints the cluster domain's group uses; empty to use the configured servers only (default kube-system/kube-dns)",
+		apply: func(c *Config, v string) error { c.KubeDNSService = v; return nil }},
+	{name: "autopath", isBool: true, usage: "finish a known pod's search walk on the node and answer its first query with a CNAME (default true; needs the Kubernetes view)",
+		apply: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a boolean", v)
+			}
+			c.Autopath = b
+			return nil
+		}},
 	{name: "lameduck", usage: "on SIGTERM, report not ready and keep serving this long before stopping (default 0s)",
 		apply: durationFlag(func(c *Config) *time.Duration { return &c.Lameduck })},
 	{name: "shutdown-timeout", usage: "on SIGTERM, how long queries in flight may take to finish (default 5s)",

@@ -102,6 +102,24 @@ func validate(c *Config) error {
 			return fmt.Errorf("search.extra_zones[%d]: %q is not a domain name", i, z)
 		}
 	}
+	switch c.Kube {
+	case "auto", "true", "false":
+	default:
+		return fmt.Errorf("kube.enabled: %q is not auto, true or false", c.Kube)
+	}
+	if c.KubeDNSService != "" {
+		if ns, name, ok := strings.Cut(c.KubeDNSService, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return fmt.Errorf("kube.dns_service: %q is not NAMESPACE/NAME", c.KubeDNSService)
+		}
+	}
+	if c.Kube == "true" && len(c.ClusterDomains) == 0 {
+		return errors.New("search.cluster_domains: the Kubernetes view needs the cluster domain")
+	}
+	for i, d := range c.NodeSearch {
+		if _, ok := dns.IsDomainName(d); !ok || d == "" {
+			return fmt.Errorf("kube.node_search[%d]: %q is not a domain name", i, d)
+		}
+	}
 	if !anyRoot(c.Upstreams) {
 		return errors.New(`upstreams: no group serves "."`)
 	}
