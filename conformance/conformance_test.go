@@ -41,7 +41,7 @@ const (
 	workers = 32
 	// corednsRel is where tools/coredns/build.sh puts CoreDNS, under the
 	// user's cache directory ($XDG_CACHE_HOME or ~/.cache).
-	corednsRel = "nodedns/coredns-v1.15.0/coredns"
+	corednsRel = "nodedns/coredns-v1.15.0-k8s/coredns"
 )
 
 // ready is the question that tells a server is up; it is in no test zone,

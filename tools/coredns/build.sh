@@ -8,7 +8,8 @@ set -euo pipefail
 
 COREDNS_VERSION=v1.15.0
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-out_dir="${XDG_CACHE_HOME:-$HOME/.cache}/nodedns/coredns-${COREDNS_VERSION}"
+# "-k8s": with the kubernetes plugin, which older cached builds lack.
+out_dir="${XDG_CACHE_HOME:-$HOME/.cache}/nodedns/coredns-${COREDNS_VERSION}-k8s"
 bin="${out_dir}/coredns"
 
 # The version above must match the one pinned in go.mod.

@@ -2,9 +2,13 @@
 // benchmark suite as the reference node-local cache (the same software that
 // Kubernetes NodeLocal DNSCache ships, configured by a Corefile).
 //
+// It is also the cluster DNS of the end-to-end tests: its kubernetes plugin
+// serves cluster.local from the API server internal/kubetest starts, as in a
+// real cluster.
+//
 // Only the plugins a NodeLocal DNSCache-like setup and the benchmark/tests
-// need are compiled in; everything else (kubernetes, cloud backends, ...) is
-// left out to keep the build small and fast. Build it with ./build.sh.
+// need are compiled in; everything else (cloud backends, ...) is left out to
+// keep the build small and fast. Build it with ./build.sh.
 package main
 
 import (
@@ -22,6 +26,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/forward"
 	_ "github.com/coredns/coredns/plugin/health"
 	_ "github.com/coredns/coredns/plugin/hosts"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
 	_ "github.com/coredns/coredns/plugin/loadbalance"
 	_ "github.com/coredns/coredns/plugin/log"
 	_ "github.com/coredns/coredns/plugin/loop"
@@ -52,6 +57,7 @@ var directives = []string{
 	"template",
 	"transfer",
 	"hosts",
+	"kubernetes",
 	"file",
 	"loop",
 	"forward",
