@@ -27,6 +27,9 @@
 //	_<port>._<proto>.<svc>.<ns>.svc.<cd>     may exist: SRV (the underscores are
 //	                                         optional to CoreDNS; <proto> is tcp,
 //	                                         udp or sctp)
+//	<zone>.pin._zone.<svc>.<ns>.svc.<cd>     may exist: a headless Service's
+//	<zone>.prefer._zone.<svc>.<ns>.svc.<cd>  endpoints in one topology zone (CoreDNS's
+//	                                         zonal option; <zone> may span labels)
 //	<a-b-c-d>.<ns>.pod.<cd>                  may exist: a pod by its dashed IPv4 or
 //	                                         IPv6 address, after up to two labels
 //	                                         of any kind, which CoreDNS ignores
@@ -188,6 +191,11 @@ func (r *Rules) CheckView(qname string, v View) (Verdict, Rule) {
 	n := 0
 	for rest := prefix; rest != ""; n++ {
 		if n == len(l) {
+			// Deeper than every shape but a zonal name, whose topology
+			// zone may span labels.
+			if strings.EqualFold(l[0], "svc") && isZonal(l[1:]) {
+				break
+			}
 			return NXDomain, RuleTooDeep
 		}
 		i := strings.LastIndexByte(rest, '.')
@@ -262,8 +270,23 @@ func checkSvc(l []string) (Verdict, Rule) {
 			return Forward, RuleNone
 		}
 		return NXDomain, RuleBadSRV
+	case isZonal(l):
+		return Forward, RuleNone
 	}
 	return NXDomain, RuleTooDeep
+}
+
+// isZonal reports whether l, the labels above svc nearest first, is
+// <ns>.<svc>._zone.pin|prefer followed by at least one label: a
+// zone-scoped name of CoreDNS's kubernetes plugin (its zonal option, off
+// by default; "Zonal Names" in its README), which selects a headless
+// Service's endpoints in one topology zone. The zone's value is every
+// label in front, joined: it may contain dots. Pods look such names up
+// relative to their namespace ("us-west-2a.pin._zone.db"), so the stage
+// must not answer them from the search list's first expansion.
+func isZonal(l []string) bool {
+	return len(l) >= 5 && strings.EqualFold(l[2], "_zone") &&
+		(strings.EqualFold(l[3], "pin") || strings.EqualFold(l[3], "prefer"))
 }
 
 // checkPod judges <...>.pod.<cd>.

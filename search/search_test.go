@@ -62,6 +62,16 @@ func TestCheck(t *testing.T) {
 		{"_http.SCTP.web.default.svc.cluster.local.", Forward, RuleNone},
 		{"_._udp.web.default.svc.cluster.local.", Forward, RuleNone},
 		{"_http._.web.default.svc.cluster.local.", Forward, RuleNone},
+		// Zone-scoped names of CoreDNS's zonal option: the zone may span
+		// labels; other directives are NXDOMAIN, as from CoreDNS.
+		{"us-west-2a.pin._zone.db.default.svc.cluster.local.", Forward, RuleNone},
+		{"us-west-2a.PREFER._Zone.db.default.svc.cluster.local.", Forward, RuleNone},
+		{"corp.example.com.pin._zone.db.default.svc.cluster.local.", Forward, RuleNone},
+		{"a.b.c.d.e.f.g.pin._zone.db.default.svc.cluster.local.", Forward, RuleNone},
+		{"us-west-2a.any._zone.db.default.svc.cluster.local.", NXDomain, RuleTooDeep},
+		{"pin._zone.db.default.svc.cluster.local.", NXDomain, RuleBadSRV},
+		{"a.b.pin._zone.db.default.pod.cluster.local.", NXDomain, RuleTooDeep},
+		{"us-west-2a.pin._zone.9-.default.svc.cluster.local.", NXDomain, RuleBadService},
 		// Pods by address.
 		{"10-244-1-7.default.pod.cluster.local.", Forward, RuleNone},
 		{"fd00-10-244--7.default.pod.cluster.local.", Forward, RuleNone},
