@@ -38,7 +38,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
 
@@ -47,8 +48,12 @@ import (
 
 // Config says what to watch and whom to tell.
 type Config struct {
-	Client   kubernetes.Interface
-	Metadata metadata.Interface
+	// Core and Discovery are the typed clients of the two API groups the
+	// view reads (not the whole clientset, which would link every API
+	// group into the binary); Metadata reads metadata only.
+	Core      corev1client.CoreV1Interface
+	Discovery discoveryv1client.DiscoveryV1Interface
+	Metadata  metadata.Interface
 	// NodeName is this node's name (the downward API's spec.nodeName);
 	// without it no pod is watched and autopath is off.
 	NodeName string
@@ -116,8 +121,8 @@ var (
 
 // New builds a view; Run starts watching.
 func New(cfg Config) (*View, error) {
-	if cfg.Client == nil || cfg.Metadata == nil {
-		return nil, errors.New("kubeview: a client and a metadata client are required")
+	if cfg.Core == nil || cfg.Discovery == nil || cfg.Metadata == nil {
+		return nil, errors.New("kubeview: the core, discovery and metadata clients are required")
 	}
 	if cfg.ClusterDomain == "" {
 		return nil, errors.New("kubeview: no cluster domain")
@@ -232,7 +237,7 @@ func (v *View) Run(ctx context.Context) {
 	run("services", meta(servicesGVR), &metav1.PartialObjectMetadata{}, v.services)
 	if v.cfg.NodeName != "" {
 		sel := fields.OneTermEqualSelector("spec.nodeName", v.cfg.NodeName).String()
-		pods := v.cfg.Client.CoreV1().Pods("")
+		pods := v.cfg.Core.Pods("")
 		run("pods", &cache.ListWatch{
 			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 				o.FieldSelector = sel
@@ -249,7 +254,7 @@ func (v *View) Run(ctx context.Context) {
 	if v.cfg.DNSService != "" {
 		ns, name, _ := strings.Cut(v.cfg.DNSService, "/")
 		sel := discoveryv1.LabelServiceName + "=" + name
-		eps := v.cfg.Client.DiscoveryV1().EndpointSlices(ns)
+		eps := v.cfg.Discovery.EndpointSlices(ns)
 		run("endpointslices", &cache.ListWatch{
 			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 				o.LabelSelector = sel
@@ -315,7 +320,7 @@ func (v *View) checkAPI(ctx context.Context) {
 	defer t.Stop()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := v.cfg.Client.Discovery().RESTClient().Get().AbsPath("/version").Do(cctx).Raw()
+		_, err := v.cfg.Core.RESTClient().Get().AbsPath("/version").Do(cctx).Raw()
 		cancel()
 		if err == nil {
 			v.touch()

@@ -23,7 +23,8 @@ import (
 // reflector would; the clients are never called.
 func newTestView(t *testing.T, cfg Config) *View {
 	t.Helper()
-	cfg.Client = fake.NewClientset()
+	cs := fake.NewClientset()
+	cfg.Core, cfg.Discovery = cs.CoreV1(), cs.DiscoveryV1()
 	cfg.Metadata = metafake.NewSimpleMetadataClient(metafake.NewTestScheme())
 	if cfg.ClusterDomain == "" {
 		cfg.ClusterDomain = "cluster.local"
