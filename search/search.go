@@ -38,6 +38,20 @@
 // listed in Rules.Extra (a stub domain under the cluster domain, names a
 // CoreDNS rewrite serves) are left alone. "May exist" means forward: only
 // the cluster's DNS knows, or a View of the cluster (CheckView).
+//
+// e2e/kubernetes_test.go checks these rules against CoreDNS's kubernetes
+// plugin serving a real API server. What the rules cannot see, by name:
+//
+//   - names other plugins of the cluster DNS serve under <cd> (after the
+//     kubernetes plugin's fallthrough, or from rewrite, template, hosts,
+//     file): list their zones in Rules.Extra (search.extra_zones);
+//   - a multicluster zone (the plugin's multicluster option, for the
+//     Multi-Cluster Services API), whose <endpoint>.<cluster>.<svc>.<ns>
+//     names read as SRV names here: keep it out of the cluster domains;
+//   - CoreDNS answers an SOA query at any name under <cd> NOERROR without
+//     looking the name up, while it answers the same name NXDOMAIN in every
+//     other type; the rules follow the other types (a name exists for all
+//     types or for none, RFC 8020).
 package search
 
 import (
