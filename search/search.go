@@ -384,7 +384,6 @@ func isDashedIP(s string) bool {
 
 func isAlnum(c byte) bool  { return isLetter(c) || c >= '0' && c <= '9' }
 func isLetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
-func isHex(c byte) bool    { return c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'f' }
 
 // hasSuffixFold is strings.HasSuffix, ignoring ASCII case.
 func hasSuffixFold(s, suffix string) bool {
