@@ -108,7 +108,7 @@ func requireBinaries(t testing.TB) string {
 	if len(missing) == 0 {
 		return dir
 	}
-	msg := fmt.Sprintf("kubetest: %s not found in %s: build them with tools/kube/build.sh (about 8 min cold; `make tools` does it) or point %s at a directory holding them",
+	msg := fmt.Sprintf("kubetest: %s not found in %s: build them with tools/kube/build.sh (4-8 min cold; `make tools` does it) or point %s at a directory holding them",
 		strings.Join(missing, ", "), dir, BinEnv)
 	if os.Getenv("CI") != "" {
 		t.Fatal(msg)
