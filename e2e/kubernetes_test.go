@@ -493,6 +493,7 @@ func xcheckStart(t *testing.T, name, bin string, args ...string) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, args...)
+	dieWithTest(cmd)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

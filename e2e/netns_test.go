@@ -97,6 +97,7 @@ func (p *proc) stop() {
 func (n *netns) start(t *testing.T, logName string, args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...)}
+	dieWithTest(p.cmd)
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -70,7 +71,13 @@ func run(ctx context.Context, args []string) error {
 	current.Store(router)
 	fwd := &forwarder{router: &current, loopToken: loopToken}
 
-	srv, err := resolver.New(serverConfig(cfg), c, fwd, log, reg)
+	kube, err := startKube(upCtx, cfg, c, &current, reg, log)
+	if err != nil {
+		return &usageError{err}
+	}
+	srvCfg := serverConfig(cfg)
+	kube.wire(&srvCfg, cfg)
+	srv, err := resolver.New(srvCfg, c, fwd, log, reg)
 	if err != nil {
 		return &usageError{err}
 	}
@@ -90,7 +97,7 @@ func run(ctx context.Context, args []string) error {
 				return errors.New("no healthy upstream for \".\"")
 			}
 			return nil
-		}, log)
+		}, func() any { return readyDetail(current.Load(), kube) }, log)
 		if err != nil {
 			_ = srv.Shutdown(context.Background())
 			return err
@@ -113,6 +120,7 @@ func run(ctx context.Context, args []string) error {
 			done = true
 		case <-hup:
 			next, err := reload(upCtx, args, cfg, srv, level, &current, loopToken, upMetrics, log)
+			kube.reapply()
 			if err != nil {
 				log.Error("config reload rejected; keeping the running configuration", zap.Error(err))
 				continue
@@ -133,6 +141,7 @@ func run(ctx context.Context, args []string) error {
 		_ = httpSrv.Shutdown(sctx)
 	}
 	stopUpstreams()
+	kube.wait()
 	closeRouter(current.Load())
 	if shutdownErr != nil {
 		log.Warn("stopped with queries unanswered", zap.Error(shutdownErr))
@@ -349,16 +358,30 @@ func applyMemoryLimit(log *zap.Logger, ratio float64) int64 {
 }
 
 // startHTTP serves /metrics, /health (liveness: the process answers) and
-// /ready (readiness: serving DNS with a healthy default upstream) on its own
-// mux, never the global one.
-func startHTTP(addr string, reg *prometheus.Registry, ready func() error, log *zap.Logger) (*http.Server, error) {
+// /ready (readiness: serving DNS with a healthy default upstream; with
+// ?verbose, the state of every upstream server and of the Kubernetes view
+// as JSON) on its own mux, never the global one.
+func startHTTP(addr string, reg *prometheus.Registry, ready func() error, detail func() any, log *zap.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
-		if err := ready(); err != nil {
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, r *http.Request) {
+		err := ready()
+		if _, verbose := r.URL.Query()["verbose"]; verbose {
+			w.Header().Set("Content-Type", "application/json")
+			status := map[string]any{"ready": err == nil, "detail": detail()}
+			if err != nil {
+				status["reason"] = err.Error()
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(status)
+			return
+		}
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}

@@ -154,6 +154,7 @@ func startDaemonAt(t *testing.T, dnsAddr string, args ...string) *daemon {
 	}
 	all := append([]string{"--listen", d.dnsAddr, "--http-listen", d.http}, args...)
 	d.cmd = exec.Command(binary(t), all...)
+	dieWithTest(d.cmd)
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
