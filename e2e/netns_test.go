@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -45,9 +46,12 @@ func run(t *testing.T, name string, args ...string) string {
 // its own resolv.conf for `ip netns exec`.
 type netns struct{ name string }
 
+// netnsSeq numbers the namespaces of one test binary.
+var netnsSeq atomic.Int32
+
 func newNetns(t *testing.T, resolvConf string) *netns {
 	t.Helper()
-	n := &netns{name: fmt.Sprintf("nodedns-e2e-%d", os.Getpid())}
+	n := &netns{name: fmt.Sprintf("nodedns-e2e-%d-%d", os.Getpid(), netnsSeq.Add(1))}
 	run(t, "ip", "netns", "add", n.name)
 	t.Cleanup(func() {
 		_ = exec.Command("ip", "netns", "delete", n.name).Run()
@@ -111,12 +115,26 @@ func (n *netns) start(t *testing.T, logName string, args ...string) *proc {
 	return p
 }
 
-// waitDNS waits until something answers DNS on addr inside the namespace.
-func (n *netns) waitDNS(t *testing.T, port string) {
+// waitDNS waits until something answers DNS on 127.0.0.1:port inside the
+// namespace.
+func (n *netns) waitDNS(t *testing.T, port string) { t.Helper(); n.waitDNSAt(t, "127.0.0.1", port) }
+
+// setResolvConf replaces the resolv.conf `ip netns exec` gives the
+// namespace's processes.
+func (n *netns) setResolvConf(t *testing.T, content string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join("/etc/netns", n.name, "resolv.conf"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitDNSAt waits until something answers DNS on ip:port inside the
+// namespace.
+func (n *netns) waitDNSAt(t *testing.T, ip, port string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		err := exec.Command("ip", "netns", "exec", n.name, "dig", "@127.0.0.1", "-p", port,
+		err := exec.Command("ip", "netns", "exec", n.name, "dig", "@"+ip, "-p", port,
 			"+time=1", "+tries=1", "+short", "ready.probe.", "TXT").Run()
 		if err == nil {
 			return

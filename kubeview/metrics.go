@@ -37,15 +37,15 @@ func newMetrics(v *View, reg prometheus.Registerer) *metrics {
 		synced func() bool
 		n      func() int
 	}{
-		{"namespaces", v.namespaces.synced.Load, v.namespaces.len},
-		{"services", v.services.synced.Load, v.services.len},
-		{"pods", v.pods.synced.Load, v.pods.len},
-		{"endpointslices", v.slices.synced.Load, v.slices.len},
+		{"namespaces", v.namespaces.isSynced, v.namespaces.len},
+		{"services", v.services.isSynced, v.services.len},
+		{"pods", v.pods.isSynced, v.pods.len},
+		{"endpointslices", v.slices.isSynced, v.slices.len},
 	}
 	for _, s := range stores {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "nodedns", Subsystem: "kube_view", Name: "synced",
-			Help:        "1 once the resource has been listed from the Kubernetes API (the view denies nothing before namespaces and services are).",
+			Help:        "1 while the resource is listed and watched from the Kubernetes API; 0 before the first list and from a failed list or watch until one works (the view denies nothing while namespaces or services are 0).",
 			ConstLabels: prometheus.Labels{"resource": s.name},
 		}, func() float64 {
 			if s.synced() {

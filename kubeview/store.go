@@ -25,8 +25,11 @@ type keyStore[T any] struct {
 
 	mu     sync.RWMutex
 	items  map[string]T
-	synced atomic.Bool
-	seen   func() // called on every event: the API server is talking
+	synced atomic.Bool // listed once
+	// current is false from a failed list or watch until the next one
+	// that works: the view may be missing what changed meanwhile.
+	current atomic.Bool
+	seen    func() // called on every event: the API server is talking
 }
 
 var _ cache.ReflectorStore = (*keyStore[struct{}])(nil)
@@ -126,6 +129,7 @@ func (s *keyStore[T]) Replace(list []any, _ string) error {
 	old := s.items
 	s.items = next
 	s.mu.Unlock()
+	s.current.Store(true)
 	first := !s.synced.Swap(true)
 	if s.changed == nil {
 		return nil
@@ -164,4 +168,7 @@ func keyOf(obj any) (string, error) {
 	return m.GetName(), nil
 }
 
-func (s *keyStore[T]) isSynced() bool { return s.synced.Load() }
+// isSynced reports whether the store has been listed and is watched now.
+func (s *keyStore[T]) isSynced() bool { return s.synced.Load() && s.current.Load() }
+
+func (s *keyStore[T]) setCurrent(c bool) { s.current.Store(c) }

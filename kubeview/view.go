@@ -192,9 +192,13 @@ func New(cfg Config) (*View, error) {
 
 func fqdn(s string) string { return strings.ToLower(strings.TrimSuffix(s, ".")) + "." }
 
-// Synced reports whether every Namespace and Service has been listed once:
-// until then the view denies nothing.
-func (v *View) Synced() bool { return v.namespaces.synced.Load() && v.services.synced.Load() }
+// Synced reports whether the view holds every Namespace and Service now:
+// both have been listed, and are being watched. Until the first list, and
+// from a failed list or watch (the API server away, or refusing for a
+// moment after a restart) until one works again, the view denies nothing:
+// a Service created meanwhile must not be denied, and the cluster DNS,
+// asked instead, says what it knows. The view's contents are kept.
+func (v *View) Synced() bool { return v.namespaces.isSynced() && v.services.isSynced() }
 
 // HasNamespace implements search.View.
 func (v *View) HasNamespace(name string) bool {
@@ -218,8 +222,11 @@ func (v *View) Pod(addr netip.Addr) (*search.PodDNS, bool) {
 // Run watches until ctx is done.
 func (v *View) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	run := func(name string, lw cache.ListerWatcher, expected runtime.Object, store cache.ReflectorStore) {
-		r := cache.NewReflectorWithOptions(v.watchErrors(name, lw), expected, store,
+	run := func(name string, lw cache.ListerWatcher, expected runtime.Object, store interface {
+		cache.ReflectorStore
+		setCurrent(bool)
+	}) {
+		r := cache.NewReflectorWithOptions(v.watchErrors(name, lw, store.setCurrent), expected, store,
 			cache.ReflectorOptions{Name: "nodedns-" + name})
 		wg.Go(func() { r.RunWithContext(ctx) })
 	}
@@ -276,10 +283,11 @@ func (v *View) touch() { v.contact.Store(time.Now().UnixNano()) }
 
 // watchErrors wraps a ListerWatcher to count and log its failures, and to
 // note the API server's answers.
-func (v *View) watchErrors(resource string, lw cache.ListerWatcher) cache.ListerWatcher {
+func (v *View) watchErrors(resource string, lw cache.ListerWatcher, current func(bool)) cache.ListerWatcher {
 	lwc := cache.ToListerWatcherWithContext(lw)
 	var lastLog atomic.Int64
 	fail := func(op string, err error) {
+		current(false)
 		v.m.apiErrors.WithLabelValues(resource).Inc()
 		msg := err.Error()
 		v.apiErr.Store(&msg)
@@ -307,6 +315,7 @@ func (v *View) watchErrors(resource string, lw cache.ListerWatcher) cache.Lister
 				return nil, err
 			}
 			v.touch()
+			current(true)
 			return w, nil
 		},
 	}

@@ -64,6 +64,16 @@ func TestViewExistence(t *testing.T) {
 	if !v.HasService("shop", "db") || v.HasService("shop", "web") {
 		t.Error("a Service added or deleted does not show")
 	}
+	// A failed watch (the API server away): the view keeps what it has
+	// but denies nothing until a watch works again.
+	v.services.setCurrent(false)
+	if v.Synced() || !v.HasService("shop", "db") {
+		t.Errorf("after a failed watch: synced %v, contents kept %v", v.Synced(), v.HasService("shop", "db"))
+	}
+	v.services.setCurrent(true)
+	if !v.Synced() {
+		t.Error("not synced once the watch works again")
+	}
 	var _ search.View = v
 }
 

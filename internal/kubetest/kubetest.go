@@ -71,8 +71,21 @@ type Cluster struct {
 
 	binDir string
 	dir    string
+	opts   Options
 	procs  []*process // in start order; stopped in reverse
 	once   sync.Once
+	// apiArgs start the API server again after StopAPIServer.
+	apiArgs []string
+	token   string
+}
+
+// Options place the control plane in a network namespace the test made:
+// there nodedns, started in the same namespace, reaches it on Addr or on
+// the namespace's own loopback, while the test reaches it on Addr (the
+// namespace's end of a veth pair).
+type Options struct {
+	Netns string // "" for the test's own namespace
+	Addr  string // the address etcd and the API server listen on; default 127.0.0.1
 }
 
 // BinDir returns the directory the binaries are looked for in: $BinEnv if
@@ -119,11 +132,14 @@ func requireBinaries(t testing.TB) string {
 
 // Start starts a control plane for t and stops it when t ends. It skips t
 // when the binaries are missing (fails in CI).
-func Start(t testing.TB) *Cluster {
+func Start(t testing.TB) *Cluster { t.Helper(); return StartWith(t, Options{}) }
+
+// StartWith is Start with the control plane placed by opts.
+func StartWith(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	bin := requireBinaries(t)
 	dir := t.TempDir()
-	c, err := start(bin, dir)
+	c, err := start(bin, dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +169,7 @@ func Shared(t testing.TB) *Cluster {
 	if shared.c == nil && shared.err == nil {
 		shared.dir, shared.err = os.MkdirTemp("", "kubetest-")
 		if shared.err == nil {
-			shared.c, shared.err = start(bin, shared.dir)
+			shared.c, shared.err = start(bin, shared.dir, Options{})
 		}
 		if shared.c != nil {
 			t.Logf("kubetest: shared etcd %s and kube-apiserver %s ready in %v at %s", EtcdVersion, KubeVersion, shared.c.StartTime.Round(time.Millisecond), shared.c.Server)
@@ -190,9 +206,12 @@ func Main(m *testing.M) {
 
 // start runs etcd and kube-apiserver from bin with their state in dir, and
 // waits until the API server is ready.
-func start(bin, dir string) (c *Cluster, err error) {
+func start(bin, dir string, opts Options) (c *Cluster, err error) {
 	begin := time.Now()
-	c = &Cluster{binDir: bin, dir: dir}
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1"
+	}
+	c = &Cluster{binDir: bin, dir: dir, opts: opts}
 	defer func() {
 		if err != nil {
 			c.Stop()
@@ -201,12 +220,14 @@ func start(bin, dir string) (c *Cluster, err error) {
 
 	// etcd. It has no port-0 option; a port taken between freePort and
 	// its bind fails the start with a clear log.
-	ports, err := freePorts(3)
-	if err != nil {
-		return nil, err
+	ports := []int{2379, 2380, 6443} // a namespace of the test's own has them free
+	if opts.Netns == "" {
+		if ports, err = freePorts(3); err != nil {
+			return nil, err
+		}
 	}
-	etcdURL := "http://127.0.0.1:" + strconv.Itoa(ports[0])
-	peerURL := "http://127.0.0.1:" + strconv.Itoa(ports[1])
+	etcdURL := "http://" + net.JoinHostPort(opts.Addr, strconv.Itoa(ports[0]))
+	peerURL := "http://" + net.JoinHostPort(opts.Addr, strconv.Itoa(ports[1]))
 	etcd, err := c.run("etcd",
 		"--name=kubetest",
 		"--data-dir="+filepath.Join(dir, "etcd"),
@@ -243,11 +264,12 @@ func start(bin, dir string) (c *Cluster, err error) {
 		return nil, err
 	}
 	port := ports[2]
-	c.Server = "https://127.0.0.1:" + strconv.Itoa(port)
-	api, err := c.run("kube-apiserver",
-		"--etcd-servers="+etcdURL,
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
+	c.Server = "https://" + net.JoinHostPort(opts.Addr, strconv.Itoa(port))
+	c.token = token
+	c.apiArgs = []string{
+		"--etcd-servers=" + etcdURL,
+		"--bind-address=" + opts.Addr,
+		"--advertise-address=" + opts.Addr,
 		"--secure-port="+strconv.Itoa(port),
 		"--cert-dir="+certDir, // a self-signed serving certificate
 		"--token-auth-file="+tokens,
@@ -262,12 +284,9 @@ func start(bin, dir string) (c *Cluster, err error) {
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
 		"--profiling=false",
-	)
-	if err != nil {
-		return nil, err
 	}
-	if err := waitHTTP(c.Server+"/readyz", &token, ReadyTimeout, api); err != nil {
-		return nil, fmt.Errorf("kubetest: kube-apiserver: %w", err)
+	if err := c.StartAPIServer(); err != nil {
+		return nil, err
 	}
 
 	c.Config = &rest.Config{
@@ -288,6 +307,28 @@ func start(bin, dir string) (c *Cluster, err error) {
 	}
 	c.StartTime = time.Since(begin)
 	return c, nil
+}
+
+// StopAPIServer stops the API server (an outage), leaving etcd running.
+func (c *Cluster) StopAPIServer() {
+	for _, p := range c.procs {
+		if p.name == "kube-apiserver" {
+			p.stop()
+		}
+	}
+}
+
+// StartAPIServer starts the API server (again, after StopAPIServer) and
+// waits until it is ready.
+func (c *Cluster) StartAPIServer() error {
+	api, err := c.run("kube-apiserver", c.apiArgs...)
+	if err != nil {
+		return err
+	}
+	if err := waitHTTP(c.Server+"/readyz", &c.token, ReadyTimeout, api); err != nil {
+		return fmt.Errorf("kubetest: kube-apiserver: %w", err)
+	}
+	return nil
 }
 
 // kubeconfig returns a kubeconfig for server and token.
@@ -368,6 +409,9 @@ func (c *Cluster) run(name string, args ...string) (*process, error) {
 	}
 	defer f.Close() // the child has its own descriptor
 	cmd := exec.Command(filepath.Join(c.binDir, name), args...)
+	if c.opts.Netns != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", c.opts.Netns, filepath.Join(c.binDir, name)}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Dir = c.dir
 	for _, kv := range os.Environ() {

@@ -140,15 +140,21 @@ func (c *Cluster) EndpointSlice(t testing.TB, ns, service string, endpoints []di
 // It returns the pod as stored.
 func (c *Cluster) Pod(t testing.TB, ns, name string, ips ...string) *corev1.Pod {
 	t.Helper()
+	return c.PodWith(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}, ips...)
+}
+
+// PodWith is Pod for a pod whose spec the test sets (node name, DNS
+// policy, dnsConfig...); a container is added when it has none.
+func (c *Cluster) PodWith(t testing.TB, pod *corev1.Pod, ips ...string) *corev1.Pod {
+	t.Helper()
 	ctx, cancel := ctx()
 	defer cancel()
+	ns, name := pod.Namespace, pod.Name
 	pods := c.Client.CoreV1().Pods(ns)
-	pod, err := pods.Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: corev1.PodSpec{
-			Containers: []corev1.Container{{Name: "main", Image: "registry.invalid/kubetest:never-pulled"}},
-		},
-	}, metav1.CreateOptions{})
+	if len(pod.Spec.Containers) == 0 {
+		pod.Spec.Containers = []corev1.Container{{Name: "main", Image: "registry.invalid/kubetest:never-pulled"}}
+	}
+	pod, err := pods.Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("kubetest: creating pod %s/%s: %v", ns, name, err)
 	}
