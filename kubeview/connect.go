@@ -3,8 +3,8 @@ package kubeview
 import (
 	"fmt"
 
-	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"

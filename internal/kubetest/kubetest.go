@@ -270,13 +270,13 @@ func start(bin, dir string, opts Options) (c *Cluster, err error) {
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=" + opts.Addr,
 		"--advertise-address=" + opts.Addr,
-		"--secure-port="+strconv.Itoa(port),
-		"--cert-dir="+certDir, // a self-signed serving certificate
-		"--token-auth-file="+tokens,
+		"--secure-port=" + strconv.Itoa(port),
+		"--cert-dir=" + certDir, // a self-signed serving certificate
+		"--token-auth-file=" + tokens,
 		"--authorization-mode=RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+saKey,
-		"--service-account-signing-key-file="+saKey,
+		"--service-account-key-file=" + saKey,
+		"--service-account-signing-key-file=" + saKey,
 		"--service-cluster-ip-range=10.96.0.0/16",
 		// Without a kubelet or kube-proxy, the kubernetes Service's
 		// endpoints would point at 127.0.0.1, which EndpointSlice
