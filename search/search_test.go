@@ -330,3 +330,29 @@ func TestPodWalk(t *testing.T) {
 		t.Error("a pod without a search list walks")
 	}
 }
+
+// The stage's cost per query on the miss path: a cluster name's verdict,
+// by the shape rules alone and with a view.
+func BenchmarkCheck(b *testing.B) {
+	r := New([]string{"cluster.local"}, nil)
+	v := &fakeView{synced: true, ns: map[string]bool{"shop": true}, services: map[string]bool{"shop/web": true}}
+	for _, name := range []string{
+		"web.shop.svc.cluster.local.",             // may exist: forwarded
+		"api.example.com.shop.svc.cluster.local.", // an ndots expansion: denied by shape
+		"api.example.com.svc.cluster.local.",      // denied by the view
+		"api.example.com.",                        // not a cluster name
+	} {
+		b.Run("rules/"+name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				r.Check(name)
+			}
+		})
+		b.Run("view/"+name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				r.CheckView(name, v)
+			}
+		})
+	}
+}

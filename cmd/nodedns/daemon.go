@@ -63,7 +63,10 @@ func run(ctx context.Context, args []string) error {
 	upCtx, stopUpstreams := context.WithCancel(context.Background())
 	defer stopUpstreams()
 	loopToken := upstream.NewLoopToken()
-	router, err := buildRouter(upCtx, cfg, loopToken, upMetrics, log)
+	// Its probes start once the server serves: a loop probe sent before
+	// would find nobody to come back to, and the loop would go unseen until
+	// the next check, minutes later.
+	router, err := newRouter(cfg, loopToken, upMetrics, log)
 	if err != nil {
 		return &usageError{err}
 	}
@@ -85,6 +88,7 @@ func run(ctx context.Context, args []string) error {
 	if err := srv.Start(); err != nil {
 		return err
 	}
+	startRouter(upCtx, router)
 
 	var draining atomic.Bool
 	var httpSrv *http.Server
@@ -258,6 +262,23 @@ func (f *forwarder) IsLoopProbe(qname string) bool {
 
 // buildRouter builds and starts the upstream groups of cfg.
 func buildRouter(ctx context.Context, cfg config.Config, loopToken string, m *upstream.Metrics, log *zap.Logger) (*upstream.Router, error) {
+	r, err := newRouter(cfg, loopToken, m, log)
+	if err != nil {
+		return nil, err
+	}
+	startRouter(ctx, r)
+	return r, nil
+}
+
+// startRouter starts the health probes and loop checks of r's groups.
+func startRouter(ctx context.Context, r *upstream.Router) {
+	for _, g := range r.Groups() {
+		g.Start(ctx)
+	}
+}
+
+// newRouter builds the upstream groups of cfg, not started.
+func newRouter(cfg config.Config, loopToken string, m *upstream.Metrics, log *zap.Logger) (*upstream.Router, error) {
 	var groups []*upstream.Group
 	closeAll := func() {
 		for _, g := range groups {
@@ -280,9 +301,6 @@ func buildRouter(ctx context.Context, cfg config.Config, loopToken string, m *up
 	if err != nil {
 		closeAll()
 		return nil, err
-	}
-	for _, g := range groups {
-		g.Start(ctx)
 	}
 	return r, nil
 }
