@@ -18,7 +18,7 @@ FUZZTIME    ?= 100000x
 # Fuzz targets, as package:Target. go test -fuzz runs one target at a time.
 FUZZ_TARGETS := ./dnswire:FuzzParseQuery ./dnswire:FuzzTTLOffsets ./resolver:FuzzRequestPath \
                 ./upstream:FuzzParseAddr ./upstream:FuzzCheckReply ./bench:FuzzParseQueryFile \
-                ./search:FuzzClassify
+                ./search:FuzzClassify ./cache:FuzzLoadSnapshot
 
 .PHONY: help build run test vet staticcheck vulncheck unit memory conformance soak soak-short fuzz bench bench-go bench-suite bench-storm clean tools
 

@@ -37,10 +37,11 @@ type Config struct {
 // Cache maps a question (see dnswire.AppendKey) to a stored reply. It is
 // safe for concurrent use.
 type Cache struct {
-	store   *Sharded[*Entry]
-	seed    maphash.Seed
-	policy  atomic.Pointer[Policy] // swapped by SetPolicy on a config reload
-	metrics *metrics
+	store    *Sharded[*Entry]
+	maxBytes int64
+	seed     maphash.Seed
+	policy   atomic.Pointer[Policy] // swapped by SetPolicy on a config reload
+	metrics  *metrics
 }
 
 // New returns an empty cache and registers its metrics with reg.
@@ -67,8 +68,9 @@ func New(cfg Config, reg prometheus.Registerer) (*Cache, error) {
 		cfg.MaxEntries = cfg.Shards
 	}
 	c := &Cache{
-		store: NewSharded[*Entry](cfg.Shards, cfg.MaxBytes, cfg.MaxEntries),
-		seed:  maphash.MakeSeed(),
+		store:    NewSharded[*Entry](cfg.Shards, cfg.MaxBytes, cfg.MaxEntries),
+		maxBytes: cfg.MaxBytes,
+		seed:     maphash.MakeSeed(),
 	}
 	c.policy.Store(&cfg.Policy)
 	c.metrics = newMetrics(reg, c)

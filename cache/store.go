@@ -155,3 +155,24 @@ func (s *Sharded[V]) RemoveIf(drop func(V) bool) int {
 	}
 	return n
 }
+
+// each calls f for every stored value, least recently used first within
+// each shard, without marking any as used. A shard's lock is held while
+// its values are collected, not while f runs.
+func (s *Sharded[V]) each(f func(V)) {
+	var vs []V
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		vs = vs[:0]
+		for _, h := range sh.lru.Keys() {
+			if v, ok := sh.lru.Peek(h); ok {
+				vs = append(vs, v)
+			}
+		}
+		sh.mu.Unlock()
+		for _, v := range vs {
+			f(v)
+		}
+	}
+}
