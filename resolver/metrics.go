@@ -72,6 +72,7 @@ type metrics struct {
 	// searchAnswered is indexed by search.Rule.
 	searchAnswered []prometheus.Counter
 	autopath       [numWalkResults]prometheus.Counter
+	handOvers      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -111,6 +112,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nodedns_inflight_misses", Help: "Resolutions in flight to the upstreams (slots in use).",
+		}),
+		handOvers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nodedns_handovers_total", Help: "Stops that handed the listen addresses over to a new process serving them, after answering every query queued here.",
 		}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nodedns_panics_total", Help: "Queries whose handling panicked; each was answered SERVFAIL.",
@@ -155,7 +159,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(searched)
 		reg.MustRegister(m.requests, dur, m.dropped, shed, stale, m.coalesced, m.queued, m.prefetches, m.prefetchSkipped,
-			m.tcpConns, m.tcpRejected, m.tcpIdleClosed, m.inflight, m.panics)
+			m.tcpConns, m.tcpRejected, m.tcpIdleClosed, m.inflight, m.panics, m.handOvers)
 	}
 	return m
 }

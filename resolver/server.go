@@ -86,6 +86,10 @@ type Config struct {
 	// last tenth of its TTL refreshes it in the background; 0 disables
 	// prefetching.
 	PrefetchMinHits uint32
+	// HandOverWait is how long Shutdown waits for another process to serve
+	// the listen addresses before it stops without handing them over; 0
+	// hands over only to a process already serving.
+	HandOverWait time.Duration
 }
 
 // Defaults returns the settings the resolver uses for whatever is not
@@ -311,8 +315,16 @@ func (s *Server) Ready() bool { return s.started.Load() && !s.closing.Load() }
 
 // Shutdown stops reading new queries, lets misses in flight finish and
 // answer until ctx is done, then closes every socket. It returns ctx's
-// error if misses were still running when it gave up.
+// error if misses were still running when it gave up. First, when another
+// process serves the same addresses (or does within HandOverWait), it hands
+// the addresses over to it and answers every query already queued on its
+// sockets: an upgrade loses no query.
 func (s *Server) Shutdown(ctx context.Context) error {
+	if s.closing.Load() {
+		return nil
+	}
+	// Still serving: a new process may be taking over (handover.go).
+	s.handOver(ctx)
 	if !s.closing.CompareAndSwap(false, true) {
 		return nil
 	}
