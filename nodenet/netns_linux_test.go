@@ -1,0 +1,381 @@
+package nodenet
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// The tests below run the package in a network namespace of their own:
+// the test's goroutine locks its thread and moves it into a new namespace
+// (the thread is never unlocked, so it ends with the test instead of
+// going back to the pool). Commands it runs (ip, iptables, nft) inherit
+// the namespace, which is how the tests read back what the package did.
+
+// enterNetns moves the test's thread into a fresh network namespace with
+// lo up. It skips without root, except under CI.
+func enterNetns(t *testing.T, commands ...string) netns.NsHandle {
+	t.Helper()
+	for _, c := range append([]string{"ip"}, commands...) {
+		if _, err := exec.LookPath(c); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("CI must run the node networking tests: %s is missing (make tools installs it)", c)
+			}
+			t.Skipf("needs %s", c)
+		}
+	}
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI must run the node networking tests as root")
+		}
+		t.Skip("needs root for network namespaces")
+	}
+	runtime.LockOSThread() // never unlocked: see above
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	lo, err := netlink.LinkByName("lo")
+	if err == nil {
+		err = netlink.LinkSetUp(lo)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+// sh runs a command in the test's namespace and returns its output.
+func sh(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+var (
+	dnsAddr   = netip.MustParseAddrPort("169.254.20.10:53")
+	svcAddr   = netip.MustParseAddrPort("10.96.0.10:53")
+	probeAddr = netip.MustParseAddrPort("169.254.20.10:9253")
+)
+
+func newSetup(t *testing.T, cfg Config) (*Setup, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	if cfg.Listen == nil {
+		cfg.Listen = []netip.AddrPort{dnsAddr, svcAddr}
+		cfg.Probes = []netip.AddrPort{probeAddr}
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s, reg
+}
+
+// dummySupported reports whether the kernel makes dummy links.
+func dummySupported() bool {
+	if exec.Command("ip", "link", "add", "nd-probe0", "type", "dummy").Run() != nil {
+		return false
+	}
+	_ = exec.Command("ip", "link", "del", "nd-probe0").Run()
+	return true
+}
+
+func TestInterface(t *testing.T) {
+	for _, tc := range []struct{ name, link string }{
+		{"dummy, or lo where the kernel has no dummy links", "nodedns0"},
+		{"lo chosen", "lo"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			enterNetns(t)
+			s, reg := newSetup(t, Config{Interface: true, InterfaceName: tc.link})
+			if err := s.EnsureInterface(); err != nil {
+				t.Fatal(err)
+			}
+			wantMode := "lo"
+			if tc.link != "lo" && dummySupported() {
+				wantMode = "dummy"
+			}
+			if s.InterfaceMode() != wantMode {
+				t.Fatalf("mode %q, want %q", s.InterfaceMode(), wantMode)
+			}
+			dev := map[string]string{"dummy": "nodedns0", "lo": "lo"}[wantMode]
+			t.Logf("interface mode %s (the kernel has dummy links: %v)", wantMode, dummySupported())
+			show := func() string { return sh(t, "ip", "addr", "show", "dev", dev) }
+			out := show()
+			for _, a := range []string{"169.254.20.10/32", "10.96.0.10/32"} {
+				if !strings.Contains(out, "inet "+a) {
+					t.Errorf("ip addr show dev %s:\n%s\nwant %s", dev, out, a)
+				}
+			}
+			if wantMode == "lo" && !strings.Contains(out, loLabel) {
+				t.Errorf("the addresses on lo carry no %s label:\n%s", loLabel, out)
+			}
+			// The address is local: a listener can bind it.
+			l, err := net.ListenPacket("udp", "169.254.20.10:0")
+			if err != nil {
+				t.Fatalf("binding the address: %v", err)
+			}
+			l.Close()
+			if got, _ := s.iface.ensure(); len(got) != 0 {
+				t.Errorf("a second ensure added %v; want nothing", got)
+			}
+
+			// Someone deletes an address (or the link): the check puts it back.
+			if wantMode == "dummy" {
+				sh(t, "ip", "link", "del", "nodedns0")
+			} else {
+				sh(t, "ip", "addr", "del", "169.254.20.10/32", "dev", "lo")
+			}
+			s.Check()
+			if !strings.Contains(show(), "inet 169.254.20.10/32") {
+				t.Errorf("not restored:\n%s", show())
+			}
+			if n := counter(t, reg, "nodedns_setup_restored_total", "address"); n < 1 {
+				t.Errorf("nodedns_setup_restored_total{what=address} = %v, want at least 1", n)
+			}
+			if g := testutil.ToFloat64(s.metrics.interfaceInPlace); g != 1 {
+				t.Errorf("nodedns_setup_interface_in_place = %v", g)
+			}
+
+			if err := s.Teardown(); err != nil {
+				t.Fatal(err)
+			}
+			out = sh(t, "ip", "addr")
+			if strings.Contains(out, "169.254.20.10") || strings.Contains(out, "nodedns0") {
+				t.Errorf("after teardown:\n%s", out)
+			}
+			if !strings.Contains(out, "127.0.0.1/8") {
+				t.Errorf("teardown took lo's own address:\n%s", out)
+			}
+			if err := s.Teardown(); err != nil {
+				t.Errorf("a second teardown: %v", err)
+			}
+		})
+	}
+}
+
+// A link of another type under the interface's name is not nodedns's: it
+// is neither used nor deleted.
+func TestInterfaceNameTaken(t *testing.T) {
+	enterNetns(t)
+	sh(t, "ip", "link", "add", "nodedns0", "type", "veth", "peer", "name", "nodedns1")
+	s, _ := newSetup(t, Config{Interface: true, InterfaceName: "nodedns0"})
+	if err := s.EnsureInterface(); err == nil || !strings.Contains(err.Error(), "veth") {
+		t.Errorf("err = %v, want one saying the link is a veth", err)
+	}
+}
+
+// backends are the ways the tests install rules: each iptables flavour
+// and native nftables, with the commands that read them back and flush
+// them.
+var backends = []struct {
+	name    string // the setting
+	want    string // the backend chosen
+	command string
+	list    []string   // read the rules back
+	flush   [][]string // what an operator's flush runs
+}{
+	{"iptables", flavourDefault, "iptables",
+		[]string{"iptables-save"}, [][]string{{"iptables", "-t", "raw", "-F"}, {"iptables", "-t", "filter", "-F"}}},
+	{"nftables", BackendNFTables, "nft",
+		[]string{"nft", "list", "ruleset"}, [][]string{{"nft", "flush", "ruleset"}}},
+}
+
+func TestRules(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			enterNetns(t, b.command)
+			s, reg := newSetup(t, Config{Rules: true, Backend: b.name})
+			if name, _ := s.Backend(); name != b.want {
+				t.Fatalf("backend %q, want %q", name, b.want)
+			}
+			start := time.Now()
+			if err := s.EnsureRules(); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: %d rules in %v", b.name, s.rules.count(), time.Since(start))
+			list := func() string { return sh(t, b.list[0], b.list[1:]...) }
+			out := list()
+			for _, r := range ruleSet([]netip.AddrPort{dnsAddr, svcAddr}, []netip.AddrPort{probeAddr}) {
+				if b.name == "nftables" && r.table == "filter" {
+					continue // see nftRules
+				}
+				if !strings.Contains(out, r.comment) {
+					t.Errorf("rule %q missing from:\n%s", r.comment, out)
+				}
+			}
+			if b.name == "nftables" {
+				for _, want := range []string{"table inet nodedns", "hook prerouting priority raw", "hook output priority raw",
+					"ip daddr 169.254.20.10 udp dport 53", "ip saddr 169.254.20.10 tcp sport 53", "ip daddr 169.254.20.10 tcp dport 9253", "notrack"} {
+					if !strings.Contains(out, want) {
+						t.Errorf("nft list ruleset has no %q:\n%s", want, out)
+					}
+				}
+			} else {
+				for _, want := range []string{"-A PREROUTING -d 169.254.20.10/32 -p udp -m udp --dport 53", "-j NOTRACK",
+					"-A INPUT -d 10.96.0.10/32 -p tcp -m tcp --dport 53", "-j ACCEPT", "-A OUTPUT -s 169.254.20.10/32 -p udp -m udp --sport 53"} {
+					if !strings.Contains(out, want) {
+						t.Errorf("iptables-save has no %q:\n%s", want, out)
+					}
+				}
+			}
+			if n, err := s.rules.ensure(); n != 0 || err != nil {
+				t.Errorf("a second ensure added %d (%v); want nothing", n, err)
+			}
+			if again := list(); again != out {
+				t.Errorf("a second ensure changed the rules:\n%s\nthen\n%s", out, again)
+			}
+
+			for _, f := range b.flush {
+				sh(t, f[0], f[1:]...)
+			}
+			s.Check()
+			if again := list(); !strings.Contains(again, "nodedns: no conntrack for DNS over udp to 169.254.20.10:53") {
+				t.Errorf("not restored after a flush:\n%s", again)
+			}
+			if n := counter(t, reg, "nodedns_setup_restored_total", "rules"); n != float64(s.rules.count()) {
+				t.Errorf("nodedns_setup_restored_total{what=rules} = %v, want %d", n, s.rules.count())
+			}
+
+			if err := s.Teardown(); err != nil {
+				t.Fatal(err)
+			}
+			if out := list(); strings.Contains(out, "nodedns") {
+				t.Errorf("after teardown:\n%s", out)
+			}
+			if err := s.Teardown(); err != nil {
+				t.Errorf("a second teardown: %v", err)
+			}
+		})
+	}
+}
+
+// TestRulesIPTablesFlavours runs the rules through iptables-legacy and
+// iptables-nft, chosen the way auto chooses them: by where the KUBE-*
+// chains are.
+func TestRulesIPTablesFlavours(t *testing.T) {
+	for _, flavour := range []string{flavourLegacy, flavourNFT} {
+		t.Run(flavour, func(t *testing.T) {
+			enterNetns(t, flavour, "nft")
+			// kubelet's canary, as a node with kube-proxy in iptables mode has.
+			sh(t, flavour, "-t", "mangle", "-N", "KUBE-KUBELET-CANARY")
+			sh(t, flavour, "-t", "nat", "-N", "KUBE-SERVICES")
+			s, _ := newSetup(t, Config{Rules: true, Backend: "auto"})
+			if name, why := s.Backend(); name != flavour {
+				t.Fatalf("auto chose %q (%s), want %q", name, why, flavour)
+			}
+			if err := s.EnsureRules(); err != nil {
+				t.Fatal(err)
+			}
+			out := sh(t, flavour, "-t", "raw", "-S")
+			if !strings.Contains(out, "nodedns: no conntrack for DNS over udp to 169.254.20.10:53") {
+				t.Errorf("%s -t raw -S:\n%s", flavour, out)
+			}
+			// The rules come first, before kube-proxy's jumps.
+			sh(t, flavour, "-t", "filter", "-N", "KUBE-FIREWALL")
+			sh(t, flavour, "-t", "filter", "-I", "INPUT", "1", "-j", "KUBE-FIREWALL")
+			sh(t, flavour, "-t", "filter", "-D", "INPUT", "-p", "udp", "-d", "169.254.20.10", "-m", "udp", "--dport", "53",
+				"-m", "comment", "--comment", "nodedns: accept untracked DNS over udp to 169.254.20.10:53", "-j", "ACCEPT")
+			s.Check()
+			var lines []string
+			for _, l := range strings.Split(sh(t, flavour, "-t", "filter", "-S", "INPUT"), "\n") {
+				if strings.HasPrefix(l, "-A") {
+					lines = append(lines, l)
+				}
+			}
+			if len(lines) < 2 || !strings.Contains(lines[0], "nodedns") {
+				t.Errorf("a restored rule is not first in INPUT:\n%s", strings.Join(lines, "\n"))
+			}
+			if err := s.Teardown(); err != nil {
+				t.Fatal(err)
+			}
+			if out := sh(t, flavour+"-save"); strings.Contains(out, "nodedns") {
+				t.Errorf("after teardown:\n%s", out)
+			}
+		})
+	}
+}
+
+func TestDetect(t *testing.T) {
+	enterNetns(t, "nft", flavourLegacy)
+	s, _ := newSetup(t, Config{Rules: true, Backend: "auto"})
+	if name, why := s.Backend(); name != BackendNFTables || !strings.Contains(why, "no kube-proxy") {
+		t.Errorf("an empty node: %s (%s), want nftables", name, why)
+	}
+	if legacyTablesExist() {
+		t.Error("detection created iptables-legacy tables: iptables-nft would warn about them from now on")
+	}
+	// kube-proxy in nftables mode, with leftover legacy chains of an
+	// earlier iptables mode.
+	sh(t, flavourLegacy, "-t", "nat", "-N", "KUBE-SERVICES")
+	s, _ = newSetup(t, Config{Rules: true, Backend: "auto"})
+	if name, why := s.Backend(); name != flavourLegacy {
+		t.Errorf("KUBE-* chains in iptables-legacy: %s (%s), want iptables-legacy", name, why)
+	}
+	sh(t, "nft", "add", "table", "ip", "kube-proxy")
+	s, _ = newSetup(t, Config{Rules: true, Backend: "auto"})
+	if name, why := s.Backend(); name != BackendNFTables || !strings.Contains(why, "nftables mode") {
+		t.Errorf("kube-proxy's nftables table: %s (%s), want nftables", name, why)
+	}
+}
+
+// TestRecheckLoop runs the periodic re-check: started from the test's
+// namespace, its goroutine follows it there (a thread of its own), and
+// restores a flushed set-up within the period.
+func TestRecheckLoop(t *testing.T) {
+	enterNetns(t, "nft")
+	const period = 300 * time.Millisecond
+	s, reg := newSetup(t, Config{Interface: true, InterfaceName: "lo", Rules: true, Backend: "nftables", Interval: period})
+	if err := s.EnsureInterface(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnsureRules(); err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	sh(t, "nft", "flush", "ruleset")
+	sh(t, "ip", "addr", "del", "169.254.20.10/32", "dev", "lo")
+	flushed := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*period)
+	defer cancel()
+	for {
+		if strings.Contains(sh(t, "nft", "list", "ruleset"), "nodedns") && strings.Contains(sh(t, "ip", "addr", "show", "dev", "lo"), "169.254.20.10") {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("not restored within %v", 10*period)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	took := time.Since(flushed)
+	t.Logf("restored %v after the flush (period %v)", took, period)
+	if took > period+250*time.Millisecond { // the period, and the check's own time
+		t.Errorf("restored after %v; want within the period %v", took, period)
+	}
+	for _, what := range []string{"rules", "address"} {
+		if counter(t, reg, "nodedns_setup_restored_total", what) == 0 {
+			t.Errorf("nodedns_setup_restored_total{what=%s} = 0", what)
+		}
+	}
+	if err := s.Teardown(); err != nil {
+		t.Fatal(err)
+	}
+}
