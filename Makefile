@@ -20,11 +20,12 @@ FUZZ_TARGETS := ./dnswire:FuzzParseQuery ./dnswire:FuzzTTLOffsets ./resolver:Fuz
                 ./upstream:FuzzParseAddr ./upstream:FuzzCheckReply ./bench:FuzzParseQueryFile \
                 ./search:FuzzClassify ./cache:FuzzLoadSnapshot
 
-.PHONY: help build run test vet staticcheck vulncheck unit memory conformance soak soak-short fuzz bench bench-go bench-suite bench-storm clean tools
+.PHONY: help build run deploy test vet staticcheck vulncheck unit memory conformance soak soak-short fuzz bench bench-go bench-suite bench-storm clean tools
 
 help:
 	@echo "make build        build bin/nodedns and bin/nodedns-bench"
 	@echo "make run          run nodedns on 127.0.0.1:5353 forwarding to /etc/resolv.conf's nameservers"
+	@echo "make deploy       regenerate deploy/nodedns.yaml from the kustomize base deploy/base"
 	@echo "make test         everything CI checks: vet, staticcheck, govulncheck, go test -race, memory bounds, conformance, a 1-minute soak, short fuzzing"
 	@echo "make conformance  nodedns vs Unbound (and CoreDNS) on a test zone served by Knot; summary in conformance/testdata/out/"
 	@echo "make soak         10 minutes of hits, misses, storms and upstream faults: memory and goroutines stay flat (SOAK=30m for longer)"
@@ -39,6 +40,11 @@ build:
 
 run: build
 	./$(BIN)/nodedns --log-format console
+
+# deploy/nodedns.yaml is deploy/base rendered as one file, as `kubectl
+# kustomize deploy/base` renders it; a test in ./deploy fails when they differ.
+deploy:
+	$(GO) run ./deploy/render -base deploy/base -o deploy/nodedns.yaml
 
 test: tools vet staticcheck vulncheck unit memory conformance soak-short fuzz
 
