@@ -37,6 +37,7 @@ type File struct {
 	Search         SearchFile   `json:"search,omitempty"`
 	Kube           KubeFile     `json:"kube,omitempty"`
 	Shutdown       ShutdownFile `json:"shutdown,omitempty"`
+	Setup          SetupFile    `json:"setup,omitempty"`
 	PprofListen    string       `json:"pprof_listen,omitempty"`
 	// MemoryLimitRatio is the share of the cgroup memory limit given to the
 	// Go runtime as its soft limit when GOMEMLIMIT is not set.
@@ -166,6 +167,15 @@ type Config struct {
 	Lameduck        time.Duration `key:"shutdown.lameduck" reload:"live"`
 	ShutdownTimeout time.Duration `key:"shutdown.timeout" reload:"live"`
 
+	// The node's networking (package nodenet); SkipTeardown is read at
+	// shutdown, so a reload changes it.
+	SetupInterface    bool          `key:"setup.interface"`
+	InterfaceName     string        `key:"setup.interface_name"`
+	SetupRules        bool          `key:"setup.rules"`
+	SetupRulesBackend string        `key:"setup.rules_backend"` // auto, iptables, nftables
+	SetupInterval     time.Duration `key:"setup.interval"`      // 0: no re-check
+	SkipTeardown      bool          `key:"setup.skip_teardown" reload:"live"`
+
 	// ConfigFile is the path given with --config, "" for none.
 	ConfigFile string `key:"-"`
 }
@@ -219,6 +229,11 @@ func Defaults() Config {
 		Kube:              "auto",
 		KubeDNSService:    "kube-system/kube-dns",
 		Autopath:          true,
+		InterfaceName:     "nodedns0",
+		SetupRulesBackend: "auto",
+		// NodeLocal DNSCache's node-cache checks every 60 s; while a rule
+		// set is flushed, every query costs a conntrack entry.
+		SetupInterval: 10 * time.Second,
 	}
 }
 
@@ -424,6 +439,9 @@ func apply(c *Config, f *File) error {
 	}
 	if len(f.Kube.NodeSearch) > 0 {
 		c.NodeSearch = f.Kube.NodeSearch
+	}
+	if err := applySetup(c, f.Setup); err != nil {
+		return err
 	}
 	for i, g := range f.Upstreams {
 		grp, err := group(g)

@@ -180,6 +180,18 @@ var flagDefs = []flagDef{
 			c.Autopath = b
 			return nil
 		}},
+	{name: "setup-interface", isBool: true, usage: "create the interface holding the listen addresses: a dummy link, or the addresses on lo where the kernel has none (default false)",
+		apply: boolFlag(func(c *Config) *bool { return &c.SetupInterface })},
+	{name: "interface-name", usage: "name of the dummy link --setup-interface creates; lo puts the addresses on lo (default nodedns0)",
+		apply: func(c *Config, v string) error { c.InterfaceName = v; return nil }},
+	{name: "setup-rules", isBool: true, usage: "install the rules that keep DNS to and from the listen addresses out of conntrack, as NodeLocal DNSCache does (default false)",
+		apply: boolFlag(func(c *Config) *bool { return &c.SetupRules })},
+	{name: "setup-rules-backend", usage: "auto, iptables or nftables: what the rules go through; auto follows kube-proxy (default auto)",
+		apply: func(c *Config, v string) error { c.SetupRulesBackend = v; return nil }},
+	{name: "setup-interval", usage: "how often the interface and the rules are checked and restored, 0 for never (default 10s)",
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.SetupInterval })},
+	{name: "skip-teardown", isBool: true, usage: "leave the interface and the rules in place at shutdown, for the process that takes over (default false)",
+		apply: boolFlag(func(c *Config) *bool { return &c.SkipTeardown })},
 	{name: "lameduck", usage: "on SIGTERM, report not ready and keep serving this long before stopping (default 0s)",
 		apply: durationFlag(func(c *Config) *time.Duration { return &c.Lameduck })},
 	{name: "shutdown-timeout", usage: "on SIGTERM, how long queries in flight may take to finish (default 5s)",

@@ -120,6 +120,9 @@ func validate(c *Config) error {
 			return fmt.Errorf("kube.node_search[%d]: %q is not a domain name", i, d)
 		}
 	}
+	if err := validateSetup(c); err != nil {
+		return err
+	}
 	if !anyRoot(c.Upstreams) {
 		return errors.New(`upstreams: no group serves "."`)
 	}
