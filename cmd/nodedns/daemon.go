@@ -85,9 +85,17 @@ func run(ctx context.Context, args []string) error {
 		return &usageError{err}
 	}
 	logMemoryBounds(log, cfg, goLimit)
-	if err := srv.Start(); err != nil {
+	// The interface before the listeners bind its addresses; the rules
+	// once they serve (nodenet.go).
+	nn, err := setupInterface(cfg, reg, log)
+	if err != nil {
 		return err
 	}
+	if err := srv.Start(); err != nil {
+		nn.stop(cfg.SkipTeardown)
+		return err
+	}
+	nn.setupRules()
 	startRouter(upCtx, router)
 
 	var draining atomic.Bool
@@ -147,6 +155,7 @@ func run(ctx context.Context, args []string) error {
 	stopUpstreams()
 	kube.wait()
 	closeRouter(current.Load())
+	nn.stop(cfg.SkipTeardown) // after the DNS server stopped
 	if shutdownErr != nil {
 		log.Warn("stopped with queries unanswered", zap.Error(shutdownErr))
 	} else {
