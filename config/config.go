@@ -54,6 +54,10 @@ type CacheFile struct {
 	NegativeTTL string `json:"negative_ttl,omitempty"`
 	ServFailTTL string `json:"servfail_ttl,omitempty"`
 	ServeStale  string `json:"serve_stale,omitempty"`
+	// Snapshot is the file the cache is saved to and loaded from across
+	// restarts and upgrades; SnapshotInterval saves it periodically too.
+	Snapshot         string `json:"snapshot,omitempty"`
+	SnapshotInterval string `json:"snapshot_interval,omitempty"`
 }
 
 // ServerFile is the `server` section.
@@ -108,8 +112,9 @@ type KubeFile struct {
 
 // ShutdownFile is the `shutdown` section.
 type ShutdownFile struct {
-	Lameduck string `json:"lameduck,omitempty"`
-	Timeout  string `json:"timeout,omitempty"`
+	Lameduck     string `json:"lameduck,omitempty"`
+	Timeout      string `json:"timeout,omitempty"`
+	HandoverWait string `json:"handover_wait,omitempty"`
 }
 
 // Config is the checked, typed result. Each field's key tag names it as
@@ -132,6 +137,10 @@ type Config struct {
 	CacheNegativeTTL time.Duration `key:"cache.negative_ttl" reload:"live"`
 	CacheServFailTTL time.Duration `key:"cache.servfail_ttl" reload:"live"`
 	CacheServeStale  time.Duration `key:"cache.serve_stale" reload:"live"`
+	// CacheSnapshot is "" for none; CacheSnapshotInterval 0 saves only at
+	// shutdown and when a new process asks.
+	CacheSnapshot         string        `key:"cache.snapshot"`
+	CacheSnapshotInterval time.Duration `key:"cache.snapshot_interval"`
 
 	UDPSockets           int           `key:"server.udp_sockets"` // 0: GOMAXPROCS
 	MaxUDPSize           int           `key:"server.max_udp_size"`
@@ -166,6 +175,10 @@ type Config struct {
 
 	Lameduck        time.Duration `key:"shutdown.lameduck" reload:"live"`
 	ShutdownTimeout time.Duration `key:"shutdown.timeout" reload:"live"`
+	// HandoverWait is how long a stopping nodedns waits for a new one to
+	// serve its addresses before it stops without handing them over; 0
+	// hands over only to one already serving.
+	HandoverWait time.Duration `key:"shutdown.handover_wait"`
 
 	// The node's networking (package nodenet); SkipTeardown is read at
 	// shutdown, so a reload changes it.
@@ -200,29 +213,30 @@ type Group struct {
 func Defaults() Config {
 	r := resolver.Defaults()
 	return Config{
-		Listen:               []string{"127.0.0.1:5353"},
-		HTTPListen:           "127.0.0.1:9253",
-		LogLevel:             "info",
-		LogFormat:            "json",
-		CacheSize:            32 << 20,
-		CacheMaxTTL:          time.Hour,
-		CacheNegativeTTL:     time.Minute,
-		CacheServFailTTL:     2 * time.Second,
-		CacheServeStale:      time.Hour,
-		MaxUDPSize:           int(r.MaxUDPSize),
-		TCPMaxConns:          r.TCPMaxConns,
-		TCPMaxConnsPerClient: r.TCPMaxConnsPerClient,
-		TCPIdleTimeout:       r.TCPIdleTimeout,
-		MaxInflight:          r.MaxInflight,
-		MaxQueueWait:         r.MaxQueueWait,
-		RequestTimeout:       r.RequestTimeout,
-		StaleAnswerTimeout:   r.StaleAnswerTimeout,
-		PrefetchMinHits:      int(r.PrefetchMinHits),
-		MaxWaiters:           r.MaxWaiters,
-		ShutdownTimeout:      5 * time.Second,
-		MemoryLimitRatio:     0.9,
-		SearchEnabled:        true,
-		ClusterDomains:       []string{"cluster.local"},
+		Listen:                []string{"127.0.0.1:5353"},
+		HTTPListen:            "127.0.0.1:9253",
+		LogLevel:              "info",
+		LogFormat:             "json",
+		CacheSize:             32 << 20,
+		CacheMaxTTL:           time.Hour,
+		CacheNegativeTTL:      time.Minute,
+		CacheServFailTTL:      2 * time.Second,
+		CacheServeStale:       time.Hour,
+		MaxUDPSize:            int(r.MaxUDPSize),
+		TCPMaxConns:           r.TCPMaxConns,
+		TCPMaxConnsPerClient:  r.TCPMaxConnsPerClient,
+		TCPIdleTimeout:        r.TCPIdleTimeout,
+		MaxInflight:           r.MaxInflight,
+		MaxQueueWait:          r.MaxQueueWait,
+		RequestTimeout:        r.RequestTimeout,
+		StaleAnswerTimeout:    r.StaleAnswerTimeout,
+		PrefetchMinHits:       int(r.PrefetchMinHits),
+		MaxWaiters:            r.MaxWaiters,
+		ShutdownTimeout:       5 * time.Second,
+		CacheSnapshotInterval: 5 * time.Minute,
+		MemoryLimitRatio:      0.9,
+		SearchEnabled:         true,
+		ClusterDomains:        []string{"cluster.local"},
 		// The TTL of CoreDNS's kubernetes plugin: a Service created a
 		// moment after a denial resolves within it.
 		SearchNegativeTTL: 5 * time.Second,
@@ -399,6 +413,8 @@ func apply(c *Config, f *File) error {
 		{"server.max_queue_wait", f.Server.MaxQueueWait, &c.MaxQueueWait},
 		{"shutdown.lameduck", f.Shutdown.Lameduck, &c.Lameduck},
 		{"shutdown.timeout", f.Shutdown.Timeout, &c.ShutdownTimeout},
+		{"shutdown.handover_wait", f.Shutdown.HandoverWait, &c.HandoverWait},
+		{"cache.snapshot_interval", f.Cache.SnapshotInterval, &c.CacheSnapshotInterval},
 		{"search.negative_ttl", f.Search.NegativeTTL, &c.SearchNegativeTTL},
 	} {
 		if d.s == "" {
@@ -416,6 +432,7 @@ func apply(c *Config, f *File) error {
 	setInt(&c.PrefetchMinHits, f.Server.PrefetchMinHits)
 	setInt(&c.MaxWaiters, f.Server.MaxWaiters)
 	setStr(&c.PprofListen, f.PprofListen)
+	setStr(&c.CacheSnapshot, f.Cache.Snapshot)
 	if f.Search.Enabled != nil {
 		c.SearchEnabled = *f.Search.Enabled
 	}

@@ -180,6 +180,12 @@ var flagDefs = []flagDef{
 			c.Autopath = b
 			return nil
 		}},
+	{name: "cache-snapshot", usage: "file the cache is saved to (at shutdown, periodically, and when a new process asks) and loaded from at start, so that restarts and upgrades keep it; empty for none (default empty)",
+		apply: func(c *Config, v string) error { c.CacheSnapshot = v; return nil }},
+	{name: "cache-snapshot-interval", usage: "also save the cache snapshot this often, 0 for only at shutdown and on request (default 5m)",
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.CacheSnapshotInterval })},
+	{name: "handover-wait", usage: "on SIGTERM, how long to wait for a new process to serve the listen addresses before stopping without handing them over (default 0s: hand over only to one already serving)",
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.HandoverWait })},
 	{name: "setup-interface", isBool: true, usage: "create the interface holding the listen addresses: a dummy link, or the addresses on lo where the kernel has none (default false)",
 		apply: boolFlag(func(c *Config) *bool { return &c.SetupInterface })},
 	{name: "interface-name", usage: "name of the dummy link --setup-interface creates; lo puts the addresses on lo (default nodedns0)",

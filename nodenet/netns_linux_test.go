@@ -379,3 +379,36 @@ func TestRecheckLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTwoSetupsShareTheRules: during an upgrade two processes, perhaps
+// with different settings, ensure the rules side by side. Each adds only
+// what it lacks and leaves the other's alone, so they never take turns
+// rewriting the rules.
+func TestTwoSetupsShareTheRules(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			enterNetns(t, b.command)
+			old, _ := newSetup(t, Config{Rules: true, Backend: b.name,
+				Listen: []netip.AddrPort{dnsAddr}, Probes: []netip.AddrPort{probeAddr}})
+			next, _ := newSetup(t, Config{Rules: true, Backend: b.name,
+				Listen: []netip.AddrPort{dnsAddr}, Probes: []netip.AddrPort{netip.MustParseAddrPort("169.254.20.10:9254")}})
+			if err := old.EnsureRules(); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := next.rules.ensure(); err != nil || n != 2 {
+				t.Errorf("the second set-up added %d rules (%v), want only its 2 probe rules", n, err)
+			}
+			for i, s := range []*Setup{old, next, old} {
+				if n, err := s.rules.ensure(); err != nil || n != 0 {
+					t.Errorf("ensure %d added %d rules (%v), want none", i, n, err)
+				}
+			}
+			out := sh(t, b.list[0], b.list[1:]...)
+			for _, c := range []string{"probes to 169.254.20.10:9253", "probes to 169.254.20.10:9254"} {
+				if !strings.Contains(out, c) {
+					t.Errorf("%q missing:\n%s", c, out)
+				}
+			}
+		})
+	}
+}

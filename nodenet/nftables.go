@@ -58,24 +58,26 @@ func (r *nftRules) conn() (*nftables.Conn, error) {
 	return nftables.New(nftables.WithNetNSFd(int(r.ns)))
 }
 
-// missing counts the rules (and chains, as their rules) that are not in
-// the table as they should be; -1 when something is there that should not
-// be (a rule without a comment of ours, a chain with another hook).
-func (r *nftRules) missing(c *nftables.Conn) (int, error) {
+// inspect reads the table: whether it and its base chains are there as
+// they should be (ok), and which of the set's rules each chain has, by
+// comment. Rules it does not know (another nodedns's with other addresses,
+// an operator's) are left alone.
+func (r *nftRules) inspect(c *nftables.Conn) (ok bool, present map[string]bool, err error) {
+	present = map[string]bool{} // chain name + " " + comment
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
-		return 0, fmt.Errorf("listing tables: %w", err)
+		return false, nil, fmt.Errorf("listing tables: %w", err)
 	}
 	found := false
 	for _, t := range tables {
 		found = found || t.Name == nftTableName
 	}
 	if !found {
-		return len(r.set), nil
+		return false, present, nil
 	}
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
-		return 0, fmt.Errorf("listing chains: %w", err)
+		return false, nil, fmt.Errorf("listing chains: %w", err)
 	}
 	have := map[string]*nftables.Chain{}
 	for _, ch := range chains {
@@ -83,62 +85,70 @@ func (r *nftRules) missing(c *nftables.Conn) (int, error) {
 			have[ch.Name] = ch
 		}
 	}
-	if len(have) != len(nftChains) {
-		return -1, nil
-	}
-	want := map[string]map[string]bool{} // chain → comments
-	for _, ru := range r.set {
-		name := nftChains[ru.chain].Name
-		if want[name] == nil {
-			want[name] = map[string]bool{}
-		}
-		want[name][ru.comment] = true
-	}
-	n := 0
+	ok = true
 	for _, spec := range nftChains {
 		ch := have[spec.Name]
-		if ch == nil || ch.Hooknum == nil || *ch.Hooknum != *spec.Hooknum || ch.Priority == nil || *ch.Priority != *spec.Priority {
-			return -1, nil
+		if ch == nil {
+			ok = false
+			continue
+		}
+		if ch.Hooknum == nil || *ch.Hooknum != *spec.Hooknum || ch.Priority == nil || *ch.Priority != *spec.Priority || ch.Type != spec.Type {
+			ok = false // not ours as it should be: rebuilt whole
+			continue
 		}
 		rules, err := c.GetRules(r.table, ch)
 		if err != nil {
-			return 0, fmt.Errorf("listing chain %s: %w", ch.Name, err)
+			return false, nil, fmt.Errorf("listing chain %s: %w", ch.Name, err)
 		}
-		seen := map[string]bool{}
 		for _, ru := range rules {
-			comment, _ := userdata.GetString(ru.UserData, userdata.TypeComment)
-			if !want[spec.Name][comment] || seen[comment] {
-				return -1, nil
+			if comment, found := userdata.GetString(ru.UserData, userdata.TypeComment); found {
+				present[ch.Name+" "+comment] = true
 			}
-			seen[comment] = true
 		}
-		n += len(want[spec.Name]) - len(seen)
 	}
-	return n, nil
+	return ok, present, nil
 }
 
-// ensure rebuilds the table in one transaction when anything in it is
-// missing or foreign: the kernel swaps the old table for the new one
-// atomically, so a packet sees one or the other, never half.
+// ensure adds the missing rules to the chains in one transaction. When
+// the table or a chain is missing or altered, it rebuilds the table
+// instead, also in one transaction: the kernel swaps the old table for the
+// new one atomically, so a packet sees one or the other, never half.
 func (r *nftRules) ensure() (int, error) {
 	c, err := r.conn()
 	if err != nil {
 		return 0, err
 	}
-	n, err := r.missing(c)
-	if err != nil || n == 0 {
+	ok, present, err := r.inspect(c)
+	if err != nil {
 		return 0, err
 	}
-	c.AddTable(r.table) // so that the delete below finds a table
-	c.DelTable(r.table)
-	c.AddTable(r.table)
-	chains := map[string]*nftables.Chain{}
-	for ipt, spec := range nftChains {
-		ch := *spec
-		ch.Table = r.table
-		chains[ipt] = c.AddChain(&ch)
-	}
+	var missing []rule
 	for _, ru := range r.set {
+		if !present[nftChains[ru.chain].Name+" "+ru.comment] {
+			missing = append(missing, ru)
+		}
+	}
+	if ok && len(missing) == 0 {
+		return 0, nil
+	}
+	chains := map[string]*nftables.Chain{}
+	add := r.set
+	if ok {
+		for ipt, spec := range nftChains {
+			chains[ipt] = &nftables.Chain{Name: spec.Name, Table: r.table}
+		}
+		add = missing
+	} else {
+		c.AddTable(r.table) // so that the delete below finds a table
+		c.DelTable(r.table)
+		c.AddTable(r.table)
+		for ipt, spec := range nftChains {
+			ch := *spec
+			ch.Table = r.table
+			chains[ipt] = c.AddChain(&ch)
+		}
+	}
+	for _, ru := range add {
 		c.AddRule(&nftables.Rule{
 			Table:    r.table,
 			Chain:    chains[ru.chain],
@@ -149,10 +159,7 @@ func (r *nftRules) ensure() (int, error) {
 	if err := c.Flush(); err != nil {
 		return 0, fmt.Errorf("writing table inet %s: %w", nftTableName, err)
 	}
-	if n < 0 {
-		n = len(r.set) // something foreign was replaced: count the rebuild as every rule
-	}
-	return n, nil
+	return len(missing), nil
 }
 
 // nftExprs is the rule as nftables expressions, what `nft` would make of

@@ -85,6 +85,21 @@ func run(ctx context.Context, args []string) error {
 		return &usageError{err}
 	}
 	logMemoryBounds(log, cfg, goLimit)
+	// An upgrade: another nodedns serves the addresses; this one takes its
+	// cache (snapshot.go) before serving, and it hands them over when it
+	// stops.
+	takingOver := resolver.PeersServe(cfg.Listen)
+	if takingOver {
+		log.Info("another process serves the listen addresses: taking over from it")
+	}
+	snap := newSnapshotter(cfg.CacheSnapshot, c, cfg.CacheSize, cfg.CacheSnapshotInterval, reg, log)
+	if snap != nil {
+		if takingOver {
+			snap.requestFresh()
+		}
+		snap.load()
+	}
+	loadedAt := time.Now()
 	// The interface before the listeners bind its addresses; the rules
 	// once they serve (nodenet.go).
 	nn, err := setupInterface(cfg, reg, log)
@@ -97,6 +112,14 @@ func run(ctx context.Context, args []string) error {
 	}
 	nn.setupRules()
 	startRouter(upCtx, router)
+	snapCtx, stopSnapshots := context.WithCancel(context.Background())
+	defer stopSnapshots()
+	if snap != nil {
+		go snap.serve(snapCtx)
+		if takingOver {
+			go snap.follow(snapCtx, loadedAt)
+		}
+	}
 
 	var draining atomic.Bool
 	var httpSrv *http.Server
@@ -146,7 +169,14 @@ func run(ctx context.Context, args []string) error {
 	if cfg.Lameduck > 0 {
 		time.Sleep(cfg.Lameduck) // keep answering while load balancers notice we are not ready
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	stopSnapshots()
+	if snap != nil {
+		// Before the hand-over: the new process merges it.
+		if err := snap.write(); err != nil {
+			log.Warn("cache snapshot not written", zap.Error(err))
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout+cfg.HandoverWait)
 	defer cancel()
 	shutdownErr := srv.Shutdown(sctx)
 	if httpSrv != nil {
@@ -232,6 +262,7 @@ func serverConfig(cfg config.Config) resolver.Config {
 		StaleAnswerTimeout: staleTimeout(cfg.StaleAnswerTimeout),
 		PrefetchMinHits:    uint32(cfg.PrefetchMinHits),
 		Search:             searchConfig(cfg),
+		HandOverWait:       cfg.HandoverWait,
 	}
 }
 
