@@ -298,3 +298,28 @@ func TestKubeSettings(t *testing.T) {
 		t.Errorf("flags: on %v, node %q, autopath %v, DNS service %q", c.KubeOn(), c.NodeName, c.Autopath, c.KubeDNSService)
 	}
 }
+
+// A group serving a cluster domain talks TCP over reused connections unless
+// told otherwise; other groups UDP.
+func TestClusterGroupsDefaultToTCP(t *testing.T) {
+	withResolvConf(t, "nameserver 192.0.2.53\n")
+	p := writeConfig(t, `
+upstreams:
+  - zones: [cluster.local, in-addr.arpa]
+    servers: ["10.96.0.10"]
+  - zones: [other.cluster]
+    servers: ["10.96.0.11"]
+    force_tcp: false
+  - zones: ["."]
+    servers: ["192.0.2.53"]
+`)
+	c, err := Parse([]string{"--config", p, "--cluster-domain", "cluster.local,other.cluster"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{true, false, false} {
+		if c.Upstreams[i].ForceTCP != want {
+			t.Errorf("group %v: force_tcp %v, want %v", c.Upstreams[i].Zones, c.Upstreams[i].ForceTCP, want)
+		}
+	}
+}

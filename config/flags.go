@@ -72,7 +72,7 @@ var flagDefs = []flagDef{
 			if err != nil {
 				return fmt.Errorf("%q is not a boolean", v)
 			}
-			forRootGroups(c, func(g *Group) { g.ForceTCP = b })
+			forRootGroups(c, func(g *Group) { g.ForceTCP, g.forceTCPSet = b, true })
 			return nil
 		}},
 	{name: "upstream-timeout", usage: "per-try timeout of the default zone's servers (default 1.5s)",

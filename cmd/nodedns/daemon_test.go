@@ -260,6 +260,7 @@ upstreams:
   - name: cluster
     zones: [cluster.local, in-addr.arpa]
     servers: ["%s", "%s"]
+    force_tcp: false # the test's upstreams serve UDP only
     timeout: 300ms
 `, dead.LocalAddr(), cluster.addr))
 	d := startDaemon(t, "--config", cfg, "--upstream", def.addr)
