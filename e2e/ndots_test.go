@@ -69,43 +69,15 @@ func TestNdotsExpansionsWithGlibcAndMusl(t *testing.T) {
 	coredns := buildCoreDNS(t)
 	nodedns := buildNodedns(t)
 	musl := buildMuslLookup(t)
-	dir := t.TempDir()
-	ext := `$ORIGIN test.
+	// Every name under test. exists: each lookup can be of a new one.
+	corefile := writeClusterDNS(t, `$ORIGIN test.
 @      3600 IN SOA ns.test. hostmaster.test. 1 7200 1800 86400 60
 *      300 IN A 192.0.2.20
 *      300 IN AAAA 2001:db8::20
-*.*    300 IN A 192.0.2.30
-*.*    300 IN AAAA 2001:db8::30
-*.*.*  300 IN A 192.0.2.40
-*.*.*  300 IN AAAA 2001:db8::40
-`
-	for name, content := range map[string]string{"cluster.local.db": clusterZone, "test.db": ext} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	corefile := fmt.Sprintf(`cluster.local:1053 {
-    bind 127.0.0.1
-    file %[1]s/cluster.local.db
-}
-test:1053 {
-    bind 127.0.0.1
-    file %[1]s/test.db
-}
-.:1053 {
-    bind 127.0.0.1
-    template ANY ANY {
-        rcode NXDOMAIN
-        authority ". 60 IN SOA a.root. nstld.root. 1 1800 900 604800 86400"
-    }
-}
-`, dir)
-	if err := os.WriteFile(filepath.Join(dir, "Corefile"), []byte(corefile), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`)
 	// What kubelet writes for a pod in namespace shop (ClusterFirst).
 	n := newNetns(t, "nameserver 127.0.0.1\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n")
-	n.start(t, "coredns", coredns, "-conf", filepath.Join(dir, "Corefile"))
+	n.start(t, "coredns", coredns, "-conf", corefile)
 	n.waitDNS(t, "1053")
 
 	// External names of 1, 2 and 3 dots, each below ndots:5 so that every

@@ -176,28 +176,13 @@ example      300 IN A 192.0.2.10
 www.example  300 IN CNAME example.test.
 `
 
-// metric reads one sample from nodedns's metrics inside the namespace.
-func metric(t *testing.T, n *netns, series string) float64 {
+// writeClusterDNS writes the configuration of a CoreDNS stand-in for a
+// cluster DNS on 127.0.0.1:1053: clusterZone, the zone "test." given, and
+// NXDOMAIN for everything else. It returns the Corefile's path.
+func writeClusterDNS(t *testing.T, testZone string) string {
 	t.Helper()
-	out := n.exec(t, "curl", "-s", "http://127.0.0.1:9253/metrics")
-	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` ([0-9.e+]+)$`)
-	m := re.FindStringSubmatch(out)
-	if m == nil {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(m[1], 64)
-	return v
-}
-
-// TestGlibcThroughNodednsToCoreDNS runs the whole chain a pod sees: glibc's
-// resolver with the Kubernetes search list and ndots:5, nodedns on port 53,
-// and CoreDNS serving the cluster zone and an external zone.
-func TestGlibcThroughNodednsToCoreDNS(t *testing.T) {
-	requireRoot(t)
-	coredns := buildCoreDNS(t)
-	nodedns := buildNodedns(t)
 	dir := t.TempDir()
-	for name, content := range map[string]string{"cluster.local.db": clusterZone, "test.db": externalZone} {
+	for name, content := range map[string]string{"cluster.local.db": clusterZone, "test.db": testZone} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -218,11 +203,36 @@ test:1053 {
     }
 }
 `, dir)
-	if err := os.WriteFile(filepath.Join(dir, "Corefile"), []byte(corefile), 0o644); err != nil {
+	path := filepath.Join(dir, "Corefile")
+	if err := os.WriteFile(path, []byte(corefile), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return path
+}
+
+// metric reads one sample from nodedns's metrics inside the namespace.
+func metric(t *testing.T, n *netns, series string) float64 {
+	t.Helper()
+	out := n.exec(t, "curl", "-s", "http://127.0.0.1:9253/metrics")
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` ([0-9.e+]+)$`)
+	m := re.FindStringSubmatch(out)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+// TestGlibcThroughNodednsToCoreDNS runs the whole chain a pod sees: glibc's
+// resolver with the Kubernetes search list and ndots:5, nodedns on port 53,
+// and CoreDNS serving the cluster zone and an external zone.
+func TestGlibcThroughNodednsToCoreDNS(t *testing.T) {
+	requireRoot(t)
+	coredns := buildCoreDNS(t)
+	nodedns := buildNodedns(t)
+	corefile := writeClusterDNS(t, externalZone)
 	n := newNetns(t, "nameserver 127.0.0.1\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 attempts:1 timeout:2\n")
-	n.start(t, "coredns", coredns, "-conf", filepath.Join(dir, "Corefile"))
+	n.start(t, "coredns", coredns, "-conf", corefile)
 	n.waitDNS(t, "1053")
 	n.start(t, "nodedns", nodedns, "--listen", "127.0.0.1:53", "--http-listen", "127.0.0.1:9253",
 		"--upstream", "127.0.0.1:1053", "--log-level", "warn")
