@@ -20,7 +20,7 @@ FUZZ_TARGETS := ./dnswire:FuzzParseQuery ./dnswire:FuzzTTLOffsets ./resolver:Fuz
                 ./upstream:FuzzParseAddr ./upstream:FuzzCheckReply ./bench:FuzzParseQueryFile \
                 ./search:FuzzClassify ./cache:FuzzLoadSnapshot
 
-.PHONY: help build run deploy test vet staticcheck vulncheck unit memory conformance soak soak-short fuzz bench bench-go bench-suite bench-storm clean tools
+.PHONY: help build run deploy test vet staticcheck vulncheck unit memory conformance soak soak-short fuzz bench bench-go bench-suite bench-storm bench-upgrade clean tools
 
 help:
 	@echo "make build        build bin/nodedns and bin/nodedns-bench"
@@ -114,6 +114,12 @@ bench-suite: build
 
 bench-storm: build
 	./$(BIN)/nodedns-bench suite --no-build --scenarios storm-delay,storm-drop,storm-shared,fair $(SUITE_FLAGS)
+
+# The hand-over under nodedns-bench's open loop at 20k queries/s: an old
+# and a new nodedns on core 0, the load on core 1 (cmd/nodedns
+# TestUpgradeBench). Run it alone: it measures lost queries.
+bench-upgrade:
+	NODEDNS_UPGRADE_BENCH=1 $(GO) test -count=1 -run '^TestUpgradeBench$$' -v ./cmd/nodedns
 
 clean:
 	rm -rf $(BIN)
