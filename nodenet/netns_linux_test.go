@@ -412,3 +412,43 @@ func TestTwoSetupsShareTheRules(t *testing.T) {
 		})
 	}
 }
+
+// TestIPv6 sets up an IPv6 listen address: on the interface (no duplicate
+// address detection, so it binds at once) and in the rules of each
+// backend (ip6tables; the inet table's IPv6 matches).
+func TestIPv6(t *testing.T) {
+	v6 := netip.MustParseAddrPort("[fd00:10::a]:53")
+	for _, b := range []struct{ backend, command, list, want string }{
+		{"iptables", "ip6tables", "ip6tables-save", "-A PREROUTING -d fd00:10::a/128 -p udp -m udp --dport 53"},
+		{"nftables", "nft", "nft", "ip6 daddr fd00:10::a udp dport 53"},
+	} {
+		t.Run(b.backend, func(t *testing.T) {
+			enterNetns(t, b.command)
+			s, _ := newSetup(t, Config{Listen: []netip.AddrPort{v6}, Interface: true, InterfaceName: "nodedns0", Rules: true, Backend: b.backend})
+			if err := s.EnsureInterface(); err != nil {
+				t.Fatal(err)
+			}
+			l, err := net.ListenPacket("udp", v6.String())
+			if err != nil {
+				t.Fatalf("binding %s right after the set-up: %v", v6, err)
+			}
+			l.Close()
+			if err := s.EnsureRules(); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{}
+			if b.list == "nft" {
+				args = []string{"list", "ruleset"}
+			}
+			if out := sh(t, b.list, args...); !strings.Contains(out, b.want) {
+				t.Errorf("%s has no %q:\n%s", b.list, b.want, out)
+			}
+			if err := s.Teardown(); err != nil {
+				t.Fatal(err)
+			}
+			if out := sh(t, "ip", "-6", "addr"); strings.Contains(out, "fd00:10::a") {
+				t.Errorf("after teardown:\n%s", out)
+			}
+		})
+	}
+}
