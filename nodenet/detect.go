@@ -107,6 +107,11 @@ func choose(backend string, s signals) (flavour, reason string, err error) {
 			return BackendNFTables, "kube-proxy runs in nftables mode (a kube-proxy table exists)", nil
 		case s.legacyKube+s.nftKube > 0 && f != "":
 			return f, "kube-proxy runs in iptables mode: " + why, nil
+		case s.legacyKube+s.nftKube > 0 && s.nft:
+			// An image without iptables programs: NOTRACK in nftables works
+			// beside iptables rules (both hook the same packets), only the
+			// ACCEPTs are not installed.
+			return BackendNFTables, "kube-proxy runs in iptables mode but no iptables command is here; nftables (NOTRACK only)", nil
 		case s.nft:
 			return BackendNFTables, "no kube-proxy rules on the node; the kernel has nf_tables", nil
 		case f != "":

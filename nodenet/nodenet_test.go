@@ -20,6 +20,7 @@ func TestChoose(t *testing.T) {
 		{"kube-proxy through iptables-legacy", "auto", signals{nft: true, legacyKube: 40, nftKube: 2, commands: all}, "iptables-legacy", "iptables-legacy (40"},
 		{"kube-proxy through iptables-nft", "auto", signals{nft: true, legacyKube: 2, nftKube: 40, commands: all}, "iptables-nft", "iptables-nft (40"},
 		{"legacy chains but no legacy command", "auto", signals{nft: true, legacyKube: 40, commands: map[string]bool{flavourDefault: true}}, "iptables", "node's iptables command"},
+		{"kube-proxy's chains, no iptables command", "auto", signals{nft: true, nftKube: 40, commands: map[string]bool{}}, "nftables", "no iptables command"},
 		{"no kube-proxy: native nftables", "auto", signals{nft: true, commands: all}, "nftables", "no kube-proxy rules"},
 		{"no kube-proxy, no nf_tables", "auto", signals{commands: all}, "iptables", "no nf_tables"},
 		{"forced iptables, nothing tells", "iptables", signals{nft: true, kubeProxyNFT: true, commands: all}, "iptables", "configuration"},
