@@ -216,8 +216,8 @@ func TestNodeNetworking(t *testing.T) {
 			case "nftables":
 				b.node.exec(t, "nft", "flush", "ruleset")
 			default:
-				b.node.exec(t, "iptables", "-t", "raw", "-F")
-				b.node.exec(t, "iptables", "-t", "filter", "-F")
+				b.node.exec(t, "iptables", "-w", "5", "-t", "raw", "-F")
+				b.node.exec(t, "iptables", "-w", "5", "-t", "filter", "-F")
 			}
 			if link == "lo" {
 				run(t, "ip", "-n", b.node.name, "addr", "del", "169.254.20.10/32", "dev", "lo")
@@ -306,8 +306,8 @@ func TestNodeNetworking(t *testing.T) {
 	// go there.
 	t.Run("auto follows kube-proxy's iptables-legacy", func(t *testing.T) {
 		b := newNodeBed(t, coredns, nodedns)
-		b.node.exec(t, "iptables-legacy", "-t", "nat", "-N", "KUBE-SERVICES")
-		b.node.exec(t, "iptables-legacy", "-t", "mangle", "-N", "KUBE-KUBELET-CANARY")
+		b.node.exec(t, "iptables-legacy", "-w", "5", "-t", "nat", "-N", "KUBE-SERVICES")
+		b.node.exec(t, "iptables-legacy", "-w", "5", "-t", "mangle", "-N", "KUBE-KUBELET-CANARY")
 		p := b.startNodedns(t, "--setup-rules-backend", "auto")
 		waitUntil(t, 10*time.Second, "set-up in place", func() bool { return b.inPlace(t, "iptables-legacy") })
 		b.node.waitDNSAt(t, "169.254.20.10", "53")

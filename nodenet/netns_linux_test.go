@@ -60,6 +60,11 @@ func enterNetns(t *testing.T, commands ...string) netns.NsHandle {
 // sh runs a command in the test's namespace and returns its output.
 func sh(t *testing.T, name string, args ...string) string {
 	t.Helper()
+	if strings.HasPrefix(name, "ip") && strings.Contains(name, "tables") && !strings.HasSuffix(name, "-save") {
+		// The xtables lock is one for the machine: tests in other
+		// namespaces (and packages) may hold it for a moment.
+		args = append([]string{"-w", "5"}, args...)
+	}
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
