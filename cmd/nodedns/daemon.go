@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/sys/unix"
 
 	"github.com/nodedns/nodedns/cache"
 	"github.com/nodedns/nodedns/config"
@@ -178,10 +179,13 @@ func run(ctx context.Context, args []string) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout+cfg.HandoverWait)
 	defer cancel()
-	shutdownErr := srv.Shutdown(sctx)
 	if httpSrv != nil {
+		// The HTTP port is shared with a new process during an upgrade
+		// (SO_REUSEPORT, as the DNS ports): from here kubelet's probes of
+		// either pod reach the new one.
 		_ = httpSrv.Shutdown(sctx)
 	}
+	shutdownErr := srv.Shutdown(sctx)
 	stopUpstreams()
 	kube.wait()
 	closeRouter(current.Load())
@@ -445,7 +449,11 @@ func startHTTP(addr string, reg *prometheus.Registry, ready func() error, detail
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	l, err := net.Listen("tcp", addr)
+	// SO_REUSEPORT: during an upgrade the new process binds the same port
+	// (the DaemonSet's pods share the node's network) before the old one
+	// lets it go.
+	lc := net.ListenConfig{Control: reusePort}
+	l, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http_listen: %w", err)
 	}
@@ -456,6 +464,17 @@ func startHTTP(addr string, reg *prometheus.Registry, ready func() error, detail
 		}
 	}()
 	return srv, nil
+}
+
+// reusePort sets SO_REUSEPORT on a listening socket.
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // closeRouter stops the groups of a router that is no longer in use.

@@ -82,7 +82,9 @@ func TestDaemonUpgradeLosesNoQueryAndKeepsTheCache(t *testing.T) {
 		})
 	}
 	time.Sleep(500 * time.Millisecond)
-	next := startDaemonAt(t, addr, args...)
+	// The new pod shares the node's network: its HTTP port too.
+	next := startDaemonAt(t, addr, append(args, "--http-listen", old.http)...)
+	next.http = old.http
 	line := next.waitLog(t, "cache snapshot loaded")
 	time.Sleep(500 * time.Millisecond)
 	if err := old.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -92,6 +94,9 @@ func TestDaemonUpgradeLosesNoQueryAndKeepsTheCache(t *testing.T) {
 		t.Fatalf("the old nodedns exited with %v\n%s", err, old.logs)
 	}
 	wg.Wait()
+	if code, _ := httpGet(t, "http://"+next.http+"/ready"); code != 200 {
+		t.Errorf("/ready on the shared HTTP port after the upgrade: %d, want the new process's 200", code)
+	}
 
 	if lost := sent.Load() - answered.Load(); lost != 0 || wrong.Load() != 0 {
 		t.Errorf("across the upgrade: %d of %d queries lost, %d wrong answers", lost, sent.Load(), wrong.Load())
