@@ -1,23 +1,51 @@
-# nodedns image: a static binary on a distroless base.
+# nodedns container image: the static binary alone, FROM scratch.
 #
-#   docker build -t nodedns .
+#   docker build --build-arg VERSION=$(git describe --always --dirty) \
+#     --build-arg REVISION=$(git rev-parse HEAD) -t nodedns .
 #
-# The build stage uses the Go toolchain the Makefile builds with (go1.27.3);
-# the binary is static (CGO_ENABLED=0), so the final image needs no libc.
+# `make image` builds this file's final stage offline with buildah, the
+# "build" stage replaced by the same binary built on the host with the same
+# flags (image/build.sh), into bin/nodedns-image.oci.tar, reproducibly.
 FROM golang:1.27.3 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/nodedns ./cmd/nodedns
+# Static (no libc in the image), and the same bytes wherever it is built:
+# no paths, no VCS stamp, an empty build ID. Keep in step with image/build.sh.
+RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false \
+      -ldflags "-s -w -buildid= -X main.version=${VERSION}" \
+      -o /out/nodedns ./cmd/nodedns
 
-# distroless/static: no shell, no package manager, nothing to patch but the
-# binary. The numeric user lets Kubernetes verify runAsNonRoot. Binding port
-# 53 as this user needs NET_BIND_SERVICE, granted by whoever runs the image;
-# nodedns itself creates no address or rule (yet).
-FROM gcr.io/distroless/static-debian12:nonroot
+# Nothing but the binary: no shell, no libc, no passwd file (the user is
+# numeric), no CA bundle (nodedns talks TLS only to the Kubernetes API,
+# whose CA comes with the service account), no iptables program (with
+# rules_backend auto, nodedns writes the rules through nftables' netlink
+# interface when the image has no iptables command).
+FROM scratch
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG CREATED=1970-01-01T00:00:00Z
+LABEL org.opencontainers.image.title="nodedns" \
+      org.opencontainers.image.description="Node-local caching DNS resolver for Kubernetes" \
+      org.opencontainers.image.source="https://github.com/nodedns/nodedns" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}"
 COPY --from=build /out/nodedns /nodedns
-USER 65532:65532
+# Root, as the DaemonSet runs it (deploy/base/daemonset.yaml): every
+# capability dropped but NET_ADMIN (the node-local address and the
+# conntrack rules) and NET_BIND_SERVICE (port 53), no privilege escalation,
+# a read-only root filesystem. A non-root user would get neither
+# capability from Kubernetes (no ambient capabilities; file capabilities
+# are ignored under no_new_privs) and could not write the root-owned
+# hostPath of the cache snapshot. The user is numeric, so runAsNonRoot
+# checks and runAsUser overrides work without a passwd file.
+USER 0:0
+# DNS on 53 (the DaemonSet's config listens on 169.254.20.10:53) and
+# /metrics, /health and /ready on 9253. The binary's own defaults are
+# loopback (127.0.0.1:5353 and :9253): pass --config or --listen and
+# --http-listen.
 EXPOSE 53/udp 53/tcp 9253/tcp
 ENTRYPOINT ["/nodedns"]

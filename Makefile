@@ -20,12 +20,13 @@ FUZZ_TARGETS := ./dnswire:FuzzParseQuery ./dnswire:FuzzTTLOffsets ./resolver:Fuz
                 ./upstream:FuzzParseAddr ./upstream:FuzzCheckReply ./bench:FuzzParseQueryFile \
                 ./search:FuzzClassify ./cache:FuzzLoadSnapshot
 
-.PHONY: help build run deploy test vet staticcheck vulncheck unit memory conformance soak soak-short fuzz bench bench-go bench-suite bench-storm bench-upgrade clean tools
+.PHONY: help build run deploy test vet staticcheck vulncheck unit memory conformance soak soak-short fuzz bench bench-go bench-suite bench-storm bench-upgrade clean tools image
 
 help:
 	@echo "make build        build bin/nodedns and bin/nodedns-bench"
 	@echo "make run          run nodedns on 127.0.0.1:5353 forwarding to /etc/resolv.conf's nameservers"
 	@echo "make deploy       regenerate deploy/nodedns.yaml from the kustomize base deploy/base"
+	@echo "make image        the container image (Dockerfile), built offline and reproducibly with buildah into $(BIN)/nodedns-image.oci.tar"
 	@echo "make test         everything CI checks: vet, staticcheck, govulncheck, go test -race, memory bounds, conformance, a 1-minute soak, short fuzzing"
 	@echo "make conformance  nodedns vs Unbound (and CoreDNS) on a test zone served by Knot; summary in conformance/testdata/out/"
 	@echo "make soak         10 minutes of hits, misses, storms and upstream faults: memory and goroutines stay flat (SOAK=30m for longer)"
@@ -45,6 +46,13 @@ run: build
 # kustomize deploy/base` renders it; a test in ./deploy fails when they differ.
 deploy:
 	$(GO) run ./deploy/render -base deploy/base -o deploy/nodedns.yaml
+
+# The image of the Dockerfile, built offline with Debian's buildah (vfs
+# storage in a temporary directory under $(BIN), removed after), the binary
+# built here with the Dockerfile's flags; the same commit gives the same
+# digest (image/build.sh; image/image_test.go runs it from the image).
+image:
+	VERSION=$(VERSION) GO=$(GO) ./image/build.sh $(BIN)/nodedns-image.oci.tar
 
 test: tools vet staticcheck vulncheck unit memory conformance soak-short fuzz
 
