@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -264,6 +265,7 @@ func TestDaemonSet(t *testing.T) {
 			checkResources(t, d)
 			checkVolumes(t, d)
 			checkImage(t, d)
+			checkNodeSetupAndUpgrade(t, d)
 		})
 	}
 }
@@ -496,6 +498,39 @@ func checkVolumes(t *testing.T, d *deployment) {
 	}
 }
 
+// checkNodeSetupAndUpgrade: nodedns makes the address and the conntrack
+// rules, keeps them through an upgrade, and hands its cache and its
+// addresses to the next pod within the grace period.
+func checkNodeSetupAndUpgrade(t *testing.T, d *deployment) {
+	t.Helper()
+	c := d.cfg
+	if !c.SetupInterface || !c.SetupRules {
+		t.Errorf("setup interface %v, rules %v: without them nothing makes %s on the node, and DNS goes through conntrack", c.SetupInterface, c.SetupRules, nodeLocalIP)
+	}
+	if c.SetupInterval <= 0 {
+		t.Errorf("setup interval %v: a flushed rule would stay flushed", c.SetupInterval)
+	}
+	// Teardown already leaves everything to a new process that serves;
+	// skipping it always would leave the address and the rules behind on
+	// uninstall, and in transparent mode keep the kube-dns address from
+	// kube-proxy while nodedns is stopped.
+	if c.SkipTeardown {
+		t.Error("skip_teardown: not needed for upgrades, and it leaves the node's set-up behind")
+	}
+	snap, ok := d.argValue("cache-snapshot")
+	if !ok || !strings.HasPrefix(snap, "/var/lib/nodedns/") {
+		t.Errorf("--cache-snapshot %q: want a file in the hostPath /var/lib/nodedns, which the next pod sees", snap)
+	}
+	if c.HandoverWait <= 0 {
+		t.Error("handover wait 0: a pod deleted on its own would stop before its replacement serves")
+	}
+	grace := d.ds.Spec.Template.Spec.TerminationGracePeriodSeconds
+	need := c.Lameduck + c.HandoverWait + time.Second + c.ShutdownTimeout + 5*time.Second // + draining the queued, the last snapshot
+	if grace == nil || time.Duration(*grace)*time.Second < need {
+		t.Errorf("terminationGracePeriodSeconds %v: below lameduck + handover wait + shutdown timeout + margin (%v): kubelet would kill nodedns mid-hand-over", grace, need)
+	}
+}
+
 // checkImage: never pulled again on a restart (a registry outage must not
 // keep a node's resolver down).
 func checkImage(t *testing.T, d *deployment) {
@@ -613,6 +648,7 @@ func TestTransparentOverlay(t *testing.T) {
 	// Everything else as the base has it.
 	a, b := base.cfg, tr.cfg
 	a.ConfigFile, b.ConfigFile = "", ""
+	a.CacheSnapshot, b.CacheSnapshot = "", "" // in each test's own directory
 	b.Listen = a.Listen
 	clusterGroup(&b).Servers = clusterGroup(&a).Servers
 	a.Upstreams, b.Upstreams = slices.Clone(a.Upstreams), slices.Clone(b.Upstreams)
@@ -757,4 +793,67 @@ func objectMeta(o any) (metav1.ObjectMeta, bool) {
 	}
 	m, ok := f.Interface().(metav1.ObjectMeta)
 	return m, ok
+}
+
+// TestUserOverlay renders the overlay README.md shows (the image named, the
+// config file replaced, maxSurge raised) on top of the base, as a user's
+// directory outside deploy/ would.
+func TestUserOverlay(t *testing.T) {
+	base, err := filepath.Abs("base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rel, err := filepath.Rel(dir, base) // kustomize takes no absolute path
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(filepath.Join("base", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = []byte(strings.Replace(string(cfg), "size: 32MiB", "size: 64MiB", 1))
+	files := map[string]string{
+		"config.yaml": string(cfg),
+		"kustomization.yaml": `apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ` + rel + `
+images:
+  - name: nodedns
+    newName: registry.example/nodedns
+    newTag: v1.2.3
+configMapGenerator:
+  - name: nodedns-config
+    namespace: kube-system
+    behavior: replace
+    files:
+      - config.yaml
+patches:
+  - target: {kind: DaemonSet, name: nodedns}
+    patch: |
+      - op: replace
+        path: /spec/updateStrategy/rollingUpdate/maxSurge
+        value: 10%
+`,
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	objs := render(t, dir)
+	d := load(t, dir, objs)
+	if d.c.Image != "registry.example/nodedns:v1.2.3" {
+		t.Errorf("image %q", d.c.Image)
+	}
+	if s := d.ds.Spec.UpdateStrategy.RollingUpdate.MaxSurge; s == nil || s.String() != "10%" {
+		t.Errorf("maxSurge %v", s)
+	}
+	if d.cfg.CacheSize != 64<<20 {
+		t.Errorf("cache size %d: the replaced config file is not the one mounted", d.cfg.CacheSize)
+	}
+	if n := len(all[corev1.ConfigMap](objs)); n != 1 {
+		t.Errorf("%d ConfigMaps, want the replaced one alone", n)
+	}
 }
