@@ -524,10 +524,13 @@ func checkNodeSetupAndUpgrade(t *testing.T, d *deployment) {
 	if c.HandoverWait <= 0 {
 		t.Error("handover wait 0: a pod deleted on its own would stop before its replacement serves")
 	}
-	grace := d.ds.Spec.Template.Spec.TerminationGracePeriodSeconds
+	grace := int64(corev1.DefaultTerminationGracePeriodSeconds)
+	if g := d.ds.Spec.Template.Spec.TerminationGracePeriodSeconds; g != nil {
+		grace = *g
+	}
 	need := c.Lameduck + c.HandoverWait + time.Second + c.ShutdownTimeout + 5*time.Second // + draining the queued, the last snapshot
-	if grace == nil || time.Duration(*grace)*time.Second < need {
-		t.Errorf("terminationGracePeriodSeconds %v: below lameduck + handover wait + shutdown timeout + margin (%v): kubelet would kill nodedns mid-hand-over", grace, need)
+	if time.Duration(grace)*time.Second < need {
+		t.Errorf("terminationGracePeriodSeconds %d: below lameduck + handover wait + shutdown timeout + margin (%v): kubelet would kill nodedns mid-hand-over", grace, need)
 	}
 }
 
