@@ -241,9 +241,6 @@ func TestCapabilities(t *testing.T) {
 
 	t.Run("as the DaemonSet runs it: root, only the two capabilities", func(t *testing.T) {
 		nd := startInNetns(t, manifest, publicBinary(t, nil))
-		if nd.exited() && setnsBug(nd.log.String()) {
-			t.Skip(setnsBugSkip + lastLine(nd.log.String()))
-		}
 		if nd.exited() {
 			t.Fatalf("nodedns exited:\n%s", nd.log.String())
 		}
@@ -273,9 +270,6 @@ func TestCapabilities(t *testing.T) {
 		s := manifest
 		s.uid = 65532
 		nd := startInNetns(t, s, publicBinary(t, manifest.caps))
-		if nd.exited() && setnsBug(nd.log.String()) {
-			t.Skip(setnsBugSkip + lastLine(nd.log.String()))
-		}
 		if nd.exited() {
 			t.Fatalf("nodedns exited:\n%s", nd.log.String())
 		}
@@ -287,21 +281,6 @@ func TestCapabilities(t *testing.T) {
 		}
 	})
 }
-
-// setnsBug reports whether nodedns failed on a known bug of package
-// nodenet: it enters its own network namespace with setns(2) (netlink's
-// NewHandleAt, nftables' WithNetNSFd, the re-check thread), and setns into
-// a network namespace needs CAP_SYS_ADMIN even when it is the current one.
-// With NET_ADMIN and NET_BIND_SERVICE alone, as the DaemonSet grants,
-// --setup-interface fails and nodedns exits: the DaemonSet's pods cannot
-// start until nodenet works in the current namespace without setns. The
-// tests skip, loudly, on that failure only, and run in full once it is
-// fixed.
-func setnsBug(log string) bool {
-	return strings.Contains(log, "failed to set into network namespace") || strings.Contains(log, "setns: operation not permitted")
-}
-
-const setnsBugSkip = "KNOWN BUG, the DaemonSet cannot start: package nodenet calls setns(2) into its own network namespace, which needs CAP_SYS_ADMIN; with only NET_ADMIN and NET_BIND_SERVICE (the DaemonSet's) --setup-interface fails: "
 
 func lastLine(s string) string {
 	s = strings.TrimSpace(s)
@@ -343,10 +322,6 @@ func setupSeries(t *testing.T) series {
 	}
 	d := load(t, "base", render(t, "base"))
 	nd := startInNetns(t, fromManifest(t, d), publicBinary(t, nil))
-	if nd.exited() && setnsBug(nd.log.String()) {
-		t.Log(setnsBugSkip + lastLine(nd.log.String()))
-		return nil
-	}
 	if nd.exited() {
 		t.Fatalf("nodedns exited:\n%s", nd.log.String())
 	}

@@ -41,7 +41,7 @@ func gather(ns netns.NsHandle) signals {
 			s.commands[c] = true
 		}
 	}
-	conn, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	conn, err := nftConn(ns)
 	if err == nil {
 		var tables []*nftables.Table
 		if tables, err = conn.ListTables(); err == nil {

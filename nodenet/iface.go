@@ -46,7 +46,7 @@ func (f *iface) link() string {
 // ensure creates what is missing and says what that was: "interface" (the
 // dummy link, or bringing it up) and "address" (one per address).
 func (f *iface) ensure() (restored []string, err error) {
-	h, err := netlink.NewHandleAt(f.ns)
+	h, err := netlinkHandle(f.ns)
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +148,7 @@ func addrList(h *netlink.Handle, l netlink.Link) (map[netip.Addr]bool, error) {
 // remove deletes the dummy link (its addresses go with it), or, on lo, the
 // listen addresses.
 func (f *iface) remove() error {
-	h, err := netlink.NewHandleAt(f.ns)
+	h, err := netlinkHandle(f.ns)
 	if err != nil {
 		return err
 	}

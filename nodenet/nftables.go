@@ -55,7 +55,7 @@ func (r *nftRules) name() string { return BackendNFTables }
 func (r *nftRules) count() int   { return len(r.set) }
 
 func (r *nftRules) conn() (*nftables.Conn, error) {
-	return nftables.New(nftables.WithNetNSFd(int(r.ns)))
+	return nftConn(r.ns)
 }
 
 // inspect reads the table: whether it and its base chains are there as
