@@ -570,30 +570,7 @@ func runFromImage(t *testing.T, img *ociImage, c corev1.Container, pod *corev1.P
 		spec.Args, ns, sc.Capabilities.Add, spec.NoNewPrivs, spec.ReadOnly)
 	ct := startContainer(t, ns, spec)
 	if err := ct.waitDNS(); err != nil {
-		// A known bug of package nodenet (deploy's TestCapabilities meets
-		// it too): it enters its own network namespace with setns(2)
-		// (netlink's NewHandleAt, nftables' WithNetNSFd), which needs
-		// CAP_SYS_ADMIN even for the current namespace; with the
-		// DaemonSet's NET_ADMIN and NET_BIND_SERVICE alone, the set-up
-		// fails and nodedns exits. Until it is fixed the node networking
-		// is skipped here, loudly, and the rest runs without it, the
-		// address made by the test.
-		if !(flagOn(spec.Args, "setup-interface") || flagOn(spec.Args, "setup-rules")) || !setnsBug(ct.logs.String()) {
-			t.Fatal(err)
-		}
-		msg := lastLine(ct.logs.String())
-		t.Run("NodeNetworking", func(t *testing.T) {
-			t.Skipf("KNOWN BUG: nodedns from the image, under the DaemonSet's security context, cannot set up the node: %s", msg)
-		})
-		spec.Args = slices.DeleteFunc(spec.Args, func(a string) bool {
-			return a == "--setup-rules" || strings.HasPrefix(a, "--setup-rules=") || a == "--setup-interface" || strings.HasPrefix(a, "--setup-interface=")
-		})
-		run(t, "ip", "-n", ns, "addr", "replace", localIP+"/32", "dev", "lo")
-		t.Logf("again without the node set-up, %s/32 on lo: %q", localIP, spec.Args)
-		ct = startContainer(t, ns, spec)
-		if err := ct.waitDNS(); err != nil {
-			t.Fatal(err)
-		}
+		t.Fatal(err)
 	}
 	cmd, exited := ct.cmd, ct.exited
 	defer func() {
@@ -785,12 +762,6 @@ func (c *container) waitDNS() error {
 	return nil
 }
 
-// setnsBug reports whether nodedns failed on the known setns(2) bug of
-// package nodenet (see runFromImage).
-func setnsBug(log string) bool {
-	return strings.Contains(log, "failed to set into network namespace") || strings.Contains(log, "setns: operation not permitted")
-}
-
 // flagOn reports whether args turn the boolean flag on.
 func flagOn(args []string, name string) bool {
 	for _, a := range args {
@@ -799,11 +770,6 @@ func flagOn(args []string, name string) bool {
 		}
 	}
 	return false
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
 }
 
 func readyPath(p *corev1.Probe) string {
