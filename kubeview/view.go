@@ -230,31 +230,19 @@ func (v *View) Run(ctx context.Context) {
 			cache.ReflectorOptions{Name: "nodedns-" + name})
 		wg.Go(func() { r.RunWithContext(ctx) })
 	}
-	meta := func(gvr schema.GroupVersionResource) cache.ListerWatcher {
-		return &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return v.cfg.Metadata.Resource(gvr).List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return v.cfg.Metadata.Resource(gvr).Watch(ctx, o)
-			},
-		}
+	none := func(*metav1.ListOptions) {}
+	for _, r := range []struct {
+		name string
+		gvr  schema.GroupVersionResource
+		keys *keyStore[struct{}]
+	}{{"namespaces", namespacesGVR, v.namespaces}, {"services", servicesGVR, v.services}} {
+		res := v.cfg.Metadata.Resource(r.gvr)
+		run(r.name, listWatch(res.List, res.Watch, none), &metav1.PartialObjectMetadata{}, r.keys)
 	}
-	run("namespaces", meta(namespacesGVR), &metav1.PartialObjectMetadata{}, v.namespaces)
-	run("services", meta(servicesGVR), &metav1.PartialObjectMetadata{}, v.services)
 	if v.cfg.NodeName != "" {
 		sel := fields.OneTermEqualSelector("spec.nodeName", v.cfg.NodeName).String()
 		pods := v.cfg.Core.Pods("")
-		run("pods", &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				o.FieldSelector = sel
-				return pods.List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				o.FieldSelector = sel
-				return pods.Watch(ctx, o)
-			},
-		}, &corev1.Pod{}, v.pods)
+		run("pods", listWatch(pods.List, pods.Watch, func(o *metav1.ListOptions) { o.FieldSelector = sel }), &corev1.Pod{}, v.pods)
 	} else {
 		v.log.Info("no node name (NODE_NAME): this node's pods are not watched, autopath is off")
 	}
@@ -262,20 +250,32 @@ func (v *View) Run(ctx context.Context) {
 		ns, name, _ := strings.Cut(v.cfg.DNSService, "/")
 		sel := discoveryv1.LabelServiceName + "=" + name
 		eps := v.cfg.Discovery.EndpointSlices(ns)
-		run("endpointslices", &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				o.LabelSelector = sel
-				return eps.List(ctx, o)
-			},
-			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				o.LabelSelector = sel
-				return eps.Watch(ctx, o)
-			},
-		}, &discoveryv1.EndpointSlice{}, v.slices)
+		run("endpointslices", listWatch(eps.List, eps.Watch, func(o *metav1.ListOptions) { o.LabelSelector = sel }),
+			&discoveryv1.EndpointSlice{}, v.slices)
 	}
 	wg.Go(func() { v.checkAPI(ctx) })
 	wg.Go(func() { v.flushLoop(ctx) })
 	wg.Wait()
+}
+
+// listWatch adapts a client's List and Watch to a reflector, with tweak
+// applied to every call's options (the view's selectors).
+func listWatch[L runtime.Object](list func(context.Context, metav1.ListOptions) (L, error),
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error), tweak func(*metav1.ListOptions)) cache.ListerWatcher {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			tweak(&o)
+			l, err := list(ctx, o)
+			if err != nil {
+				return nil, err
+			}
+			return l, nil
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			tweak(&o)
+			return watchFn(ctx, o)
+		},
+	}
 }
 
 // touch records that the API server answered.
