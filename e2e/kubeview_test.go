@@ -333,7 +333,10 @@ test:53 {
 	cart := "cart." + ns + ".svc.cluster.local."
 	cluster.ClusterIPService(t, ns, "cart", kubetest.Port("http", corev1.ProtocolTCP, 80))
 	restarted := time.Now()
-	waitFor(t, 90*time.Second, cart+" to resolve after the API server came back", func() bool {
+	// Client-go's reflectors (nodedns's and CoreDNS's) come back with their
+	// backoff, up to a minute after a minute's outage, more on a loaded
+	// machine.
+	waitFor(t, 3*time.Minute, cart+" to resolve after the API server came back", func() bool {
 		rc, _ := digIn(t, node, "169.254.20.10", cart, "A")
 		return rc == "NOERROR"
 	})

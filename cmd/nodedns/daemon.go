@@ -145,11 +145,12 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	log.Info("nodedns started", zap.Strings("listen", cfg.Listen), zap.String("http", cfg.HTTPListen))
-
+	// SIGHUP is caught before "started" is said: its default action would
+	// kill the process.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	log.Info("nodedns started", zap.Strings("listen", cfg.Listen), zap.String("http", cfg.HTTPListen))
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():

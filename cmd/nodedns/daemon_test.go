@@ -122,7 +122,8 @@ type daemon struct {
 	dnsAddr string
 	http    string
 	logs    *syncBuffer
-	exited  chan error
+	exited  chan error    // the exit status, for the test to take
+	done    chan struct{} // closed once the process has exited
 }
 
 type syncBuffer struct {
@@ -151,6 +152,7 @@ func startDaemonAt(t *testing.T, dnsAddr string, args ...string) *daemon {
 		http:    fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		logs:    &syncBuffer{lines: make(chan string, 1000)},
 		exited:  make(chan error, 1),
+		done:    make(chan struct{}),
 	}
 	all := append([]string{"--listen", d.dnsAddr, "--http-listen", d.http}, args...)
 	d.cmd = exec.Command(binary(t), all...)
@@ -179,7 +181,9 @@ func startDaemonAt(t *testing.T, dnsAddr string, args ...string) *daemon {
 				once.Do(func() { close(started) })
 			}
 		}
-		d.exited <- d.cmd.Wait()
+		err := d.cmd.Wait()
+		close(d.done)
+		d.exited <- err
 	}()
 	select {
 	case <-started:
@@ -189,9 +193,11 @@ func startDaemonAt(t *testing.T, dnsAddr string, args ...string) *daemon {
 		t.Fatalf("nodedns did not start\n%s", d.logs)
 	}
 	t.Cleanup(func() {
-		if d.cmd.ProcessState == nil {
+		select {
+		case <-d.done:
+		default:
 			_ = d.cmd.Process.Kill()
-			<-d.exited
+			<-d.done
 		}
 	})
 	return d
