@@ -27,6 +27,13 @@ import (
 //     name (without case), class, type (RRSIGs by the type they cover) and
 //     the set of its RDATAs (without case, any order); RRsets in any order.
 //     TTLs are not compared with each other;
+//   - except when both replies are SERVFAIL: then the sections are not
+//     compared. A SERVFAIL says the resolution failed; RFC 1035 gives its
+//     sections no meaning and stub resolvers ignore them. Unbound fills
+//     them with whatever it had resolved before giving up (the CNAME of a
+//     chain whose target fails, when another query cached it first), which
+//     depends on the order in which concurrent questions reached it, so
+//     that two Unbounds, or one Unbound in two runs, differ there;
 //   - when the sections are the same, the owner names are the same with case
 //     (case);
 //   - TTLs are checked against the zone on their own, per reply (see
@@ -244,6 +251,9 @@ func Compare(a, b Reply, va, vb []string) []string {
 	}
 	sa, sb := sections(ma), sections(mb)
 	sameSets, sameCase := true, true
+	if ma.Rcode == dns.RcodeServerFailure && mb.Rcode == dns.RcodeServerFailure {
+		sa, sb = nil, nil // a failure's sections carry no answer (see above)
+	}
 	for i := range sa {
 		if rrsets(sa[i].rrs, true) != rrsets(sb[i].rrs, true) {
 			add(sa[i].name)

@@ -245,6 +245,18 @@ func TestCompare(t *testing.T) {
 	if got := Compare(Reply{Err: "timeout"}, Reply{Err: "closed"}, nil, nil); len(got) != 0 {
 		t.Errorf("both silent: %v", got)
 	}
+	// Two SERVFAILs, one with the CNAME resolved before the failure: the
+	// same; a SERVFAIL against an answer: not.
+	cq := Query{Name: "cname-outside.example.test.", Type: dns.TypeA, Class: dns.ClassINET, Mode: Mode{}}
+	bare := msg(t, cq, dns.RcodeServerFailure, nil, nil)
+	partial := msg(t, cq, dns.RcodeServerFailure, []string{"cname-outside.example.test. 300 IN CNAME www.outside.invalid."}, nil)
+	if got := Compare(bare, partial, nil, nil); len(got) != 0 {
+		t.Errorf("two SERVFAILs differ in %v", got)
+	}
+	ok := msg(t, cq, dns.RcodeSuccess, []string{"cname-outside.example.test. 300 IN CNAME www.outside.invalid."}, nil)
+	if got := Compare(bare, ok, nil, nil); !reflect.DeepEqual(got, []string{"rcode", "answer"}) {
+		t.Errorf("SERVFAIL against NOERROR: %v", got)
+	}
 	// RD not copied.
 	nord := q
 	nord.Mode.NoRD = true

@@ -277,7 +277,9 @@ func TestPrefetchFailureKeepsTheEntry(t *testing.T) {
 	fwd.set(answerWith("192.0.2.1", &calls))
 	s := startServer(t, Config{PrefetchMinHits: 1}, fwd, withClock(clock, fwd))
 	warm(t, s, "keep.test.")
+	var failed atomic.Int64
 	fwd.set(func(_ context.Context, req *dns.Msg) (*dns.Msg, error) {
+		failed.Add(1)
 		m := new(dns.Msg)
 		m.SetRcode(req, dns.RcodeServerFailure)
 		return m, nil
@@ -285,9 +287,17 @@ func TestPrefetchFailureKeepsTheEntry(t *testing.T) {
 	clock.advance(58 * time.Second)
 	exchange(t, "udp", s.addr, query("keep.test.", dns.TypeA)) // prefetch gets SERVFAIL
 	waitFor(t, "no resolution in flight", func() bool { return s.inflight() == 0 })
-	r := exchange(t, "udp", s.addr, query("keep.test.", dns.TypeA))
-	if len(r.Answer) != 1 || r.Rcode != dns.RcodeSuccess {
-		t.Errorf("a failed prefetch replaced a good entry: %v", r)
+	if n := failed.Load(); n != 1 {
+		t.Fatalf("upstream asked %d times in the prefetch window, want 1 (the prefetch)", n)
+	}
+	for range 3 {
+		r := exchange(t, "udp", s.addr, query("keep.test.", dns.TypeA))
+		if len(r.Answer) != 1 || r.Rcode != dns.RcodeSuccess {
+			t.Errorf("a failed prefetch replaced a good entry: %v", r)
+		}
+	}
+	if n := failed.Load(); n != 1 {
+		t.Errorf("upstream asked %d times, want 1: a failed prefetch is not retried on every hit", n)
 	}
 }
 
