@@ -66,9 +66,8 @@ func (s *Sharded[V]) shard(h uint64) *shard[V] { return &s.shards[h&s.mask] }
 func (s *Sharded[V]) Get(h uint64) (V, bool) {
 	sh := s.shard(h)
 	sh.mu.Lock()
-	v, ok := sh.lru.Get(h)
-	sh.mu.Unlock()
-	return v, ok
+	defer sh.mu.Unlock()
+	return sh.lru.Get(h)
 }
 
 // Add stores v under h, replacing any value there, and evicts the least
@@ -100,30 +99,36 @@ func (s *Sharded[V]) Add(h uint64, v V) {
 func (s *Sharded[V]) Remove(h uint64) {
 	sh := s.shard(h)
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	sh.lru.Remove(h)
-	sh.mu.Unlock()
 }
 
 // Len returns the number of stored values.
 func (s *Sharded[V]) Len() int {
 	n := 0
 	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		n += sh.lru.Len()
-		sh.mu.Unlock()
+		n += s.shards[i].len()
 	}
 	return n
+}
+
+func (sh *shard[V]) len() int {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.lru.Len()
+}
+
+func (sh *shard[V]) size() int64 {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.bytes
 }
 
 // Bytes returns the accounted size of all stored values.
 func (s *Sharded[V]) Bytes() int64 {
 	var n int64
 	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		n += sh.bytes
-		sh.mu.Unlock()
+		n += s.shards[i].size()
 	}
 	return n
 }
@@ -143,15 +148,20 @@ func (s *Sharded[V]) Evictions() uint64 {
 func (s *Sharded[V]) RemoveIf(drop func(V) bool) int {
 	n := 0
 	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		for _, h := range sh.lru.Keys() {
-			if v, ok := sh.lru.Peek(h); ok && drop(v) {
-				sh.lru.Remove(h)
-				n++
-			}
+		n += s.shards[i].removeIf(drop)
+	}
+	return n
+}
+
+func (sh *shard[V]) removeIf(drop func(V) bool) int {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	n := 0
+	for _, h := range sh.lru.Keys() {
+		if v, ok := sh.lru.Peek(h); ok && drop(v) {
+			sh.lru.Remove(h)
+			n++
 		}
-		sh.mu.Unlock()
 	}
 	return n
 }
@@ -162,17 +172,21 @@ func (s *Sharded[V]) RemoveIf(drop func(V) bool) int {
 func (s *Sharded[V]) each(f func(V)) {
 	var vs []V
 	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		vs = vs[:0]
-		for _, h := range sh.lru.Keys() {
-			if v, ok := sh.lru.Peek(h); ok {
-				vs = append(vs, v)
-			}
-		}
-		sh.mu.Unlock()
+		vs = s.shards[i].values(vs[:0])
 		for _, v := range vs {
 			f(v)
 		}
 	}
+}
+
+// values appends the shard's values to vs, least recently used first.
+func (sh *shard[V]) values(vs []V) []V {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for _, h := range sh.lru.Keys() {
+		if v, ok := sh.lru.Peek(h); ok {
+			vs = append(vs, v)
+		}
+	}
+	return vs
 }

@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -127,12 +129,10 @@ func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, 
 	// query's flight before startWalk has seen its query.
 	walks := w.cacheable && s.walks(src)
 	if w.cacheable && !walks {
-		s.flightMu.Lock()
-		if f, ok := s.flights[string(w.key)]; ok {
-			s.join(w, f, imm, write) // unlocks
+		if v, joined := s.joinExisting(w, w.key, imm, write); joined {
+			s.carryOut(imm, v)
 			return
 		}
-		s.flightMu.Unlock()
 	}
 
 	req := new(dns.Msg)
@@ -192,15 +192,108 @@ func (s *Server) forwardMiss(w *worker, imm *waiter, write func([]byte), key []b
 	s.admit(w, imm, write, key)
 }
 
+// verdict is what admission decided for a query, under flightMu;
+// carryOut acts on it once the lock is released.
+type verdict struct {
+	act    verdictAct
+	reason int          // why a query is shed or answered stale
+	stale  *cache.Entry // the stale answer, when there is one
+	lead   *flight      // a flight to run on a new leader goroutine
+	// victim is another client's waiting query pushed out to make room,
+	// to be answered at once.
+	victim *waiter
+}
+
+type verdictAct int
+
+const (
+	vKept      verdictAct = iota // waits in a flight, which answers it
+	vCoalesced                   // waits in a flight started by an identical query
+	vQueued                      // waits in its flight, queued for a slot
+	vStale                       // answered now, stale
+	vShed                        // answered now, stale or SERVFAIL, and counted as shed
+)
+
+// carryOut acts on v for the query imm.
+func (s *Server) carryOut(imm *waiter, v verdict) {
+	switch v.act {
+	case vStale:
+		s.answerStale(imm, v.stale, v.reason)
+	case vShed:
+		s.shed(imm, v.reason, v.stale)
+	case vCoalesced:
+		s.metrics.coalesced.Inc()
+	case vQueued:
+		s.metrics.queued.Inc()
+	}
+	if v.lead != nil {
+		go s.lead(v.lead)
+	}
+	if v.victim != nil {
+		s.shed(v.victim, shedPushedOut, v.victim.flight.stale)
+	}
+}
+
+// unlockFlights ends a critical section of flightMu. A panic inside one
+// leaves the flights and the fair accounting half-changed, which no later
+// query can trust: the lock is released (nothing waits on it forever) and
+// the process ends (crash): the node's fail-open and kubelet's restart
+// carry on from there.
+func (s *Server) unlockFlights() {
+	if p := recover(); p != nil {
+		s.flightMu.Unlock()
+		s.crash(p)
+		panic(p) // where crash returns (tests): the caller's recover answers
+	}
+	s.flightMu.Unlock()
+}
+
+// crashProcess is Server.crash outside tests: log the panic with its stack
+// and exit.
+func crashProcess(log *zap.Logger) func(any) {
+	return func(p any) {
+		log.Error("panic with the flight table locked: exiting, its state cannot be trusted", zap.Any("panic", p), zap.Stack("stack"))
+		_ = log.Sync()
+		os.Exit(2)
+	}
+}
+
+// faultHook, when set (tests only), is called at the start of every
+// critical section of flightMu with its name, to inject panics there.
+var faultHook atomic.Pointer[func(site string)]
+
+func fault(site string) {
+	if h := faultHook.Load(); h != nil {
+		(*h)(site)
+	}
+}
+
+// joinExisting adds a query to the flight for key, if there is one.
+func (s *Server) joinExisting(w *worker, key []byte, imm *waiter, write func([]byte)) (v verdict, joined bool) {
+	s.flightMu.Lock()
+	defer s.unlockFlights()
+	fault("join")
+	f, ok := s.flights[string(key)]
+	if !ok {
+		return verdict{}, false
+	}
+	return s.join(w, f, imm, write), true
+}
+
 // admit starts a flight for a query that must go upstream, or queues it
 // for a slot.
 func (s *Server) admit(w *worker, imm *waiter, write func([]byte), key []byte) {
+	s.carryOut(imm, s.admitLocked(w, imm, write, key))
+}
+
+func (s *Server) admitLocked(w *worker, imm *waiter, write func([]byte), key []byte) verdict {
 	s.flightMu.Lock()
+	defer s.unlockFlights()
+	fault("admit")
 	if key != nil {
 		// Another reader may have started the flight since dispatch looked.
 		if f, ok := s.flights[string(key)]; ok {
-			s.join(w, f, imm, write) // unlocks
-			return
+			return s.join(w, f, imm, write)
 		}
 	}
 	f := &flight{src: imm.src, proto: imm.proto, start: imm.start, stale: w.stale}
@@ -208,9 +301,7 @@ func (s *Server) admit(w *worker, imm *waiter, write func([]byte), key []byte) {
 	if !slot && w.stale != nil {
 		// Every slot is taken: a stale answer now beats waiting for one
 		// (RFC 8767); a later query refreshes the entry.
-		s.flightMu.Unlock()
-		s.answerStale(imm, w.stale, staleBusy)
-		return
+		return verdict{act: vStale, stale: w.stale, reason: staleBusy}
 	}
 	if key != nil {
 		f.key = string(key)
@@ -237,9 +328,7 @@ func (s *Server) admit(w *worker, imm *waiter, write func([]byte), key []byte) {
 		f.query = kw.pkt
 		s.addWaiter(f, kw)
 	default:
-		s.flightMu.Unlock()
-		s.shed(imm, shedWaiters, nil)
-		return
+		return verdict{act: vShed, reason: shedWaiters}
 	}
 	if f.key != "" {
 		s.flights[f.key] = f
@@ -247,48 +336,31 @@ func (s *Server) admit(w *worker, imm *waiter, write func([]byte), key []byte) {
 	w.kept = true
 	if slot {
 		s.misses.Add(1)
-		s.flightMu.Unlock()
-		go s.lead(f)
-	} else {
-		s.fair.enqueue(f, clientKey(imm.src), imm.start)
-		s.flightMu.Unlock()
-		s.metrics.queued.Inc()
+		return verdict{act: vKept, lead: f, victim: victim}
 	}
-	if victim != nil {
-		s.shed(victim, shedPushedOut, victim.flight.stale)
-	}
+	s.fair.enqueue(f, clientKey(imm.src), imm.start)
+	return verdict{act: vQueued, victim: victim}
 }
 
-// join adds a query to a flight for the same key. It is called with
-// flightMu held and unlocks it.
-func (s *Server) join(w *worker, f *flight, imm *waiter, write func([]byte)) {
+// join adds a query to a flight for the same key; flightMu is held.
+func (s *Server) join(w *worker, f *flight, imm *waiter, write func([]byte)) verdict {
 	if f.staleServed && f.stale != nil {
-		s.flightMu.Unlock()
-		s.answerStale(imm, f.stale, staleSlowUpstream)
-		return
+		return verdict{act: vStale, stale: f.stale, reason: staleSlowUpstream}
 	}
 	kw, kept := keepWaiter(imm, write)
 	if !kept {
-		s.flightMu.Unlock()
-		s.shed(imm, shedWaiters, f.stale)
-		return
+		return verdict{act: vShed, reason: shedWaiters, stale: f.stale}
 	}
 	victim, ok := s.fair.charge(kw, clientKey(imm.src))
 	if !ok {
-		s.flightMu.Unlock()
-		s.shed(imm, shedWaiters, f.stale)
-		return
+		return verdict{act: vShed, reason: shedWaiters, stale: f.stale}
 	}
 	s.addWaiter(f, kw)
 	if victim != nil {
 		s.pushOut(victim)
 	}
 	w.kept = true
-	s.flightMu.Unlock()
-	s.metrics.coalesced.Inc()
-	if victim != nil {
-		s.shed(victim, shedPushedOut, victim.flight.stale)
-	}
+	return verdict{act: vCoalesced, victim: victim}
 }
 
 // keepWaiter makes a waiter that outlives the reader's buffer, holding a
@@ -363,7 +435,8 @@ func (s *Server) lead(f *flight) {
 // or frees it.
 func (s *Server) handOff(finished *flight) *flight {
 	s.flightMu.Lock()
-	defer s.flightMu.Unlock()
+	defer s.unlockFlights()
+	fault("handOff")
 	next := s.fair.next(finished)
 	// At shutdown, queued flights were answered by Shutdown: nothing new
 	// starts.
@@ -450,7 +523,8 @@ func (s *Server) run(f *flight) {
 // discharged from their clients.
 func (s *Server) takeWaiters(f *flight) []*waiter {
 	s.flightMu.Lock()
-	defer s.flightMu.Unlock()
+	defer s.unlockFlights()
+	fault("takeWaiters")
 	s.forget(f)
 	return s.takeLive(f)
 }
@@ -473,31 +547,50 @@ func (s *Server) takeLive(f *flight) []*waiter {
 // serveStaleNow answers the waiters of a flight whose upstream is slow with
 // the stale entry; the resolution goes on and refreshes the cache.
 func (s *Server) serveStaleNow(f *flight) {
-	s.flightMu.Lock()
-	if f.key == "" || s.flights[f.key] != f {
-		s.flightMu.Unlock()
+	ws, ok := s.takeForStale(f)
+	if !ok {
 		return
 	}
-	ws := s.takeLive(f)
-	f.staleServed = true
-	s.flightMu.Unlock()
 	f.stale.ServeStaleUntil(s.now().UnixNano() + int64(staleRecheck))
 	for _, wt := range ws {
 		s.answerStale(wt, f.stale, staleSlowUpstream)
 	}
 }
 
-// expireQueued answers the queued flights that waited max_queue_wait for a
-// slot; the sweeper calls it.
-func (s *Server) expireQueued(now time.Time, buf []*flight) []*flight {
+// takeForStale takes the waiters of a flight still running, to answer
+// them stale, and marks it so that later queries get the stale answer at
+// once.
+func (s *Server) takeForStale(f *flight) ([]*waiter, bool) {
 	s.flightMu.Lock()
-	expired := s.fair.expired(now, s.tun.Load().maxQueueWait, buf[:0])
+	defer s.unlockFlights()
+	fault("serveStaleNow")
+	if f.key == "" || s.flights[f.key] != f {
+		return nil, false
+	}
+	ws := s.takeLive(f)
+	f.staleServed = true
+	return ws, true
+}
+
+// takeQueued removes the queued flights that waited maxWait at now (every
+// one when maxWait is negative) and returns their waiters.
+func (s *Server) takeQueued(site string, now time.Time, maxWait time.Duration, buf []*flight) ([]*flight, []*waiter) {
+	s.flightMu.Lock()
+	defer s.unlockFlights()
+	fault(site)
+	expired := s.fair.expired(now, maxWait, buf[:0])
 	var ws []*waiter
 	for _, f := range expired {
 		s.forget(f)
 		ws = append(ws, s.takeLive(f)...)
 	}
-	s.flightMu.Unlock()
+	return expired, ws
+}
+
+// expireQueued answers the queued flights that waited max_queue_wait for a
+// slot; the sweeper calls it.
+func (s *Server) expireQueued(now time.Time, buf []*flight) []*flight {
+	expired, ws := s.takeQueued("expireQueued", now, s.tun.Load().maxQueueWait, buf)
 	for _, w := range ws {
 		s.shed(w, shedQueueTimeout, w.flightStale())
 	}
@@ -536,13 +629,7 @@ func (s *Server) sweep() {
 
 // dropQueued answers every queued flight at shutdown.
 func (s *Server) dropQueued() {
-	s.flightMu.Lock()
-	var ws []*waiter
-	for _, f := range s.fair.expired(time.Time{}, -1, nil) {
-		s.forget(f)
-		ws = append(ws, s.takeLive(f)...)
-	}
-	s.flightMu.Unlock()
+	_, ws := s.takeQueued("dropQueued", time.Time{}, -1, nil)
 	for _, w := range ws {
 		s.shed(w, shedShutdown, w.flightStale())
 	}
@@ -558,13 +645,25 @@ func (s *Server) prefetch(e *cache.Entry) {
 		e.EndRefresh()
 		return
 	}
-	key := string(e.Key())
-	s.flightMu.Lock()
-	if _, busy := s.flights[key]; busy || s.closing.Load() || !s.fair.idle() || !s.fair.takeBackgroundSlot() {
-		s.flightMu.Unlock()
+	f := s.startPrefetch(e, query)
+	if f == nil {
 		e.EndRefresh()
 		s.metrics.prefetchSkipped.Inc()
 		return
+	}
+	s.metrics.prefetches.Inc()
+	go s.lead(f)
+}
+
+// startPrefetch makes the flight of a prefetch when the forward stage is
+// idle and nothing resolves the name already; nil otherwise.
+func (s *Server) startPrefetch(e *cache.Entry, query []byte) *flight {
+	key := string(e.Key())
+	s.flightMu.Lock()
+	defer s.unlockFlights()
+	fault("prefetch")
+	if _, busy := s.flights[key]; busy || s.closing.Load() || !s.fair.idle() || !s.fair.takeBackgroundSlot() {
+		return nil
 	}
 	// The flight lets queries that miss while the prefetch runs wait for it.
 	// The entry is their stale answer: once it expires, a slow refresh
@@ -572,7 +671,5 @@ func (s *Server) prefetch(e *cache.Entry) {
 	f := &flight{key: key, query: query, start: time.Now(), refreshOf: e, stale: e}
 	s.flights[key] = f
 	s.misses.Add(1)
-	s.flightMu.Unlock()
-	s.metrics.prefetches.Inc()
-	go s.lead(f)
+	return f
 }

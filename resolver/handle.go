@@ -75,7 +75,7 @@ func (w *worker) fast(pkt []byte, src netip.AddrPort, proto int, prefix []byte) 
 		// Never answer a response: that is how reflection loops start.
 		s.metrics.droppedResponse.Inc()
 		return nil, actDrop
-	case !s.allow.Load().allows(src.Addr()):
+	case !s.allow.Load().allows(src.Addr()) && !(err == nil && s.isProbe(q, src)):
 		if err != nil {
 			s.metrics.droppedRefused.Inc()
 			return nil, actDrop
@@ -89,6 +89,11 @@ func (w *worker) fast(pkt []byte, src netip.AddrPort, proto int, prefix []byte) 
 		return nil, actMiss // ErrSlowPath: the full parser decides
 	}
 	if !cacheable(q) {
+		if s.isProbe(q, src) {
+			// The daemon's liveness probe (probe.go): answered here, on the
+			// reader, as a hit is, whatever the allow list says.
+			return s.appendError(prefix, q, dns.RcodeSuccess), actReply
+		}
 		return nil, actMiss
 	}
 	w.cacheable = true

@@ -157,9 +157,11 @@ type Server struct {
 	searchStage    Middleware     // nil when the search stage is off
 	checker        ForwardChecker // nil when the forwarder has no checks
 	log            *zap.Logger
-	metrics        *metrics
-	shedTally      *shedTally
-	now            func() time.Time
+	// crash ends the process after a panic with flightMu held (flight.go).
+	crash     func(any)
+	metrics   *metrics
+	shedTally *shedTally
+	now       func() time.Time
 
 	// flightMu guards flights and fair.
 	flightMu sync.Mutex
@@ -181,6 +183,11 @@ type Server struct {
 	tcpPerClient map[netip.Addr]int    // guarded by mu
 	closing      atomic.Bool
 	started      atomic.Bool
+
+	// listenIPs are the IPs of the listen addresses: a liveness probe
+	// comes from one of them (probe.go).
+	listenIPs  []netip.Addr
+	udpReaders readerList
 }
 
 // New builds a server that answers from c and forwards misses with fwd.
@@ -190,10 +197,13 @@ func New(cfg Config, c *cache.Cache, fwd Forwarder, log *zap.Logger, reg prometh
 	if len(cfg.Listen) == 0 {
 		return nil, errors.New("listen: no address to serve on")
 	}
+	var ips []netip.Addr
 	for _, a := range cfg.Listen {
-		if _, err := netip.ParseAddrPort(a); err != nil {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil {
 			return nil, fmt.Errorf("listen: %q is not IP:port: %v", a, err)
 		}
+		ips = append(ips, ap.Addr().Unmap())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
@@ -209,7 +219,9 @@ func New(cfg Config, c *cache.Cache, fwd Forwarder, log *zap.Logger, reg prometh
 		tcpConns:     make(map[net.Conn]*tcpConn),
 		tcpPerClient: make(map[netip.Addr]int),
 		stopSweep:    make(chan struct{}),
+		listenIPs:    ips,
 	}
+	s.crash = crashProcess(s.log)
 	s.shedTally = newShedTally(s.now)
 	if reg != nil {
 		reg.MustRegister(s.shedTally)
@@ -336,13 +348,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, l := range s.tcp {
 		_ = l.Close()
 	}
-	s.mu.Lock()
-	for c := range s.tcpConns {
-		// Wake readers blocked on an idle connection; a query being read
-		// now still gets its answer, the next read ends the connection.
-		_ = c.SetReadDeadline(time.Now())
-	}
-	s.mu.Unlock()
+	// Wake readers blocked on an idle connection; a query being read now
+	// still gets its answer, the next read ends the connection.
+	s.eachConn(func(c net.Conn) { _ = c.SetReadDeadline(time.Now()) })
 	close(s.stopSweep)
 	s.dropQueued()
 
@@ -375,7 +383,7 @@ func (s *Server) setForwarder(fwd Forwarder) {
 // inflight returns the number of slots in use.
 func (s *Server) inflight() int {
 	s.flightMu.Lock()
-	defer s.flightMu.Unlock()
+	defer s.unlockFlights()
 	return s.fair.slots
 }
 
@@ -386,11 +394,16 @@ func (s *Server) closeAll() {
 	for _, l := range s.tcp {
 		_ = l.Close()
 	}
+	s.eachConn(func(c net.Conn) { _ = c.Close() })
+}
+
+// eachConn calls f for every client TCP connection, under mu.
+func (s *Server) eachConn(f func(net.Conn)) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	for c := range s.tcpConns {
-		_ = c.Close()
+		f(c)
 	}
-	s.mu.Unlock()
 }
 
 // Live holds the settings a config reload changes while serving.

@@ -47,11 +47,11 @@ func newShedTally(now func() time.Time) *shedTally {
 
 func (t *shedTally) add(c netip.Addr) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	t.roll()
 	if _, ok := t.counts[c]; ok || len(t.counts) < tallyMaxClients {
 		t.counts[c]++
 	}
-	t.mu.Unlock()
 }
 
 // roll starts a new window when the current one is over; mu is held.

@@ -29,6 +29,7 @@ type tcpConn struct {
 	lastActive atomic.Int64 // UnixNano of the last query read
 	pending    atomic.Int32 // misses not yet answered
 	evicted    atomic.Bool
+	state      readerState // busy while a query is handled, for Stalled
 }
 
 // idleSince reports whether the connection has had no query outstanding
@@ -110,6 +111,16 @@ func (s *Server) admitConn(tc *tcpConn) bool {
 	return true
 }
 
+// forgetConn takes a connection out of the pool.
+func (s *Server) forgetConn(tc *tcpConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.tcpConns, tc.Conn)
+	if s.tcpPerClient[tc.client]--; s.tcpPerClient[tc.client] <= 0 {
+		delete(s.tcpPerClient, tc.client)
+	}
+}
+
 // idlest returns the connection idle longest among those match accepts,
 // or nil when none has been idle since before t. s.mu is held.
 func (s *Server) idlest(t int64, match func(*tcpConn) bool) *tcpConn {
@@ -133,17 +144,13 @@ func (s *Server) serveConn(tc *tcpConn) {
 		// Every miss is answered within the request timeout; the bound is a
 		// guard so that a lost answer cannot keep the connection forever.
 		waitTimeout(&pending, s.tun.Load().requestTimeout+time.Second)
-		s.mu.Lock()
-		delete(s.tcpConns, c)
-		if s.tcpPerClient[tc.client]--; s.tcpPerClient[tc.client] <= 0 {
-			delete(s.tcpPerClient, tc.client)
-		}
-		s.mu.Unlock()
+		s.forgetConn(tc)
 		_ = c.Close()
 		s.metrics.tcpConns.Dec()
 		s.readers.Done()
 	}()
 	src := remoteAddrPort(c)
+	tc.state.name, tc.state.goid = "tcp "+src.String(), goid()
 	var wmu sync.Mutex
 	writeFramed := func(b []byte) {
 		wmu.Lock()
@@ -181,7 +188,9 @@ func (s *Server) serveConn(tc *tcpConn) {
 			return
 		}
 		tc.lastActive.Store(time.Now().UnixNano())
+		tc.state.begin()
 		s.handleTCP(w, pkt, src, writeFramed, &pending, &tc.pending)
+		tc.state.end()
 	}
 }
 

@@ -5,6 +5,7 @@ package resolver
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -40,6 +41,8 @@ type udpBatchReader struct {
 	conn *net.UDPConn
 	rc   syscall.RawConn
 	w    *worker
+	// state says whether the reader is busy with a batch, for Stalled.
+	state readerState
 
 	in      []byte // udpBatch slots of udpInSlot
 	out     []byte // udpBatch slots of outSlot
@@ -84,6 +87,9 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 		r.shdr[i].Hdr.SetIovlen(1)
 	}
 	r.recvFn, r.sendFn, r.immediate = r.doRecv, r.doSend, r.queueCurrent
+	r.state.name, r.state.goid = fmt.Sprintf("udp %s", conn.LocalAddr()), goid()
+	s.udpReaders.add(&r.state)
+	defer s.udpReaders.remove(&r.state)
 	r.loop()
 }
 
@@ -106,6 +112,7 @@ func (r *udpBatchReader) loop() {
 			}
 			continue
 		}
+		r.state.begin()
 		r.nsend = 0
 		for i := range r.nrecv {
 			r.handle(i)
@@ -115,6 +122,7 @@ func (r *udpBatchReader) loop() {
 			_ = r.rc.Write(r.sendFn)
 			clear(r.replies[:r.nsend])
 		}
+		r.state.end()
 	}
 }
 

@@ -30,6 +30,9 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 	write := func(dst netip.AddrPort) func([]byte) {
 		return func(b []byte) { s.writeUDP(conn, b, dst) }
 	}
+	state := &readerState{name: "udp " + conn.LocalAddr().String(), goid: goid()}
+	s.udpReaders.add(state)
+	defer s.udpReaders.remove(state)
 	for {
 		n, src, err := conn.ReadFromUDPAddrPort(in)
 		if err != nil {
@@ -39,7 +42,9 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 			s.log.Warn("reading from UDP socket", zap.Error(err))
 			continue
 		}
+		state.begin()
 		s.handleUDP(w, conn, in[:n], src, write)
+		state.end()
 	}
 }
 

@@ -53,7 +53,7 @@ func WorstCase(cfg Config) Memory {
 // waitingCount returns the queries waiting for an upstream answer.
 func (s *Server) waitingCount() int {
 	s.flightMu.Lock()
-	defer s.flightMu.Unlock()
+	defer s.unlockFlights()
 	return s.fair.records
 }
 

@@ -114,18 +114,7 @@ func (g *Group) SetEndpoints(addrs []string) error {
 			removed = append(removed, mb)
 		}
 	}
-	g.mu.Lock()
-	if g.started && !g.closed.Load() {
-		for _, mb := range added {
-			g.startProbes(mb)
-		}
-	}
-	for _, mb := range removed {
-		if mb.stop != nil {
-			mb.stop()
-		}
-	}
-	g.mu.Unlock()
+	g.swapProbes(added, removed)
 	for _, mb := range removed {
 		// Exchanges in flight finish; pooled connections close as they
 		// come back.
@@ -176,4 +165,21 @@ func (g *Group) Members() []MemberStatus {
 	add(ro.primary, false)
 	add(ro.fallback, true)
 	return out
+}
+
+// swapProbes starts the probes of added members (once the group is
+// started) and stops those of removed ones.
+func (g *Group) swapProbes(added, removed []*member) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.started && !g.closed.Load() {
+		for _, mb := range added {
+			g.startProbes(mb)
+		}
+	}
+	for _, mb := range removed {
+		if mb.stop != nil {
+			mb.stop()
+		}
+	}
 }

@@ -472,11 +472,7 @@ func (g *Group) Close() error {
 	if g.closed.Swap(true) {
 		return nil
 	}
-	g.mu.Lock()
-	if g.cancel != nil {
-		g.cancel()
-	}
-	g.mu.Unlock()
+	g.stopProbes()
 	g.wg.Wait()
 	// Under setMu, so that no SetEndpoints adds a member after this.
 	g.setMu.Lock()
@@ -485,4 +481,13 @@ func (g *Group) Close() error {
 		_ = mb.r.Close()
 	}
 	return nil
+}
+
+// stopProbes cancels the probe and loop-check goroutines.
+func (g *Group) stopProbes() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cancel != nil {
+		g.cancel()
+	}
 }

@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"hash/maphash"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -86,28 +87,7 @@ func nameHash(q []dns.Question) uint64 {
 // failure records a failed try of mb for question q. When it makes the
 // member suspect, a probe is asked for; the member stays in rotation.
 func (g *Group) failure(mb *member, q []dns.Question, err error) {
-	h := nameHash(q)
-	mb.mu.Lock()
-	seen := false
-	for _, r := range mb.recent[:mb.nrecent] {
-		if r == h {
-			seen = true
-			break
-		}
-	}
-	if !seen {
-		mb.recent[mb.next] = h
-		mb.next = (mb.next + 1) % recentNames
-		mb.nrecent = min(mb.nrecent+1, recentNames)
-		mb.distinct++
-		mb.suspect.Store(true)
-	}
-	kick := mb.distinct >= mb.maxFails && time.Since(mb.lastKick) >= minKickInterval
-	if kick {
-		mb.lastKick = time.Now()
-	}
-	n := mb.distinct
-	mb.mu.Unlock()
+	kick, n := mb.recordFailure(nameHash(q))
 	if kick {
 		select {
 		case mb.kick <- struct{}{}:
@@ -118,14 +98,34 @@ func (g *Group) failure(mb *member, q []dns.Question, err error) {
 	}
 }
 
+// recordFailure counts a failed name (by hash) once among the recent
+// ones, and says whether a probe is due now, with the distinct names that
+// failed.
+func (h *health) recordFailure(name uint64) (kick bool, distinct int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !slices.Contains(h.recent[:h.nrecent], name) {
+		h.recent[h.next] = name
+		h.next = (h.next + 1) % recentNames
+		h.nrecent = min(h.nrecent+1, recentNames)
+		h.distinct++
+		h.suspect.Store(true)
+	}
+	kick = h.distinct >= h.maxFails && time.Since(h.lastKick) >= minKickInterval
+	if kick {
+		h.lastKick = time.Now()
+	}
+	return kick, h.distinct
+}
+
 // success clears the suspicion against mb: it answered a query.
 func (g *Group) success(mb *member) {
 	if !mb.suspect.Load() {
 		return // no write on the hot path of a healthy member
 	}
 	mb.mu.Lock()
+	defer mb.mu.Unlock()
 	mb.clearSuspicion()
-	mb.mu.Unlock()
 }
 
 // clearSuspicion forgets the failed names; mu is held.
@@ -134,13 +134,24 @@ func (h *health) clearSuspicion() {
 	h.suspect.Store(false)
 }
 
+// recordProbe counts a probe's result: a success clears everything, a
+// failure says whether the evidence now confirms the server down.
+func (h *health) recordProbe(ok bool) (confirmed bool, distinct, probes int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if ok {
+		h.probeFails = 0
+		h.clearSuspicion()
+		return false, 0, 0
+	}
+	h.probeFails++
+	return h.distinct >= h.maxFails || h.probeFails >= h.maxFails, h.distinct, h.probeFails
+}
+
 // probed records the result of a probe of mb and makes the transitions.
 func (g *Group) probed(mb *member, err error) {
-	mb.mu.Lock()
+	confirmed, distinct, probes := mb.recordProbe(err == nil)
 	if err == nil {
-		mb.probeFails = 0
-		mb.clearSuspicion()
-		mb.mu.Unlock()
 		if mb.down.CompareAndSwap(true, false) {
 			g.transition(mb)
 			g.log.Info("upstream back up", zap.String("upstream", mb.r.addr))
@@ -150,10 +161,6 @@ func (g *Group) probed(mb *member, err error) {
 		}
 		return
 	}
-	mb.probeFails++
-	confirmed := mb.distinct >= mb.maxFails || mb.probeFails >= mb.maxFails
-	distinct, probes := mb.distinct, mb.probeFails
-	mb.mu.Unlock()
 	if !confirmed || !mb.down.CompareAndSwap(false, true) {
 		return
 	}

@@ -41,44 +41,58 @@ func newTCPPool(expire time.Duration) *tcpPool {
 
 // get returns an idle, unexpired connection, or nil if there is none.
 func (p *tcpPool) get() net.Conn {
-	now := time.Now()
-	var stale []net.Conn
-	var got net.Conn
+	got, stale := p.take(time.Now())
+	closeConns(stale)
+	return got
+}
+
+// take removes idle connections until an unexpired one, and returns it
+// with the expired ones it passed.
+func (p *tcpPool) take(now time.Time) (got net.Conn, stale []net.Conn) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	for len(p.idle) > 0 { // bounded: every iteration removes one entry
 		ic := p.idle[0]
 		p.idle[0] = idleConn{}
 		p.idle = p.idle[1:]
 		if now.Sub(ic.since) < p.expire {
-			got = ic.c
-			break
+			return ic.c, stale
 		}
 		stale = append(stale, ic.c)
 	}
-	p.mu.Unlock()
-	closeConns(stale)
-	return got
+	return nil, stale
 }
 
 // put returns a healthy connection to the pool (or closes it if the pool is
 // closed or full).
 func (p *tcpPool) put(c net.Conn) {
-	p.mu.Lock()
-	if p.closed || len(p.idle) >= maxIdleConns {
-		p.mu.Unlock()
+	if !p.keep(c) {
 		_ = c.Close()
-		return
+	}
+}
+
+// keep adds c to the idle connections, unless the pool is closed or full.
+func (p *tcpPool) keep(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.idle) >= maxIdleConns {
+		return false
 	}
 	p.idle = append(p.idle, idleConn{c: c, since: time.Now()})
-	p.mu.Unlock()
+	return true
 }
 
 // sweep closes expired idle connections so that an idle upstream does not
 // hold sockets forever.
 func (p *tcpPool) sweep() {
-	now := time.Now()
-	var stale []net.Conn
+	closeConns(p.expired(time.Now()))
+}
+
+// expired removes and returns the idle connections expired at now.
+func (p *tcpPool) expired(now time.Time) []net.Conn {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	var stale []net.Conn
 	n := 0
 	for n < len(p.idle) && now.Sub(p.idle[n].since) >= p.expire {
 		stale = append(stale, p.idle[n].c)
@@ -86,8 +100,7 @@ func (p *tcpPool) sweep() {
 		n++
 	}
 	p.idle = p.idle[n:]
-	p.mu.Unlock()
-	closeConns(stale)
+	return stale
 }
 
 // len reports the number of idle connections.
@@ -99,15 +112,20 @@ func (p *tcpPool) len() int {
 
 // close closes every idle connection and makes later puts close theirs.
 func (p *tcpPool) close() {
+	closeConns(p.drain())
+}
+
+// drain closes the pool and returns its idle connections.
+func (p *tcpPool) drain() []net.Conn {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.closed = true
 	all := make([]net.Conn, 0, len(p.idle))
 	for _, ic := range p.idle {
 		all = append(all, ic.c)
 	}
 	p.idle = nil
-	p.mu.Unlock()
-	closeConns(all)
+	return all
 }
 
 func closeConns(cs []net.Conn) {
