@@ -9,9 +9,10 @@ type metrics struct {
 	restored         *prometheus.CounterVec
 	errors           *prometheus.CounterVec
 	mode             *prometheus.GaugeVec
+	fallbackTargets  prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer, iface, rules bool) *metrics {
+func newMetrics(reg prometheus.Registerer, iface, rules, failOpen bool) *metrics {
 	m := &metrics{
 		interfaceInPlace: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nodedns_setup_interface_in_place",
@@ -27,12 +28,16 @@ func newMetrics(reg prometheus.Registerer, iface, rules bool) *metrics {
 		}, []string{"what"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nodedns_setup_errors_total",
-			Help: "Set-ups and re-checks that failed, by part: interface, rules.",
+			Help: "Set-ups, re-checks and liveness renewals that failed, by part: interface, rules, alive.",
 		}, []string{"what"}),
 		mode: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "nodedns_setup_info",
 			Help: "1 for the interface mode (dummy or lo) and the rules' backend in use.",
 		}, []string{"interface", "backend"}),
+		fallbackTargets: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nodedns_failopen_targets",
+			Help: "Cluster DNS endpoints the fail-open DNAT sends queries to while nodedns does not serve.",
+		}),
 	}
 	if iface {
 		reg.MustRegister(m.interfaceInPlace)
@@ -45,6 +50,10 @@ func newMetrics(reg prometheus.Registerer, iface, rules bool) *metrics {
 		reg.MustRegister(m.rulesInPlace)
 		m.restored.WithLabelValues("rules")
 		m.errors.WithLabelValues("rules")
+	}
+	if failOpen {
+		reg.MustRegister(m.fallbackTargets)
+		m.errors.WithLabelValues("alive")
 	}
 	if iface || rules {
 		reg.MustRegister(m.restored, m.errors, m.mode)

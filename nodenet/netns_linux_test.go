@@ -219,7 +219,7 @@ func TestRules(t *testing.T) {
 			t.Logf("%s: %d rules in %v", b.name, s.rules.count(), time.Since(start))
 			list := func() string { return sh(t, b.list[0], b.list[1:]...) }
 			out := list()
-			for _, r := range ruleSet([]netip.AddrPort{dnsAddr, svcAddr}, []netip.AddrPort{probeAddr}) {
+			for _, r := range ruleSet([]netip.AddrPort{dnsAddr, svcAddr}, []netip.AddrPort{probeAddr}, false) {
 				if b.name == "nftables" && r.table == "filter" {
 					continue // see nftRules
 				}
@@ -456,4 +456,147 @@ func TestIPv6(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFailOpenRules installs the fail-open rules through each backend,
+// IPv4 and IPv6: the NOTRACK of queries depends on the liveness mark, which
+// Alive renews and which lapses after LiveFor; the DNAT follows the targets
+// SetFallback gives; Teardown leaves nothing behind. What the packets do is
+// e2e's TestFailOpen.
+func TestFailOpenRules(t *testing.T) {
+	v4, v6 := dnsAddr, netip.MustParseAddrPort("[fd00:10::a]:53")
+	t4 := []netip.AddrPort{netip.MustParseAddrPort("10.244.2.10:53"), netip.MustParseAddrPort("10.244.3.10:5353")}
+	t6 := []netip.AddrPort{netip.MustParseAddrPort("[fd00:244::10]:53")}
+	const liveFor = time.Second
+	for _, b := range []struct {
+		name, backend, command string
+		list                   func(t *testing.T) string
+		live                   func(t *testing.T) string // what shows the live addresses
+	}{
+		{"nftables", BackendNFTables, "nft",
+			func(t *testing.T) string { return sh(t, "nft", "list", "ruleset") },
+			func(t *testing.T) string {
+				return sh(t, "nft", "list", "set", "inet", "nodedns", "live4") + sh(t, "nft", "list", "set", "inet", "nodedns", "live6")
+			}},
+		{"iptables-legacy", flavourLegacy, flavourLegacy,
+			func(t *testing.T) string { return sh(t, "iptables-legacy-save") + sh(t, "ip6tables-legacy-save") },
+			readRecent},
+		{"iptables-nft", flavourNFT, flavourNFT,
+			func(t *testing.T) string { return sh(t, "iptables-nft-save") + sh(t, "ip6tables-nft-save") },
+			readRecent},
+	} {
+		t.Run(b.name, func(t *testing.T) {
+			enterNetns(t, b.command)
+			backend := b.backend
+			if backend != BackendNFTables {
+				// The flavour is chosen as auto chooses it: by where
+				// kube-proxy's chains are.
+				sh(t, b.command, "-t", "nat", "-N", "KUBE-SERVICES")
+				backend = BackendAuto
+			}
+			s, reg := newSetup(t, Config{Rules: true, Backend: backend, FailOpen: true, LiveFor: liveFor,
+				Listen: []netip.AddrPort{v4, v6}})
+			if name, _ := s.Backend(); name != b.backend && !(b.backend == BackendNFTables && name == "nftables") {
+				t.Fatalf("backend %s, want %s", name, b.backend)
+			}
+			if err := s.InPlace(); err == nil {
+				t.Error("InPlace is nil before the rules were ever installed")
+			}
+			if err := s.SetFallback(append(append([]netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:53")}, t4...), t6...)); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.EnsureRules(); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.InPlace(); err != nil {
+				t.Errorf("InPlace: %v", err)
+			}
+			out := b.list(t)
+			for _, want := range []string{
+				"nodedns: no conntrack for DNS over udp to 169.254.20.10:53 while nodedns serves it",
+				"nodedns: no conntrack for DNS over tcp to [fd00:10::a]:53 from the node while nodedns serves it",
+				"nodedns: no conntrack for liveness probes over udp to 169.254.20.10:53",
+				"nodedns: fail-open of DNS over udp to 169.254.20.10:53 to 2 cluster DNS endpoints",
+				"nodedns: fail-open of DNS over tcp to [fd00:10::a]:53 to [fd00:244::10]:53",
+			} {
+				if !strings.Contains(out, want) {
+					t.Errorf("no %q in:\n%s", want, out)
+				}
+			}
+			if strings.Contains(out, "127.0.0.1") {
+				t.Errorf("a loopback target was installed:\n%s", out)
+			}
+			if b.backend == BackendNFTables {
+				for _, want := range []string{"ip daddr @live4", "ip6 daddr @live6", "meta mark & 0x00100000 == 0x00100000",
+					"dnat ip to numgen random mod 2 map @fallback4", "elements = { 0 : 10.244.2.10 . 53, 1 : 10.244.3.10 . 5353 }",
+					"hook prerouting priority dstnat + 10", "hook output priority -90"} {
+					if !strings.Contains(out, want) {
+						t.Errorf("nft list ruleset has no %q:\n%s", want, out)
+					}
+				}
+			} else {
+				for _, want := range []string{"-m recent --rcheck --seconds 1 --name nodedns-live --mask 255.255.255.255 --rdest",
+					"-m mark --mark 0x100000/0x100000", "-A PREROUTING -m comment --comment \"nodedns: fail-open to the cluster DNS\" -j NODEDNS-FAILOPEN",
+					"-m statistic --mode random --probability 0.50000000000 -m comment",
+					"-j DNAT --to-destination 10.244.3.10:5353", "-j DNAT --to-destination [fd00:244::10]:53"} {
+					if !strings.Contains(out, want) {
+						t.Errorf("%s-save has no %q:\n%s", b.command, want, out)
+					}
+				}
+			}
+			if n, err := s.rules.ensure(); n != 0 || err != nil {
+				t.Errorf("a second ensure added %d (%v); want nothing", n, err)
+			}
+
+			// Live: renewed by Alive, lapsed LiveFor later.
+			if got := b.live(t); strings.Contains(got, "169.254.20.10") {
+				t.Errorf("live before the first Alive:\n%s", got)
+			}
+			if err := s.Alive(); err != nil {
+				t.Fatal(err)
+			}
+			if got := b.live(t); !strings.Contains(got, "169.254.20.10") ||
+				!strings.Contains(got, "fd00:10::a") && !strings.Contains(got, "fd00:0010:0000:0000:0000:0000:0000:000a") {
+				t.Errorf("not live after Alive:\n%s", got)
+			}
+			if b.backend == BackendNFTables {
+				time.Sleep(liveFor + 200*time.Millisecond)
+				if got := b.live(t); strings.Contains(got, "169.254.20.10") {
+					t.Errorf("still live %v after the last Alive:\n%s", liveFor, got)
+				}
+			}
+
+			// New targets replace the DNAT at once.
+			if err := s.SetFallback(t4[:1]); err != nil {
+				t.Fatal(err)
+			}
+			out = b.list(t)
+			if strings.Contains(out, "10.244.3.10") || !strings.Contains(out, "fail-open of DNS over udp to 169.254.20.10:53 to 10.244.2.10:53") {
+				t.Errorf("the DNAT did not follow the targets:\n%s", out)
+			}
+			if strings.Contains(out, "fd00:244::10") {
+				t.Errorf("the IPv6 DNAT stayed without an IPv6 target:\n%s", out)
+			}
+			if n := gauge(t, reg, "nodedns_failopen_targets"); n != 1 {
+				t.Errorf("nodedns_failopen_targets = %v, want 1", n)
+			}
+
+			if err := s.Teardown(); err != nil {
+				t.Fatal(err)
+			}
+			if out := b.list(t); strings.Contains(out, "nodedns") || strings.Contains(out, "NODEDNS") {
+				t.Errorf("after teardown:\n%s", out)
+			}
+		})
+	}
+}
+
+// readRecent is the xt_recent list of live addresses, "" when it is gone.
+func readRecent(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/thread-self/net/xt_recent/" + recentName)
+	if err != nil {
+		return ""
+	}
+	return string(b)
 }

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -61,6 +62,14 @@ type Config struct {
 	Backend string
 	// Interval is the re-check period; 0: no re-check.
 	Interval time.Duration
+	// FailOpen makes the rules divert queries to nodedns only while Alive
+	// keeps the listen addresses live, and otherwise DNAT them to the
+	// fallback targets (SetFallback) or leave them to kube-proxy: see
+	// failopen.go. Needs Rules.
+	FailOpen bool
+	// LiveFor is how long one Alive keeps the addresses live; 0 means
+	// DefaultLiveFor. The iptables backends round it up to whole seconds.
+	LiveFor time.Duration
 
 	Log        *zap.Logger
 	Registerer prometheus.Registerer
@@ -74,13 +83,20 @@ type Setup struct {
 	ns      netns.NsHandle // the namespace everything happens in
 	iface   *iface         // nil: no interface
 	rules   rules          // nil: no rules
+	fo      *failOpen      // nil: no fail-open
 	reason  string         // why that backend
 	metrics *metrics
 	log     *zap.Logger
 
-	mu      sync.Mutex // serialises ensure and teardown between the loop and the caller
-	stop    context.CancelFunc
-	stopped chan struct{}
+	mu sync.Mutex // serialises ensure and teardown between the loop and the caller
+
+	// stateMu guards what the last ensures found, for InPlace; apart from
+	// mu, so that /ready never waits for an iptables command.
+	stateMu            sync.Mutex
+	ifaceErr, rulesErr error
+	rulesSet           bool // the rules were ensured at least once
+	stop               context.CancelFunc
+	stopped            chan struct{}
 }
 
 // New checks cfg and chooses the rules' backend (detecting it for
@@ -108,15 +124,26 @@ func New(cfg Config) (*Setup, error) {
 		}
 		s.iface = &iface{name: cfg.InterfaceName, addrs: ips, ns: ns}
 	}
+	if cfg.FailOpen && !cfg.Rules {
+		ns.Close()
+		return nil, errors.New("node networking: fail-open needs the rules")
+	}
 	if cfg.Rules {
-		r, reason, err := newRules(cfg.Backend, ruleSet(cfg.Listen, cfg.Probes), ns)
+		if cfg.FailOpen {
+			if cfg.LiveFor <= 0 {
+				cfg.LiveFor = DefaultLiveFor
+			}
+			s.fo = &failOpen{listen: cfg.Listen, liveFor: cfg.LiveFor}
+		}
+		r, reason, err := newRules(cfg.Backend, ruleSet(cfg.Listen, cfg.Probes, cfg.FailOpen), s.fo, ns)
 		if err != nil {
 			ns.Close()
 			return nil, err
 		}
 		s.rules, s.reason = r, reason
 	}
-	s.metrics = newMetrics(cfg.Registerer, s.iface != nil, s.rules != nil)
+	s.cfg = cfg
+	s.metrics = newMetrics(cfg.Registerer, s.iface != nil, s.rules != nil, s.fo != nil)
 	s.setInfo()
 	return s, nil
 }
@@ -195,7 +222,7 @@ func (s *Setup) EnsureRules() error {
 	defer s.mu.Unlock()
 	start := time.Now()
 	added, err := s.rules.ensure()
-	s.metrics.rulesInPlace.Set(b2f(err == nil))
+	s.setRulesState(err)
 	if err != nil {
 		s.metrics.errors.WithLabelValues("rules").Inc()
 		return fmt.Errorf("node networking: rules (%s): %w", s.rules.name(), err)
@@ -205,11 +232,63 @@ func (s *Setup) EnsureRules() error {
 	return nil
 }
 
+// FailOpen reports whether the rules fail open, and the liveness window.
+func (s *Setup) FailOpen() (bool, time.Duration) {
+	if s.fo == nil {
+		return false, 0
+	}
+	return true, s.fo.liveFor
+}
+
+// Alive marks the listen addresses live for LiveFor: until then the rules
+// send queries to nodedns; after, to the cluster DNS (failopen.go). Call
+// it only on evidence that nodedns answers on every listen address, and
+// several times per LiveFor. A no-op without fail-open.
+func (s *Setup) Alive() error {
+	if s.fo == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.rules.alive(s.fo.liveFor); err != nil {
+		s.metrics.errors.WithLabelValues("alive").Inc()
+		return fmt.Errorf("node networking: marking the listen addresses live (%s): %w", s.rules.name(), err)
+	}
+	s.fo.liveUntil = time.Now().Add(s.fo.liveFor)
+	return nil
+}
+
+// SetFallback gives the fail-open DNAT its targets, the cluster DNS
+// endpoints, and puts them in place at once (and at every re-check).
+// Loopback and unspecified addresses are dropped: the kernel does not
+// DNAT a routed packet there. A no-op without fail-open.
+func (s *Setup) SetFallback(targets []netip.AddrPort) error {
+	if s.fo == nil {
+		return nil
+	}
+	ts := normTargets(targets)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if slices.Equal(ts, s.fo.targets) {
+		return nil
+	}
+	s.rules.setTargets(ts)
+	s.metrics.fallbackTargets.Set(float64(len(ts)))
+	_, err := s.rules.ensure()
+	s.setRulesState(err)
+	if err != nil {
+		s.metrics.errors.WithLabelValues("rules").Inc()
+		return fmt.Errorf("node networking: fail-open targets (%s): %w", s.rules.name(), err)
+	}
+	s.log.Info("fail-open targets in place", zap.String("backend", s.rules.name()), zap.String("targets", targetsString(ts)))
+	return nil
+}
+
 // ensureInterface runs one ensure of the interface, counting what it
 // restored when restoring is true.
 func (s *Setup) ensureInterface(restoring bool) (restored []string, err error) {
 	restored, err = s.iface.ensure()
-	s.metrics.interfaceInPlace.Set(b2f(err == nil))
+	s.setInterfaceState(err)
 	if err != nil {
 		s.metrics.errors.WithLabelValues("interface").Inc()
 		return nil, fmt.Errorf("node networking: interface %s: %w", s.iface.link(), err)
@@ -240,7 +319,7 @@ func (s *Setup) Check() {
 	}
 	if s.rules != nil {
 		added, err := s.rules.ensure()
-		s.metrics.rulesInPlace.Set(b2f(err == nil))
+		s.setRulesState(err)
 		switch {
 		case err != nil:
 			s.metrics.errors.WithLabelValues("rules").Inc()
@@ -311,13 +390,13 @@ func (s *Setup) Teardown() error {
 		if err := s.rules.remove(); err != nil {
 			errs = append(errs, fmt.Errorf("node networking: removing the rules (%s): %w", s.rules.name(), err))
 		}
-		s.metrics.rulesInPlace.Set(0)
+		s.setRulesState(errors.New("removed"))
 	}
 	if s.iface != nil {
 		if err := s.iface.remove(); err != nil {
 			errs = append(errs, fmt.Errorf("node networking: removing interface %s: %w", s.iface.link(), err))
 		}
-		s.metrics.interfaceInPlace.Set(0)
+		s.setInterfaceState(errors.New("removed"))
 	}
 	return errors.Join(errs...)
 }
@@ -351,4 +430,39 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+func (s *Setup) setRulesState(err error) {
+	s.metrics.rulesInPlace.Set(b2f(err == nil))
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	s.rulesErr, s.rulesSet = err, true
+}
+
+func (s *Setup) setInterfaceState(err error) {
+	s.metrics.interfaceInPlace.Set(b2f(err == nil))
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	s.ifaceErr = err
+}
+
+// InPlace is nil when every part of the set-up was in place at its last
+// ensure, else what is missing: the interface, the rules, or the rules not
+// yet installed.
+func (s *Setup) InPlace() error {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	var errs []error
+	if s.iface != nil && s.ifaceErr != nil {
+		errs = append(errs, fmt.Errorf("node networking: interface not in place: %w", s.ifaceErr))
+	}
+	if s.rules != nil {
+		switch {
+		case !s.rulesSet:
+			errs = append(errs, errors.New("node networking: rules not installed yet"))
+		case s.rulesErr != nil:
+			errs = append(errs, fmt.Errorf("node networking: rules not in place: %w", s.rulesErr))
+		}
+	}
+	return errors.Join(errs...)
 }

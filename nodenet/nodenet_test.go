@@ -55,7 +55,7 @@ func TestRuleSet(t *testing.T) {
 	dns := netip.MustParseAddrPort("169.254.20.10:53")
 	svc := netip.MustParseAddrPort("10.96.0.10:53")
 	set := ruleSet([]netip.AddrPort{dns, svc, dns},
-		[]netip.AddrPort{netip.MustParseAddrPort("169.254.20.10:9253"), netip.MustParseAddrPort("127.0.0.1:9254")})
+		[]netip.AddrPort{netip.MustParseAddrPort("169.254.20.10:9253"), netip.MustParseAddrPort("127.0.0.1:9254")}, false)
 	// Per address and protocol: PREROUTING, OUTPUT from, OUTPUT to,
 	// INPUT, OUTPUT accept. The probe port: OUTPUT to and from, TCP.
 	if want := 2*2*5 + 2; len(set) != want {
@@ -110,4 +110,76 @@ func counter(t *testing.T, reg *prometheus.Registry, name, what string) float64 
 		}
 	}
 	return 0
+}
+
+// gauge reads one unlabelled gauge of reg's.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
+func TestRuleSetFailOpen(t *testing.T) {
+	dns := netip.MustParseAddrPort("169.254.20.10:53")
+	set := ruleSet([]netip.AddrPort{dns}, nil, true)
+	// Per protocol: the bypass rule, PREROUTING and OUTPUT to (live),
+	// OUTPUT from, INPUT and OUTPUT accept.
+	if want := 2 * 6; len(set) != want {
+		t.Fatalf("%d rules, want %d", len(set), want)
+	}
+	var live, bypass int
+	for _, r := range set {
+		switch {
+		case r.live:
+			live++
+			if !r.dst || r.verdict != "NOTRACK" {
+				t.Errorf("%+v: only NOTRACK of queries (to the address) waits for liveness", r)
+			}
+		case r.bypass:
+			bypass++
+			if r.chain != "OUTPUT" || !r.dst {
+				t.Errorf("%+v: the bypass is for nodedns's own probes, sent from the node", r)
+			}
+		}
+	}
+	if live != 4 || bypass != 2 {
+		t.Errorf("%d live and %d bypass rules, want 4 and 2", live, bypass)
+	}
+}
+
+func TestFailOpenDNAT(t *testing.T) {
+	fo := &failOpen{listen: []netip.AddrPort{
+		netip.MustParseAddrPort("169.254.20.10:53"), netip.MustParseAddrPort("[fd00::10]:53"),
+		netip.MustParseAddrPort("169.254.20.10:53")}}
+	if d := fo.dnats(); len(d) != 0 {
+		t.Errorf("no targets: %d DNAT rules, want none", len(d))
+	}
+	fo.targets = normTargets([]netip.AddrPort{
+		netip.MustParseAddrPort("10.244.2.10:53"), netip.MustParseAddrPort("127.0.0.1:1053"),
+		netip.MustParseAddrPort("10.244.1.5:53"), netip.MustParseAddrPort("10.244.2.10:53"),
+		netip.MustParseAddrPort("[::ffff:10.244.3.3]:53")})
+	if want := "10.244.1.5:53,10.244.2.10:53,10.244.3.3:53"; targetsString(fo.targets) != want {
+		t.Fatalf("targets %s, want %s (sorted, unmapped, no loopback, no repeats)", targetsString(fo.targets), want)
+	}
+	d := fo.dnats()
+	if len(d) != 2 {
+		t.Fatalf("%d DNAT rules, want 2 (UDP and TCP to the IPv4 address; no IPv6 target)", len(d))
+	}
+	c := d[0].comment
+	fo.targets = fo.targets[:2]
+	if fo.dnats()[0].comment == c {
+		t.Errorf("the comment %q does not change with the targets: a re-check would not see the change", c)
+	}
+	fo.targets = fo.targets[:1]
+	if got := fo.dnats()[0].comment; !strings.Contains(got, "10.244.1.5:53") {
+		t.Errorf("one target is named: %q", got)
+	}
 }

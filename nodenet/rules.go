@@ -3,6 +3,7 @@ package nodenet
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netns"
 )
@@ -16,6 +17,11 @@ type rule struct {
 	addr         netip.Addr
 	port         uint16
 	verdict      string // "NOTRACK" or "ACCEPT"
+	// live makes the rule match only while addr is live (fail-open: see
+	// failopen.go), and socket only while a socket is bound to the
+	// destination (PREROUTING only); bypass only packets with BypassMark,
+	// nodedns's own probes of its sockets.
+	live, socket, bypass bool
 	comment      string // says why, on the node (iptables -S, nft list ruleset)
 }
 
@@ -34,7 +40,14 @@ type rule struct {
 //
 // And, for the probe addresses on the same IPs, raw OUTPUT NOTRACK for TCP
 // to and from them: kubelet's probes come from the node.
-func ruleSet(listen, probes []netip.AddrPort) []rule {
+//
+// With failOpen, the NOTRACK rules for queries (to the address) match only
+// while the address is live, and in PREROUTING only while a socket is
+// bound to it (so a killed nodedns fails open at once); one more raw
+// OUTPUT rule lets nodedns's own probes (marked with BypassMark) through
+// whatever the liveness: see failopen.go. The replies' rules need no
+// condition: only nodedns sends from the address.
+func ruleSet(listen, probes []netip.AddrPort, failOpen bool) []rule {
 	var out []rule
 	seen := map[rule]bool{}
 	add := func(r rule) {
@@ -50,12 +63,25 @@ func ruleSet(listen, probes []netip.AddrPort) []rule {
 		a, port := ap.Addr().Unmap(), ap.Port()
 		ips[a] = true
 		to := netip.AddrPortFrom(a, port).String()
+		live, when := failOpen, ""
+		if failOpen {
+			when = " while nodedns serves it"
+		}
 		for _, p := range []string{"udp", "tcp"} {
-			add(rule{"raw", "PREROUTING", p, true, a, port, "NOTRACK", "nodedns: no conntrack for DNS over " + p + " to " + to})
-			add(rule{"raw", "OUTPUT", p, false, a, port, "NOTRACK", "nodedns: no conntrack for DNS replies over " + p + " from " + to})
-			add(rule{"raw", "OUTPUT", p, true, a, port, "NOTRACK", "nodedns: no conntrack for DNS over " + p + " to " + to + " from the node"})
-			add(rule{"filter", "INPUT", p, true, a, port, "ACCEPT", "nodedns: accept untracked DNS over " + p + " to " + to})
-			add(rule{"filter", "OUTPUT", p, false, a, port, "ACCEPT", "nodedns: accept untracked DNS replies over " + p + " from " + to})
+			if failOpen {
+				add(rule{table: "raw", chain: "OUTPUT", proto: p, dst: true, addr: a, port: port, verdict: "NOTRACK", bypass: true,
+					comment: "nodedns: no conntrack for liveness probes over " + p + " to " + to})
+			}
+			add(rule{table: "raw", chain: "PREROUTING", proto: p, dst: true, addr: a, port: port, verdict: "NOTRACK", live: live, socket: live,
+				comment: "nodedns: no conntrack for DNS over " + p + " to " + to + when})
+			add(rule{table: "raw", chain: "OUTPUT", proto: p, addr: a, port: port, verdict: "NOTRACK",
+				comment: "nodedns: no conntrack for DNS replies over " + p + " from " + to})
+			add(rule{table: "raw", chain: "OUTPUT", proto: p, dst: true, addr: a, port: port, verdict: "NOTRACK", live: live,
+				comment: "nodedns: no conntrack for DNS over " + p + " to " + to + " from the node" + when})
+			add(rule{table: "filter", chain: "INPUT", proto: p, dst: true, addr: a, port: port, verdict: "ACCEPT",
+				comment: "nodedns: accept untracked DNS over " + p + " to " + to})
+			add(rule{table: "filter", chain: "OUTPUT", proto: p, addr: a, port: port, verdict: "ACCEPT",
+				comment: "nodedns: accept untracked DNS replies over " + p + " from " + to})
 		}
 	}
 	for _, ap := range probes {
@@ -64,8 +90,10 @@ func ruleSet(listen, probes []netip.AddrPort) []rule {
 			continue
 		}
 		to := netip.AddrPortFrom(a, port).String()
-		add(rule{"raw", "OUTPUT", "tcp", true, a, port, "NOTRACK", "nodedns: no conntrack for probes to " + to})
-		add(rule{"raw", "OUTPUT", "tcp", false, a, port, "NOTRACK", "nodedns: no conntrack for probe replies from " + to})
+		add(rule{table: "raw", chain: "OUTPUT", proto: "tcp", dst: true, addr: a, port: port, verdict: "NOTRACK",
+			comment: "nodedns: no conntrack for probes to " + to})
+		add(rule{table: "raw", chain: "OUTPUT", proto: "tcp", addr: a, port: port, verdict: "NOTRACK",
+			comment: "nodedns: no conntrack for probe replies from " + to})
 	}
 	return out
 }
@@ -82,20 +110,26 @@ type rules interface {
 	remove() error
 	// count is the number of rules installed when all are in place.
 	count() int
+	// alive marks the listen addresses live for d (fail-open only): the
+	// rules with live set match until then.
+	alive(d time.Duration) error
+	// setTargets gives the fail-open DNAT its targets; the next ensure
+	// puts them in place.
+	setTargets(targets []netip.AddrPort)
 }
 
 // newRules chooses the backend (Detect for BackendAuto) and prepares it;
 // it changes nothing on the node. The reason says why that backend.
-func newRules(backend string, set []rule, ns netns.NsHandle) (rules, string, error) {
+func newRules(backend string, set []rule, fo *failOpen, ns netns.NsHandle) (rules, string, error) {
 	sig := gather(ns)
 	flavour, reason, err := choose(backend, sig)
 	if err != nil {
 		return nil, "", fmt.Errorf("node networking: rules backend %s: %w", backend, err)
 	}
 	if flavour == BackendNFTables {
-		r, err := newNFTRules(set, ns)
+		r, err := newNFTRules(set, fo, ns)
 		return r, reason, err
 	}
-	r, err := newIPTRules(flavour, set)
+	r, err := newIPTRules(flavour, set, fo)
 	return r, reason, err
 }
