@@ -188,6 +188,9 @@ type Config struct {
 	SetupRulesBackend string        `key:"setup.rules_backend"` // auto, iptables, nftables
 	SetupInterval     time.Duration `key:"setup.interval"`      // 0: no re-check
 	SkipTeardown      bool          `key:"setup.skip_teardown" reload:"live"`
+	// FailOpen is in effect with SetupRules only.
+	FailOpen      bool          `key:"setup.fail_open"`
+	FailOpenAfter time.Duration `key:"setup.fail_open_after"`
 
 	// ConfigFile is the path given with --config, "" for none.
 	ConfigFile string `key:"-"`
@@ -251,6 +254,8 @@ func Defaults() Config {
 		// NodeLocal DNSCache's node-cache checks every 60 s; while a rule
 		// set is flushed, every query costs a conntrack entry.
 		SetupInterval: 10 * time.Second,
+		FailOpen:      true,
+		FailOpenAfter: time.Second,
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // SetupFile is the `setup` section: the node's networking that nodedns
@@ -18,12 +19,18 @@ type SetupFile struct {
 	RulesBackend string `json:"rules_backend,omitempty"`
 	Interval     string `json:"interval,omitempty"`
 	SkipTeardown *bool  `json:"skip_teardown,omitempty"`
+	// FailOpen sends queries to the cluster DNS whenever nodedns does not
+	// serve (with the rules only); FailOpenAfter is how long after its
+	// last proof of life.
+	FailOpen      *bool  `json:"fail_open,omitempty"`
+	FailOpenAfter string `json:"fail_open_after,omitempty"`
 }
 
 func applySetup(c *Config, f SetupFile) error {
 	setBool(&c.SetupInterface, f.Interface)
 	setBool(&c.SetupRules, f.Rules)
 	setBool(&c.SkipTeardown, f.SkipTeardown)
+	setBool(&c.FailOpen, f.FailOpen)
 	setStr(&c.InterfaceName, f.InterfaceName)
 	setStr(&c.SetupRulesBackend, f.RulesBackend)
 	if f.Interval != "" {
@@ -32,6 +39,13 @@ func applySetup(c *Config, f SetupFile) error {
 			return fieldErr("setup.interval", err)
 		}
 		c.SetupInterval = d
+	}
+	if f.FailOpenAfter != "" {
+		d, err := parseDuration(f.FailOpenAfter)
+		if err != nil {
+			return fieldErr("setup.fail_open_after", err)
+		}
+		c.FailOpenAfter = d
 	}
 	return nil
 }
@@ -63,6 +77,9 @@ func validateSetup(c *Config) error {
 	}
 	if n := c.InterfaceName; n == "" || len(n) > 15 || n == "." || n == ".." || strings.ContainsAny(n, "/: \t\n") {
 		return fmt.Errorf("setup.interface_name: %q is not a link name (1 to 15 characters, no '/', ':' or spaces)", n)
+	}
+	if c.FailOpenAfter < 500*time.Millisecond || c.FailOpenAfter > time.Minute {
+		return fmt.Errorf("setup.fail_open_after: %v is not between 500ms and 1m", c.FailOpenAfter)
 	}
 	if !c.SetupInterface && !c.SetupRules {
 		return nil

@@ -339,6 +339,16 @@ func checkProbes(t *testing.T, d *deployment) {
 	if d.c.StartupProbe != nil {
 		t.Error("startupProbe: not expected")
 	}
+	// A hung nodedns is restarted within about 10 s of /health failing.
+	if l := d.c.LivenessProbe; l != nil {
+		if n := l.PeriodSeconds * l.FailureThreshold; n > 10 {
+			t.Errorf("livenessProbe: %d s × %d failures = %d s before kubelet restarts a hung nodedns; want at most 10 s",
+				l.PeriodSeconds, l.FailureThreshold, n)
+		}
+		if l.TimeoutSeconds >= l.PeriodSeconds {
+			t.Errorf("livenessProbe: timeout %d s not under the period %d s", l.TimeoutSeconds, l.PeriodSeconds)
+		}
+	}
 }
 
 // checkEnv: NODE_NAME from the downward API, and no GOMEMLIMIT (which

@@ -80,6 +80,18 @@ func (n *netns) exec(t *testing.T, args ...string) string {
 	return run(t, "ip", append([]string{"netns", "exec", n.name}, args...)...)
 }
 
+// execStdin runs a command in the namespace with stdin.
+func (n *netns) execStdin(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
 // proc is a process a test started in a namespace.
 type proc struct {
 	cmd  *exec.Cmd

@@ -337,7 +337,7 @@ func mustLink(t *testing.T, b *nodeBed) string {
 // ruleset` ("counter packets N") form.
 func prerouteCounted(ruleset string) bool {
 	for _, line := range strings.Split(ruleset, "\n") {
-		if !strings.Contains(line, "no conntrack for DNS over udp to 169.254.20.10:53\"") || strings.Contains(line, "from the node") {
+		if !strings.Contains(line, "no conntrack for DNS over udp to 169.254.20.10:53") || strings.Contains(line, "from the node") {
 			continue
 		}
 		if strings.Contains(line, "OUTPUT") {

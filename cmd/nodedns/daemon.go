@@ -102,16 +102,29 @@ func run(ctx context.Context, args []string) error {
 	}
 	loadedAt := time.Now()
 	// The interface before the listeners bind its addresses; the rules
-	// once they serve (nodenet.go).
+	// once they serve, or, failing open, at once (nodenet.go).
 	nn, err := setupInterface(cfg, reg, log)
 	if err != nil {
 		return err
 	}
+	if nn.rulesBeforeServing() {
+		nn.setupRules(fallbackTargets(cfg), cfg.KubeOn() && cfg.KubeDNSService != "")
+	}
+	kube.setFallback(nn)
 	if err := srv.Start(); err != nil {
-		nn.stop(cfg.SkipTeardown)
+		nn.stop(cfg.SkipTeardown, false)
 		return err
 	}
-	nn.setupRules()
+	if !nn.rulesBeforeServing() {
+		nn.setupRules(nil, false)
+	}
+	// The watchdog proves nodedns answers; only then does the node send
+	// its queries here (watchdog.go).
+	wd := newWatchdog(srv, nn, reg, log)
+	wdCtx, stopWatchdog := context.WithCancel(context.Background())
+	defer stopWatchdog()
+	wdDone := make(chan struct{})
+	go func() { defer close(wdDone); wd.run(wdCtx) }()
 	startRouter(upCtx, router)
 	snapCtx, stopSnapshots := context.WithCancel(context.Background())
 	defer stopSnapshots()
@@ -125,9 +138,12 @@ func run(ctx context.Context, args []string) error {
 	var draining atomic.Bool
 	var httpSrv *http.Server
 	if cfg.HTTPListen != "" {
-		httpSrv, err = startHTTP(cfg.HTTPListen, reg, func() error {
+		httpSrv, err = startHTTP(cfg.HTTPListen, reg, wd.health, func() error {
 			if draining.Load() || !srv.Ready() {
 				return errors.New("not serving")
+			}
+			if err := nn.inPlace(); err != nil {
+				return err
 			}
 			if !current.Load().Route(".").Healthy() {
 				return errors.New("no healthy upstream for \".\"")
@@ -163,10 +179,16 @@ func run(ctx context.Context, args []string) error {
 				continue
 			}
 			cfg = next
+			if !cfg.KubeOn() || cfg.KubeDNSService == "" {
+				nn.setFallbackTargets(fallbackTargets(cfg))
+			}
 		}
 	}
 
 	log.Info("stopping")
+	stopWatchdog()
+	<-wdDone
+	healthy := wd.answersNow(context.Background())
 	draining.Store(true)
 	if cfg.Lameduck > 0 {
 		time.Sleep(cfg.Lameduck) // keep answering while load balancers notice we are not ready
@@ -190,7 +212,7 @@ func run(ctx context.Context, args []string) error {
 	stopUpstreams()
 	kube.wait()
 	closeRouter(current.Load())
-	nn.stop(cfg.SkipTeardown) // after the DNS server stopped
+	nn.stop(cfg.SkipTeardown, healthy) // after the DNS server stopped
 	if shutdownErr != nil {
 		log.Warn("stopped with queries unanswered", zap.Error(shutdownErr))
 	} else {
@@ -420,14 +442,19 @@ func applyMemoryLimit(log *zap.Logger, ratio float64) int64 {
 	return limit
 }
 
-// startHTTP serves /metrics, /health (liveness: the process answers) and
-// /ready (readiness: serving DNS with a healthy default upstream; with
-// ?verbose, the state of every upstream server and of the Kubernetes view
-// as JSON) on its own mux, never the global one.
-func startHTTP(addr string, reg *prometheus.Registry, ready func() error, detail func() any, log *zap.Logger) (*http.Server, error) {
+// startHTTP serves /metrics, /health (liveness: the query path answers,
+// as the watchdog proves), and /ready (readiness: serving DNS with the
+// node's set-up in place and a healthy default upstream; with ?verbose,
+// the state of every upstream server and of the Kubernetes view as JSON)
+// on its own mux, never the global one.
+func startHTTP(addr string, reg *prometheus.Registry, health, ready func() error, detail func() any, log *zap.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) {
+		if err := health(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/ready", func(w http.ResponseWriter, r *http.Request) {

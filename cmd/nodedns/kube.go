@@ -27,6 +27,7 @@ type kube struct {
 
 	mu        sync.Mutex
 	endpoints []string // the last endpoints the view published
+	nn        *nodeNet // fail-open's targets follow the endpoints; nil before
 }
 
 // startKube starts the view of the cluster when the configuration turns it
@@ -85,12 +86,31 @@ func (k *kube) wire(sc *resolver.Config, cfg config.Config) {
 }
 
 // setEndpoints gives the cluster DNS Service's ready endpoints to the
-// group that serves the cluster domain.
+// group that serves the cluster domain, and to fail-open as its targets.
 func (k *kube) setEndpoints(addrs []string) {
 	k.mu.Lock()
 	k.endpoints = addrs
+	nn := k.nn
 	k.mu.Unlock()
 	k.apply(addrs)
+	if nn != nil && len(addrs) > 0 {
+		nn.setFallback(addrs)
+	}
+}
+
+// setFallback makes the endpoints fail-open's targets from now on, the
+// ones known already at once.
+func (k *kube) setFallback(nn *nodeNet) {
+	if k == nil || nn == nil {
+		return
+	}
+	k.mu.Lock()
+	k.nn = nn
+	addrs := k.endpoints
+	k.mu.Unlock()
+	if len(addrs) > 0 {
+		nn.setFallback(addrs)
+	}
 }
 
 func (k *kube) apply(addrs []string) {
