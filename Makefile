@@ -54,7 +54,15 @@ deploy:
 image:
 	VERSION=$(VERSION) GO=$(GO) ./image/build.sh $(BIN)/nodedns-image.oci.tar
 
-test: tools vet staticcheck vulncheck unit memory conformance soak-short fuzz
+# The steps of `make test`, in order, each timed (the times go to the log:
+# a cold run must stay within CI's budget).
+TEST_STEPS := tools vet staticcheck vulncheck unit memory conformance soak-short fuzz
+test:
+	@all=$$(date +%s); for s in $(TEST_STEPS); do \
+		start=$$(date +%s); \
+		$(MAKE) --no-print-directory $$s || { echo "make test: $$s failed after $$(( $$(date +%s) - start )) s"; exit 1; }; \
+		echo "make test: $$s took $$(( $$(date +%s) - start )) s"; \
+	done; echo "make test: passed in $$(( $$(date +%s) - all )) s"
 
 # tools installs what the tests use from outside Go: dig (a real DNS client)
 # and dnsperf. It does nothing when they are already there.
