@@ -419,13 +419,13 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-// Every metric the running binary exports is in the README's metrics
-// table: dashboards and alerts are written from it.
+// Every metric the running binary exports is in the metrics table of
+// docs/reference/metrics.md: dashboards and alerts are written from it.
 func TestEveryMetricIsDocumented(t *testing.T) {
 	up := startUpstream(t, "192.0.2.1")
 	d := startDaemon(t, "--upstream", up.addr)
 	ask(t, d.dnsAddr, "www.example.org.")
-	readme, err := os.ReadFile("../../README.md")
+	doc, err := os.ReadFile("../../docs/reference/metrics.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,8 +438,8 @@ func TestEveryMetricIsDocumented(t *testing.T) {
 		}
 		name, _, _ = strings.Cut(name, " ")
 		n++
-		if !strings.Contains(string(readme), "`"+name+"`") {
-			t.Errorf("README's metrics table lacks %s", name)
+		if !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("docs/reference/metrics.md lacks %s", name)
 		}
 	}
 	if n < 20 {
