@@ -67,8 +67,13 @@ func New(cfg Config, reg prometheus.Registerer) (*Cache, error) {
 	if cfg.MaxEntries < cfg.Shards {
 		cfg.MaxEntries = cfg.Shards
 	}
+	store := NewSharded[*Entry](cfg.Shards, cfg.MaxBytes, cfg.MaxEntries)
+	// An answer over a sixteenth of a shard (8 KiB of the default 32 MiB:
+	// only TCP answers are larger than a UDP packet) is served, not
+	// stored: each would push out dozens of ordinary ones.
+	store.LimitValues(cfg.MaxBytes / int64(cfg.Shards) / 16)
 	c := &Cache{
-		store:    NewSharded[*Entry](cfg.Shards, cfg.MaxBytes, cfg.MaxEntries),
+		store:    store,
 		maxBytes: cfg.MaxBytes,
 		seed:     maphash.MakeSeed(),
 	}
@@ -90,7 +95,7 @@ func (c *Cache) hash(key []byte) uint64 { return maphash.Bytes(c.seed, key) }
 // what an expired entry is good for. The stored key is compared in full, so
 // a hash collision is a miss, never a wrong answer.
 func (c *Cache) Get(key []byte) (*Entry, bool) {
-	e, ok := c.store.Get(c.hash(key))
+	e, ok := c.store.Peek(c.hash(key))
 	if !ok || e.key() != string(key) {
 		return nil, false
 	}
@@ -111,7 +116,10 @@ const (
 // stale one that may be served if the upstreams fail (RFC 8767). It counts
 // a fresh entry as a hit and anything else as a miss.
 func (c *Cache) Find(key []byte, now int64) (*Entry, State) {
-	e, ok := c.Get(key)
+	e, ok := c.store.Get(c.hash(key)) // counts the key as asked for, and makes it recent
+	if ok && e.key() != string(key) {
+		e, ok = nil, false
+	}
 	switch {
 	case ok && e.Fresh(now):
 		c.metrics.hits.Inc()
@@ -154,7 +162,11 @@ func (c *Cache) Store(key []byte, resp *dns.Msg, now time.Time) (*Entry, error) 
 	if err != nil || e == nil {
 		return nil, err
 	}
-	c.store.Add(c.hash(key), e)
+	if !c.store.Add(c.hash(key), e) {
+		// Not stored (scan resistance, see Sharded): the answer is served
+		// all the same.
+		return e, nil
+	}
 	c.metrics.stores.WithLabelValues(e.Kind().String()).Inc()
 	return e, nil
 }
@@ -206,6 +218,10 @@ func newMetrics(reg prometheus.Registerer, c *Cache) *metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "nodedns_cache_evictions_total", Help: "Entries evicted to keep the cache within its byte and entry bounds.",
 		}, func() float64 { return float64(c.store.Evictions()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "nodedns_cache_rejected_total",
+			Help: "Answers served but not stored: over the size limit, or for a name asked less often than the one it would evict (scan resistance).",
+		}, func() float64 { return float64(c.store.Rejected()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "nodedns_cache_entries", Help: "Entries in the cache, fresh or expired.",
 		}, func() float64 { return float64(c.store.Len()) }),

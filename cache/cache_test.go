@@ -268,6 +268,9 @@ nodedns_cache_hits_total 2
 # HELP nodedns_cache_misses_total Cacheable queries with no fresh entry.
 # TYPE nodedns_cache_misses_total counter
 nodedns_cache_misses_total 2
+# HELP nodedns_cache_rejected_total Answers served but not stored: over the size limit, or for a name asked less often than the one it would evict (scan resistance).
+# TYPE nodedns_cache_rejected_total counter
+nodedns_cache_rejected_total 0
 # HELP nodedns_cache_stores_total Replies stored in the cache, by kind.
 # TYPE nodedns_cache_stores_total counter
 nodedns_cache_stores_total{kind="nodata"} 0
@@ -279,14 +282,24 @@ nodedns_cache_stores_total{kind="servfail"} 0
 		t.Error(err)
 	}
 
+	// Each is looked up first, as a miss is before its answer is stored,
+	// and as often as example.org.: the frequency sketch admits a key
+	// asked as often as the one it evicts.
+	ask := func(key []byte) {
+		for range 4 {
+			c.store.Get(c.hash(key))
+		}
+	}
 	for i := range 5 {
+		ask(parse(t, newQuery(fillName(i), dns.TypeA)).key)
 		storeA(t, c, fillName(i), 1, t0)
 	}
 	nx := newQuery("nope.example.org.", dns.TypeA)
+	ask(parse(t, nx).key)
 	if _, err := c.Store(parse(t, nx).key, upstreamReply(t, nx, dns.RcodeNameError, nil, []string{soa3600min60}, nil), t0); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 9 {
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 10 {
 		t.Errorf("%d series, %v", n, err)
 	}
 	want = `

@@ -17,6 +17,16 @@ type Sized interface {
 // total bytes and by entries. It knows nothing of DNS. The shard is chosen by
 // the low bits of the hash, so each shard has its own lock and concurrent
 // lookups of different names rarely contend.
+//
+// It resists scans: LRU alone admits every new value, so one client asking
+// many names once each (or a few huge answers) would evict the names every
+// other client uses. Each shard keeps a frequency sketch of the keys looked
+// up (TinyLFU, as Caffeine and Ristretto do): once the shard is full, a new
+// value is stored only if its key has been asked at least as often as the
+// least recently used value's, which it would evict. One-off keys lose to
+// the working set; a key asked again and again wins its place. LimitValues
+// keeps large values out altogether: they may be served, but not push out
+// dozens of small ones.
 type Sharded[V Sized] struct {
 	shards []shard[V]
 	mask   uint64
@@ -25,12 +35,16 @@ type Sharded[V Sized] struct {
 type shard[V Sized] struct {
 	mu       sync.Mutex
 	lru      *simplelru.LRU[uint64, V] // guarded by mu
+	freq     sketch                    // guarded by mu
 	bytes    int64                     // guarded by mu; sum of Size() of stored values
 	maxBytes int64
+	maxValue int64 // the largest value stored
+	rejected atomic.Uint64
 	// evicting is true while Add removes old entries to make room, so that
 	// the eviction callback can tell an eviction from an explicit Remove.
 	evicting  bool // guarded by mu
 	evictions atomic.Uint64
+	entryCap  int
 	_         [64]byte // keeps neighbouring shards' locks off one cache line
 }
 
@@ -46,6 +60,9 @@ func NewSharded[V Sized](n int, maxBytes int64, maxEntries int) *Sharded[V] {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.maxBytes = perBytes
+		sh.maxValue = perBytes
+		sh.freq = newSketch(perEntries)
+		sh.entryCap = perEntries
 		lru, err := simplelru.NewLRU[uint64, V](perEntries, func(_ uint64, v V) {
 			sh.bytes -= int64(v.Size())
 			if sh.evicting {
@@ -62,27 +79,44 @@ func NewSharded[V Sized](n int, maxBytes int64, maxEntries int) *Sharded[V] {
 
 func (s *Sharded[V]) shard(h uint64) *shard[V] { return &s.shards[h&s.mask] }
 
-// Get returns the value stored under h and marks it recently used.
+// Get returns the value stored under h and marks it recently used, and
+// counts h as asked for (a lookup that misses counts too): once per
+// client's question, not per look the code takes.
 func (s *Sharded[V]) Get(h uint64) (V, bool) {
 	sh := s.shard(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	sh.freq.add(h)
 	return sh.lru.Get(h)
 }
 
+// Peek returns the value stored under h, counting nothing and leaving its
+// recency alone.
+func (s *Sharded[V]) Peek(h uint64) (V, bool) {
+	sh := s.shard(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.lru.Peek(h)
+}
+
 // Add stores v under h, replacing any value there, and evicts the least
-// recently used values of the shard until it fits both of its bounds. A value
-// larger than a whole shard is not stored.
-func (s *Sharded[V]) Add(h uint64, v V) {
+// recently used values of the shard until it fits both of its bounds. A new
+// key that would evict a value asked for more often is not stored, nor is
+// a value over the limit (LimitValues). It reports whether v was stored.
+func (s *Sharded[V]) Add(h uint64, v V) bool {
 	sh := s.shard(h)
 	size := int64(v.Size())
-	if size > sh.maxBytes {
-		return
+	if size > sh.maxValue {
+		sh.rejected.Add(1)
+		return false
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if old, ok := sh.lru.Peek(h); ok {
 		sh.bytes -= int64(old.Size())
+	} else if !sh.admit(h, size) {
+		sh.rejected.Add(1)
+		return false
 	}
 	sh.evicting = true
 	sh.lru.Add(h, v) // may evict the oldest entry when the entry bound is hit
@@ -93,7 +127,22 @@ func (s *Sharded[V]) Add(h uint64, v V) {
 		}
 	}
 	sh.evicting = false
+	return true
 }
+
+// admit decides whether a new key h with a value of size may take room in
+// the shard: always while there is room, else only when h has been asked
+// for at least as often as the least recently used key, which would go
+// first. mu is held.
+func (sh *shard[V]) admit(h uint64, size int64) bool {
+	if sh.bytes+size <= sh.maxBytes && sh.lru.Len() < sh.maxEntries() {
+		return true
+	}
+	victim, _, ok := sh.lru.GetOldest()
+	return !ok || sh.freq.estimate(h) >= sh.freq.estimate(victim)
+}
+
+func (sh *shard[V]) maxEntries() int { return sh.entryCap }
 
 // Remove deletes the value stored under h, if any.
 func (s *Sharded[V]) Remove(h uint64) {
@@ -129,6 +178,24 @@ func (s *Sharded[V]) Bytes() int64 {
 	var n int64
 	for i := range s.shards {
 		n += s.shards[i].size()
+	}
+	return n
+}
+
+// LimitValues stops values larger than n bytes from being stored (by
+// default, the size of a shard).
+func (s *Sharded[V]) LimitValues(n int64) {
+	for i := range s.shards {
+		s.shards[i].maxValue = min(n, s.shards[i].maxBytes)
+	}
+}
+
+// Rejected returns how many new values were not stored: too large, or
+// their key asked for less often than the one they would evict.
+func (s *Sharded[V]) Rejected() uint64 {
+	var n uint64
+	for i := range s.shards {
+		n += s.shards[i].rejected.Load()
 	}
 	return n
 }
