@@ -66,7 +66,7 @@ type metrics struct {
 	coalesced, queued                                 prometheus.Counter
 	prefetches, prefetchSkipped                       prometheus.Counter
 	tcpConns                                          prometheus.Gauge
-	tcpRejected, tcpIdleClosed                        prometheus.Counter
+	tcpRejected, tcpIdleClosed, tcpEvicted            prometheus.Counter
 	inflight                                          prometheus.Gauge
 	panics                                            prometheus.Counter
 	// searchAnswered is indexed by search.Rule.
@@ -109,6 +109,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		tcpIdleClosed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nodedns_tcp_idle_closed_total", Help: "Idle client TCP connections closed to make room for a new one (pool nearly full, or the client at its own cap).",
+		}),
+		tcpEvicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nodedns_tcp_evicted_total",
+			Help: "Busy TCP connections of the client holding the most closed to make room for another client's, the pool being full.",
 		}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nodedns_inflight_misses", Help: "Resolutions in flight to the upstreams (slots in use).",
@@ -159,7 +163,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(searched)
 		reg.MustRegister(m.requests, dur, m.dropped, shed, stale, m.coalesced, m.queued, m.prefetches, m.prefetchSkipped,
-			m.tcpConns, m.tcpRejected, m.tcpIdleClosed, m.inflight, m.panics, m.handOvers)
+			m.tcpConns, m.tcpRejected, m.tcpIdleClosed, m.tcpEvicted, m.inflight, m.panics, m.handOvers)
 	}
 	return m
 }

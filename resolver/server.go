@@ -50,7 +50,8 @@ type Config struct {
 	TCPMaxConns int
 	// TCPMaxConnsPerClient caps the connections of one client address; a
 	// client at its cap that opens another closes its own idlest one. 0
-	// means 64.
+	// means 8: TCP follows a truncated answer, one query a connection for
+	// a stub, so a few suffice, and many clients fit in TCPMaxConns.
 	TCPMaxConnsPerClient int
 	// TCPIdleTimeout closes a client TCP connection with no query for this
 	// long (RFC 7766 section 6.2.3); 0 means 10s.
@@ -100,7 +101,7 @@ func Defaults() Config {
 		Allow:                DefaultAllow,
 		MaxUDPSize:           1232,
 		TCPMaxConns:          250,
-		TCPMaxConnsPerClient: 64,
+		TCPMaxConnsPerClient: 8,
 		TCPIdleTimeout:       10 * time.Second,
 		MaxInflight:          500,
 		MaxQueueWait:         time.Second,

@@ -405,11 +405,13 @@ func TestBadInput(t *testing.T) {
 func TestQueriesFromOutsideAllowedNetworksAreRefused(t *testing.T) {
 	up := startUpstream(t, zone(t, "ok.test. 300 IN A 192.0.2.1"))
 	s := startServer(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}, forwardTo(up.addr))
-	for _, proto := range []string{"udp", "tcp"} {
-		r := exchange(t, proto, s.addr, query("ok.test.", dns.TypeA))
-		if r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 {
-			t.Errorf("%s: rcode %s with %d answers, want REFUSED", proto, dns.RcodeToString[r.Rcode], len(r.Answer))
-		}
+	r := exchange(t, "udp", s.addr, query("ok.test.", dns.TypeA))
+	if r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 {
+		t.Errorf("rcode %s with %d answers, want REFUSED", dns.RcodeToString[r.Rcode], len(r.Answer))
+	}
+	// Over TCP the connection is closed at accept (it could hold a slot).
+	if _, err := exchangeErr("tcp", s.addr, query("ok.test.", dns.TypeA)); err == nil {
+		t.Error("tcp: answered a client outside the allow list")
 	}
 	if n := up.queries.Load(); n != 0 {
 		t.Errorf("upstream got %d queries from a refused client", n)
@@ -884,5 +886,71 @@ func TestANYGetsOneRRset(t *testing.T) {
 		if r := exchange(t, proto, s.addr, query("nx.test.", dns.TypeANY)); r.Rcode != dns.RcodeNameError {
 			t.Errorf("%s: ANY for a name that does not exist: %s", proto, dns.RcodeToString[r.Rcode])
 		}
+	}
+}
+
+// Busy clients cannot keep a new one out: with the pool full of
+// connections in use, a new client's connection closes the idlest one of
+// the client holding the most.
+func TestTCPBusyClientsCannotKeepANewOneOut(t *testing.T) {
+	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1"))
+	s := startServer(t, Config{TCPMaxConns: 12, TCPMaxConnsPerClient: 4, TCPIdleTimeout: time.Minute}, forwardTo(up.addr))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for c := range 3 { // 3 clients × 4 busy connections: the pool is full
+		for range 4 {
+			conn, err := dialFrom(t, fmt.Sprintf("127.0.0.%d", 40+c), s.addr, "a.test.")
+			if err != nil {
+				t.Fatal(err)
+			}
+			wg.Go(func() { // a query every 20 ms: never idle
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(20 * time.Millisecond):
+					}
+					_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+					if conn.WriteMsg(query("a.test.", dns.TypeA)) != nil {
+						return
+					}
+					if _, err := conn.ReadMsg(); err != nil {
+						return
+					}
+				}
+			})
+		}
+	}
+	defer func() { close(stop); wg.Wait() }()
+	waitFor(t, "the pool full", func() bool { return testutil.ToFloat64(s.metrics.tcpConns) == 12 })
+	if _, err := dialFrom(t, "127.0.0.50", s.addr, "a.test."); err != nil {
+		t.Fatalf("a new client with the pool full of busy connections: %v", err)
+	}
+	if n := testutil.ToFloat64(s.metrics.tcpEvicted); n != 1 {
+		t.Errorf("tcp evicted %v, want 1", n)
+	}
+}
+
+// A client outside the allow list is closed at accept: it holds no slot.
+func TestTCPOutsideTheAllowListIsClosedAtAccept(t *testing.T) {
+	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1"))
+	s := startServer(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}, forwardTo(up.addr))
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}, Timeout: 2 * time.Second}
+	nc, err := d.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := nc.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a client outside the allow list got data")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("a client outside the allow list holds an open connection")
+	}
+	if n := testutil.ToFloat64(s.metrics.tcpRejected); n != 1 {
+		t.Errorf("tcp rejected %v, want 1", n)
+	}
+	if _, err := dialFrom(t, "127.0.0.1", s.addr, "a.test."); err != nil {
+		t.Errorf("an allowed client: %v", err)
 	}
 }

@@ -46,9 +46,11 @@ func (tc *tcpConn) evict() {
 	_ = tc.SetReadDeadline(time.Now())
 }
 
-// serveTCP accepts client connections. A client address holds at most
-// TCPMaxConnsPerClient connections; when the pool is nearly full, the
-// connection idle longest makes room. A connection that cannot get room is
+// serveTCP accepts client connections. A client outside the allow list
+// is closed at once (it could only be refused). A client address holds at
+// most TCPMaxConnsPerClient connections; when the pool is nearly full, the
+// connection idle longest makes room, and when it is full, the idlest one
+// of the client holding the most. A connection that cannot get room is
 // closed at once rather than left waiting in the backlog, so the client
 // moves on.
 func (s *Server) serveTCP(l net.Listener) {
@@ -65,6 +67,11 @@ func (s *Server) serveTCP(l net.Listener) {
 		}
 		tc := &tcpConn{Conn: c, client: clientKey(remoteAddrPort(c))}
 		tc.lastActive.Store(time.Now().UnixNano())
+		if !s.allow.Load().allows(tc.client) {
+			s.metrics.tcpRejected.Inc()
+			_ = c.Close()
+			continue
+		}
 		if !s.admitConn(tc) {
 			s.metrics.tcpRejected.Inc()
 			_ = c.Close()
@@ -76,11 +83,14 @@ func (s *Server) serveTCP(l net.Listener) {
 	}
 }
 
-// admitConn finds room for a new connection, closing an idle one if need
-// be: the client's own idlest one when it is at its cap, the pool's idlest
-// one when the pool is nine tenths full. Another client's connection counts
-// as idle once it has been for a tenth of the idle timeout (at most a
-// second): a connection just opened, its first query not yet read, is not.
+// admitConn finds room for a new connection, closing another if need be:
+// the client's own idlest one when it is at its cap; the pool's idlest one
+// when the pool is nine tenths full, where another client's connection
+// counts as idle once it has been for a tenth of the idle timeout (at most
+// a second: a connection just opened, its first query not yet read, is
+// not); and when the pool is full of busy connections, the idlest one of
+// the client holding the most, if it holds more than one. So a few busy
+// clients cannot keep a new one out.
 func (s *Server) admitConn(tc *tcpConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -89,7 +99,7 @@ func (s *Server) admitConn(tc *tcpConn) bool {
 	}
 	now := time.Now().UnixNano()
 	if s.tcpPerClient[tc.client] >= s.cfg.TCPMaxConnsPerClient {
-		victim := s.idlest(now, func(o *tcpConn) bool { return o.client == tc.client })
+		victim := s.idlest(func(o *tcpConn) bool { return o.client == tc.client && o.idleSince(now) })
 		if victim == nil {
 			return false
 		}
@@ -97,11 +107,16 @@ func (s *Server) admitConn(tc *tcpConn) bool {
 		s.metrics.tcpIdleClosed.Inc()
 	} else if n := len(s.tcpConns); n >= s.cfg.TCPMaxConns*9/10 {
 		minIdle := int64(min(s.tun.Load().tcpIdleTimeout/10, time.Second))
-		if victim := s.idlest(now-minIdle, func(*tcpConn) bool { return true }); victim != nil {
+		if victim := s.idlest(func(o *tcpConn) bool { return o.idleSince(now - minIdle) }); victim != nil {
 			victim.evict()
 			s.metrics.tcpIdleClosed.Inc()
 		} else if n >= s.cfg.TCPMaxConns {
-			return false
+			victim := s.idlestOfBiggest()
+			if victim == nil {
+				return false
+			}
+			victim.evict()
+			s.metrics.tcpEvicted.Inc()
 		}
 	}
 	// Evicted connections leave the pool when their reader ends; until
@@ -121,12 +136,29 @@ func (s *Server) forgetConn(tc *tcpConn) {
 	}
 }
 
-// idlest returns the connection idle longest among those match accepts,
-// or nil when none has been idle since before t. s.mu is held.
-func (s *Server) idlest(t int64, match func(*tcpConn) bool) *tcpConn {
+// idlestOfBiggest returns the connection idle longest, busy or not, of
+// the client holding the most connections, when it holds more than one;
+// nil otherwise. s.mu is held.
+func (s *Server) idlestOfBiggest() *tcpConn {
+	var biggest netip.Addr
+	most := 1
+	for c, n := range s.tcpPerClient {
+		if n > most {
+			biggest, most = c, n
+		}
+	}
+	if !biggest.IsValid() {
+		return nil
+	}
+	return s.idlest(func(o *tcpConn) bool { return o.client == biggest && !o.evicted.Load() })
+}
+
+// idlest returns the connection last active longest ago among those
+// match accepts, or nil when it accepts none. s.mu is held.
+func (s *Server) idlest(match func(*tcpConn) bool) *tcpConn {
 	var best *tcpConn
 	for _, o := range s.tcpConns {
-		if match(o) && o.idleSince(t) && (best == nil || o.lastActive.Load() < best.lastActive.Load()) {
+		if match(o) && (best == nil || o.lastActive.Load() < best.lastActive.Load()) {
 			best = o
 		}
 	}
