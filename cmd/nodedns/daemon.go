@@ -445,11 +445,18 @@ func applyMemoryLimit(log *zap.Logger, ratio float64) int64 {
 // startHTTP serves /metrics, /health (liveness: the query path answers,
 // as the watchdog proves), and /ready (readiness: serving DNS with the
 // node's set-up in place and a healthy default upstream; with ?verbose,
-// the state of every upstream server and of the Kubernetes view as JSON)
-// on its own mux, never the global one.
+// asked from the node itself, the state of every upstream server and of
+// the Kubernetes view as JSON) on its own mux, never the global one,
+// within the bounds of httpguard.go.
 func startHTTP(addr string, reg *prometheus.Registry, health, ready func() error, detail func() any, log *zap.Logger) (*http.Server, error) {
+	rejected := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nodedns_http_connections_rejected_total",
+		Help: "HTTP connections closed to keep within the caps (per source address, in all): at accept, or an idle or slow one evicted for a new one.",
+	})
+	reg.MustRegister(rejected)
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg,
+		MaxRequestsInFlight: httpMaxScrapes, Timeout: httpWriteTimeout / 2}))
 	mux.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) {
 		if err := health(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -459,7 +466,9 @@ func startHTTP(addr string, reg *prometheus.Registry, health, ready func() error
 	})
 	mux.HandleFunc("/ready", func(w http.ResponseWriter, r *http.Request) {
 		err := ready()
-		if _, verbose := r.URL.Query()["verbose"]; verbose {
+		// The detail names upstream addresses and API errors: for the
+		// node's own eyes only (kubectl exec, or a shell on the node).
+		if _, verbose := r.URL.Query()["verbose"]; verbose && fromNode(r) {
 			w.Header().Set("Content-Type", "application/json")
 			status := map[string]any{"ready": err == nil, "detail": detail()}
 			if err != nil {
@@ -485,9 +494,13 @@ func startHTTP(addr string, reg *prometheus.Registry, health, ready func() error
 	if err != nil {
 		return nil, fmt.Errorf("http_listen: %w", err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	guard := newConnGuard(l, httpMaxConns, httpPerSource, httpNodeConns, rejected)
+	srv := &http.Server{Handler: mux, ConnState: guard.connState,
+		ReadHeaderTimeout: httpHeaderTimeout, ReadTimeout: httpReadTimeout, WriteTimeout: httpWriteTimeout,
+		IdleTimeout: httpIdleTimeout, MaxHeaderBytes: httpMaxHeaderBytes,
+		ErrorLog: zap.NewStdLog(log.Named("http").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)))}
 	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(guard); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("HTTP server stopped", zap.Error(err))
 		}
 	}()
@@ -533,9 +546,13 @@ func startPprof(addr string, log *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("pprof_listen: %w", err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// A CPU profile or a trace takes as long as asked: no write timeout,
+	// and room for a couple of them.
+	guard := newConnGuard(l, 4, 2, 4, prometheus.NewCounter(prometheus.CounterOpts{Name: "pprof_rejected"}))
+	srv := &http.Server{Handler: mux, ConnState: guard.connState, ReadHeaderTimeout: httpHeaderTimeout,
+		IdleTimeout: httpIdleTimeout, MaxHeaderBytes: httpMaxHeaderBytes}
 	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(guard); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("pprof server stopped", zap.Error(err))
 		}
 	}()

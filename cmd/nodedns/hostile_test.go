@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Attacks a pod can make on nodedns's HTTP port, which is on the node's
+// address. Each is bounded in time and count; each measures the daemon's
+// RSS growth while DNS and /ready must keep answering every time.
+
+// attackSources are loopback addresses the attacking connections come
+// from, as pods come from their own addresses.
+func attackSource(i int) *net.TCPAddr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 1+byte(i/250), 1+byte(i%250))}
+}
+
+// bystanders asks a cached name over UDP and /ready over HTTP (from
+// 127.0.0.1, not an attacking address) every 20 ms until stop, and
+// reports the failures of each.
+func bystanders(t *testing.T, d *daemon, stop <-chan struct{}) (dnsFail, dnsTotal, readyFail, readyTotal *atomic.Int64, wait func()) {
+	dnsFail, dnsTotal, readyFail, readyTotal = new(atomic.Int64), new(atomic.Int64), new(atomic.Int64), new(atomic.Int64)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		c := &dns.Client{Timeout: time.Second}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			dnsTotal.Add(1)
+			if r, _, err := c.Exchange(query("cached.test.", dns.TypeA), d.dnsAddr); err != nil || r.Rcode != dns.RcodeSuccess {
+				dnsFail.Add(1)
+			}
+		}
+	})
+	wg.Go(func() {
+		hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			readyTotal.Add(1)
+			resp, err := hc.Get("http://" + d.http + "/ready")
+			if err != nil {
+				readyFail.Add(1)
+				continue
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				readyFail.Add(1)
+			}
+		}
+	})
+	return dnsFail, dnsTotal, readyFail, readyTotal, wg.Wait
+}
+
+func query(name string, qtype uint16) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	return m
+}
+
+// peakRSS samples the daemon's RSS every 20 ms until stop and returns
+// the largest.
+func peakRSS(t *testing.T, pid int, stop <-chan struct{}) func() int64 {
+	var peak atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if r := rss(t, pid); r > peak.Load() {
+				peak.Store(r)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	return func() int64 { <-done; return peak.Load() }
+}
+
+func TestHostileHTTP(t *testing.T) {
+	up := startUpstream(t, "192.0.2.1")
+	for _, attack := range []struct {
+		name string
+		run  func(t *testing.T, addr string, stop <-chan struct{})
+	}{
+		{"15000 idle keep-alive connections", holdIdle},
+		{"600 connections streaming header bytes", streamHeaders},
+	} {
+		t.Run(attack.name, func(t *testing.T) {
+			d := startDaemon(t, "--upstream", up.addr)
+			if r, err := exchangeDNS(d.dnsAddr, query("cached.test.", dns.TypeA)); err != nil || r.Rcode != dns.RcodeSuccess {
+				t.Fatalf("warming the cache: %v %v", r, err)
+			}
+			time.Sleep(200 * time.Millisecond) // the GC after start-up settles
+			before := rss(t, d.cmd.Process.Pid)
+			stop := make(chan struct{})
+			peak := peakRSS(t, d.cmd.Process.Pid, stop)
+			dnsFail, dnsTotal, readyFail, readyTotal, wait := bystanders(t, d, stop)
+			attackDone := make(chan struct{})
+			go func() { defer close(attackDone); attack.run(t, d.http, stop) }()
+			time.Sleep(5 * time.Second)
+			close(stop)
+			wait()
+			<-attackDone
+			grew := peak() - before
+			rejected := metricValue(t, d, "nodedns_http_connections_rejected_total")
+			t.Logf("%s: RSS grew %.1f MiB at most; DNS %d/%d answered, /ready %d/%d; %v connections rejected or evicted",
+				attack.name, float64(grew)/(1<<20), dnsTotal.Load()-dnsFail.Load(), dnsTotal.Load(),
+				readyTotal.Load()-readyFail.Load(), readyTotal.Load(), rejected)
+			if grew > 20<<20 {
+				t.Errorf("RSS grew by %.1f MiB; want at most 20 MiB", float64(grew)/(1<<20))
+			}
+			if dnsFail.Load() > 0 || dnsTotal.Load() == 0 {
+				t.Errorf("%d of %d DNS queries unanswered during the attack", dnsFail.Load(), dnsTotal.Load())
+			}
+			if readyFail.Load() > 0 || readyTotal.Load() == 0 {
+				t.Errorf("%d of %d /ready requests failed during the attack", readyFail.Load(), readyTotal.Load())
+			}
+			if rejected == 0 {
+				t.Error("no connection rejected: the attack did not reach the caps")
+			}
+		})
+	}
+}
+
+func exchangeDNS(addr string, m *dns.Msg) (*dns.Msg, error) {
+	c := &dns.Client{Timeout: 2 * time.Second}
+	r, _, err := c.Exchange(m, addr)
+	return r, err
+}
+
+// holdIdle opens 15,000 connections from 60 addresses, each asking
+// /health once with keep-alive and then holding the connection idle,
+// and reopens those the daemon closes, until stop.
+func holdIdle(t *testing.T, addr string, stop <-chan struct{}) {
+	const conns, sources = 15000, 60
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 256) // connects at once
+	for i := 0; i < conns; i++ {
+		select {
+		case <-stop:
+			wg.Wait()
+			return
+		case sem <- struct{}{}:
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			dl := net.Dialer{LocalAddr: attackSource(i % sources), Timeout: time.Second}
+			c, err := dl.Dial("tcp", addr)
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = fmt.Fprintf(c, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+				buf := make([]byte, 512)
+				for {
+					_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+					if _, err := c.Read(buf); err != nil {
+						if ne, ok := err.(net.Error); ok && ne.Timeout() {
+							select {
+							case <-stop:
+								return
+							default:
+								continue // idle, as the attack wants
+							}
+						}
+						return // closed by the daemon
+					}
+				}
+			}()
+		})
+	}
+	wg.Wait()
+	<-stop
+}
+
+// streamHeaders opens 600 connections from 100 addresses, each sending a
+// request line and then one header byte every 10 ms, reconnecting when
+// closed, until stop.
+func streamHeaders(t *testing.T, addr string, stop <-chan struct{}) {
+	const conns, sources = 600, 100
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-stop; cancel() }()
+	var wg sync.WaitGroup
+	for i := 0; i < conns; i++ {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				dl := net.Dialer{LocalAddr: attackSource(i % sources), Timeout: time.Second}
+				c, err := dl.DialContext(ctx, "tcp", addr)
+				if err != nil {
+					time.Sleep(50 * time.Millisecond)
+					continue
+				}
+				_, err = fmt.Fprintf(c, "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+				for err == nil && ctx.Err() == nil {
+					time.Sleep(10 * time.Millisecond)
+					_, err = c.Write([]byte(strings.Repeat("a", 64)))
+				}
+				c.Close()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// metricValue reads one unlabelled series from the daemon's /metrics.
+func metricValue(t *testing.T, d *daemon, name string) float64 {
+	t.Helper()
+	_, body := httpGet(t, "http://"+d.http+"/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return -1
+}
+
+func TestVerboseReadyOnlyFromTheNode(t *testing.T) {
+	node := &net.TCPAddr{IP: net.ParseIP("10.0.0.5"), Port: 9253}
+	for _, tc := range []struct {
+		remote string
+		local  net.Addr
+		want   bool
+	}{
+		{"127.0.0.1:40000", &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 9253}, true},
+		{"[::1]:40000", nil, true},
+		{"10.0.0.5:40000", node, true}, // the node asking its own address
+		{"10.244.1.7:40000", node, false},
+		{"[fd00::7]:40000", node, false},
+		{"garbage", node, false},
+	} {
+		r := &http.Request{RemoteAddr: tc.remote}
+		if tc.local != nil {
+			r = r.WithContext(context.WithValue(context.Background(), http.LocalAddrContextKey, tc.local))
+		}
+		if got := fromNode(r); got != tc.want {
+			t.Errorf("fromNode(%s) = %v, want %v", tc.remote, got, tc.want)
+		}
+	}
+}
