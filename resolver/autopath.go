@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"bytes"
 	"net/netip"
 	"time"
 
@@ -120,9 +119,13 @@ func (s *Server) startWalk(w *worker, imm *waiter, req *dns.Msg, write func([]by
 	if _, _, cluster := ap.Rules.Domain(name + "."); cluster {
 		return false // kubernetes.default.svc.cluster.local with ndots:5: its expansions are all denials
 	}
+	kept, req, ok := keepForWalk(imm.pkt, req)
+	if !ok {
+		return false
+	}
 	wk := &walk{
 		s:        s,
-		client:   &waiter{pkt: bytes.Clone(imm.pkt), src: imm.src, proto: imm.proto, write: write, start: imm.start},
+		client:   &waiter{pkt: kept, src: imm.src, proto: imm.proto, write: write, start: imm.start},
 		req:      req,
 		names:    append([]string{q.Name}, rest...),
 		ttl:      ^uint32(0),
@@ -131,6 +134,24 @@ func (s *Server) startWalk(w *worker, imm *waiter, req *dns.Msg, write func([]by
 	w.kept = true
 	wk.next()
 	return true
+}
+
+// keepForWalk is what a walk keeps of the pod's query while it runs, as a
+// waiting query does: without EDNS padding, at most maxKeptQuery bytes,
+// and unpacked from that copy; ok is false for a query too large to walk,
+// which takes the plain path.
+func keepForWalk(pkt []byte, req *dns.Msg) ([]byte, *dns.Msg, bool) {
+	kept, ok := compactQuery(pkt)
+	if !ok {
+		return nil, nil, false
+	}
+	if len(kept) != len(pkt) {
+		req = new(dns.Msg)
+		if req.Unpack(kept) != nil {
+			return nil, nil, false
+		}
+	}
+	return kept, req, true
 }
 
 // next asks the names in turn from the current one, as long as the node

@@ -226,3 +226,38 @@ func TestAutopathConcurrentWalks(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A pod's query padded to 4 KiB (RFC 7830) walks like any other, its
+// copy kept without the padding, so that a walk costs what WorstCase
+// says; and WorstCase counts walks when autopath is on.
+func TestAutopathKeepsACompactQuery(t *testing.T) {
+	s, _ := startAutopath(t, "api.example.com. 300 IN A 192.0.2.1")
+	m := query("api.example.com.shop.svc.cluster.local.", dns.TypeA)
+	m.SetEdns0(1232, false)
+	m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, 3900)})
+	if b, _ := m.Pack(); len(b) < 3900 {
+		t.Fatalf("padded query of %d bytes", len(b))
+	}
+	r := askFrom(t, "127.0.0.1", s.addr, m)
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 2 {
+		t.Fatalf("padded query: %v", r)
+	}
+	// What a walk keeps of that query.
+	pkt, _ := m.Pack()
+	kept, req, ok := keepForWalk(pkt, m)
+	if !ok || len(kept) > maxKeptQuery {
+		t.Errorf("a padded query is kept at %d bytes (ok %v), want at most %d", len(kept), ok, maxKeptQuery)
+	}
+	if ok {
+		for _, o := range req.IsEdns0().Option {
+			if _, pad := o.(*dns.EDNS0_PADDING); pad {
+				t.Error("the unpacked query a walk keeps still has its padding")
+			}
+		}
+	}
+	with := WorstCase(Config{Listen: []string{"127.0.0.1:53"}, Autopath: &AutopathConfig{}})
+	without := WorstCase(Config{Listen: []string{"127.0.0.1:53"}})
+	if with.Walks == 0 || without.Walks != 0 || with.Total() <= without.Total() {
+		t.Errorf("WorstCase walks: %v with autopath, %v without", with, without)
+	}
+}

@@ -20,20 +20,30 @@ const (
 	// tcpConnBytes is one client TCP connection with a query outstanding:
 	// its goroutine's stack, read and reply buffers (measured: 7.5 KiB).
 	tcpConnBytes = 10 << 10
+	// walkBytes is one autopath walk: the pod's query (at most
+	// maxKeptQuery, without padding) and its unpacked form, the names to
+	// walk and the answer to the first one, beyond the waiting query or
+	// slot its current step takes. A walk lives only while a step waits
+	// or runs, so there are at most as many as waiting queries and slots.
+	walkBytes = 2 << 10
 )
 
 // Memory is a breakdown of the memory a resolver's bounds allow, in bytes.
 type Memory struct {
-	Slots, Waiting, TCP, UDP int64
+	Slots, Waiting, TCP, UDP, Walks int64
 }
 
 // Total is the sum.
-func (m Memory) Total() int64 { return m.Slots + m.Waiting + m.TCP + m.UDP }
+func (m Memory) Total() int64 { return m.Slots + m.Waiting + m.TCP + m.UDP + m.Walks }
 
 func (m Memory) String() string {
 	mib := func(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-	return fmt.Sprintf("slots %s, waiting queries %s, TCP connections %s, UDP buffers %s",
+	out := fmt.Sprintf("slots %s, waiting queries %s, TCP connections %s, UDP buffers %s",
 		mib(m.Slots), mib(m.Waiting), mib(m.TCP), mib(m.UDP))
+	if m.Walks > 0 {
+		out += ", autopath walks " + mib(m.Walks)
+	}
+	return out
 }
 
 // WorstCase is the most memory the resolver's bounds allow beyond the cache
@@ -42,12 +52,16 @@ func (m Memory) String() string {
 // outstanding.
 func WorstCase(cfg Config) Memory {
 	cfg.setDefaults()
-	return Memory{
+	m := Memory{
 		Slots:   int64(cfg.MaxInflight) * slotBytes,
 		Waiting: int64(cfg.MaxWaiters) * waiterBytes,
 		TCP:     int64(cfg.TCPMaxConns) * tcpConnBytes,
 		UDP:     int64(len(cfg.Listen)*cfg.UDPSockets) * udpSocketBytes,
 	}
+	if cfg.Autopath != nil {
+		m.Walks = int64(cfg.MaxWaiters+cfg.MaxInflight) * walkBytes
+	}
+	return m
 }
 
 // waitingCount returns the queries waiting for an upstream answer.
