@@ -46,26 +46,9 @@ type Cache struct {
 
 // New returns an empty cache and registers its metrics with reg.
 func New(cfg Config, reg prometheus.Registerer) (*Cache, error) {
-	if cfg.MaxBytes <= 0 {
-		return nil, fmt.Errorf("cache size must be positive, got %d bytes", cfg.MaxBytes)
-	}
-	if cfg.Shards == 0 {
-		cfg.Shards = 256
-	}
-	if cfg.Shards < 0 || cfg.Shards&(cfg.Shards-1) != 0 {
-		return nil, fmt.Errorf("cache shards must be a power of two, got %d", cfg.Shards)
-	}
-	// A shard must hold at least a few large replies.
-	for cfg.Shards > 1 && cfg.MaxBytes/int64(cfg.Shards) < 64<<10 {
-		cfg.Shards /= 2
-	}
-	if cfg.MaxEntries == 0 {
-		// Below the smallest entry's Size: the byte bound is the one that
-		// binds.
-		cfg.MaxEntries = int(cfg.MaxBytes / 160)
-	}
-	if cfg.MaxEntries < cfg.Shards {
-		cfg.MaxEntries = cfg.Shards
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	store := NewSharded[*Entry](cfg.Shards, cfg.MaxBytes, cfg.MaxEntries)
 	// An answer over a sixteenth of a shard (8 KiB of the default 32 MiB:
@@ -83,6 +66,43 @@ func New(cfg Config, reg prometheus.Registerer) (*Cache, error) {
 }
 
 // Policy returns the TTL rules the cache applies.
+// withDefaults checks cfg and fills in the shards and the entry bound.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.MaxBytes <= 0 {
+		return cfg, fmt.Errorf("cache size must be positive, got %d bytes", cfg.MaxBytes)
+	}
+	if cfg.Shards == 0 {
+		cfg.Shards = 256
+	}
+	if cfg.Shards < 0 || cfg.Shards&(cfg.Shards-1) != 0 {
+		return cfg, fmt.Errorf("cache shards must be a power of two, got %d", cfg.Shards)
+	}
+	// A shard must hold at least a few large replies.
+	for cfg.Shards > 1 && cfg.MaxBytes/int64(cfg.Shards) < 64<<10 {
+		cfg.Shards /= 2
+	}
+	if cfg.MaxEntries == 0 {
+		// Below the smallest entry's Size: the byte bound is the one that
+		// binds.
+		cfg.MaxEntries = int(cfg.MaxBytes / 160)
+	}
+	if cfg.MaxEntries < cfg.Shards {
+		cfg.MaxEntries = cfg.Shards
+	}
+	return cfg, nil
+}
+
+// Overhead is the memory a cache of cfg takes beyond its entries, which
+// MaxBytes bounds: the frequency sketches of its shards.
+func Overhead(cfg Config) int64 {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return 0
+	}
+	sk := newSketch(max(cfg.MaxEntries/cfg.Shards, 1))
+	return int64(cfg.Shards) * int64(sk.bytes())
+}
+
 func (c *Cache) Policy() Policy { return *c.policy.Load() }
 
 // SetPolicy changes the TTL rules for replies stored from now on; entries

@@ -91,8 +91,9 @@ func (c *Cache) WriteSnapshot(w io.Writer, now time.Time) (int, error) {
 // LoadSnapshot reads a snapshot from r (at most limit bytes) and adds its
 // entries that are still worth keeping at now, skipping keys the cache
 // already holds (what this process stored is newer) and stopping once the
-// cache is full. It returns how many it added; on ErrSnapshot nothing was
-// added.
+// cache is full. Entries stored after now are dropped, and TTLs are held
+// to what the cache's policy allows today, as for an upstream's answer. It
+// returns how many it added; on ErrSnapshot nothing was added.
 func (c *Cache) LoadSnapshot(r io.Reader, now time.Time, limit int64) (int, error) {
 	b, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
@@ -108,7 +109,17 @@ func (c *Cache) LoadSnapshot(r io.Reader, now time.Time, limit int64) (int, erro
 	nowNano := now.UnixNano()
 	room := c.maxBytes - c.Bytes()
 	added := 0
+	policy := c.policy.Load()
 	for _, e := range entries {
+		// A file is trusted no further than an upstream: no entry from the
+		// future (a clock set back, or a forged file), and no TTL beyond
+		// what this configuration allows.
+		if e.stored > nowNano+int64(time.Second) {
+			continue
+		}
+		if e = policy.reclamp(e); e == nil {
+			continue
+		}
 		if !e.Fresh(nowNano) && !c.usableStale(e, nowNano) {
 			continue
 		}
@@ -211,4 +222,46 @@ func recordEntry(rec []byte, offs []uint16) (*Entry, error) {
 		keyKind: uint16(klen) | uint16(kind)<<12,
 		mlen:    uint16(mlen),
 	}, nil
+}
+
+// reclamp returns e with its lifetime and record TTLs held to what p
+// allows for its kind (max_ttl, negative_ttl, servfail_ttl), e itself when
+// they already are, or nil for an entry the policy would not store.
+func (p Policy) reclamp(e *Entry) *Entry {
+	var limit time.Duration
+	switch e.Kind() {
+	case KindPositive:
+		limit = p.clamp(maxEntryTTL)
+	case KindNXDomain, KindNoData:
+		limit = maxEntryTTL
+		if p.NegativeTTL > 0 {
+			limit = p.NegativeTTL
+		}
+	case KindServFail:
+		limit = p.ServFailTTL
+	default:
+		return nil
+	}
+	if limit <= 0 {
+		return nil
+	}
+	secs := uint32(limit / time.Second)
+	refs := e.ttlRefs()
+	over := e.OrigTTL() > limit
+	for i := 0; i < len(refs) && !over; i += ttlRefLen {
+		_, ttl := ttlRef(refs, i)
+		over = ttl > secs
+	}
+	if !over {
+		return e
+	}
+	data := []byte(e.data)
+	table := data[len(data)-len(refs):]
+	for i := 0; i < len(table); i += ttlRefLen {
+		if _, ttl := ttlRef(refs, i); ttl > secs {
+			binary.BigEndian.PutUint32(table[i+2:], secs)
+		}
+	}
+	return &Entry{data: string(data), stored: e.stored, ttl: uint32(min(e.OrigTTL(), limit) / time.Millisecond),
+		keyKind: e.keyKind, mlen: e.mlen}
 }

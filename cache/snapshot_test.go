@@ -230,3 +230,53 @@ func FuzzLoadSnapshot(f *testing.F) {
 func parseKeyOf(e *Entry) (name []byte, qtype, qclass uint16, do, cd, ok bool) {
 	return dnswire.ParseKey([]byte(e.key()))
 }
+
+// A snapshot is trusted no further than an upstream: entries stored in the
+// future are dropped, and TTLs are held to what the loading process's
+// policy allows, even when the writer's allowed more.
+func TestSnapshotLoadReclampsAndDropsTheFuture(t *testing.T) {
+	long := newCache(t, Config{Policy: Policy{MaxTTL: 24 * time.Hour, NegativeTTL: time.Hour, ServFailTTL: 5 * time.Second}})
+	a := newQuery("a.example.", dns.TypeA)
+	if _, err := long.Store(parse(t, a).key, upstreamReply(t, a, dns.RcodeSuccess, []string{"a.example. 86400 IN A 192.0.2.1"}, nil, nil), t0); err != nil {
+		t.Fatal(err)
+	}
+	nx := newQuery("nx.example.", dns.TypeA)
+	soa := []string{"example. 3600 IN SOA ns.example. host.example. 1 7200 1800 86400 3600"}
+	if _, err := long.Store(parse(t, nx).key, upstreamReply(t, nx, dns.RcodeNameError, nil, soa, nil), t0); err != nil {
+		t.Fatal(err)
+	}
+	future := newQuery("future.example.", dns.TypeA)
+	if _, err := long.Store(parse(t, future).key, upstreamReply(t, future, dns.RcodeSuccess, []string{"future.example. 300 IN A 192.0.2.2"}, nil, nil), t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	snap := snapshotOf(t, long, t0)
+
+	short := newCache(t, Config{Policy: Policy{MaxTTL: time.Hour, NegativeTTL: time.Minute, ServFailTTL: 5 * time.Second}})
+	n, err := short.LoadSnapshot(bytes.NewReader(snap), t0.Add(time.Second), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Errorf("loaded %d entries, want 2 (not the one stored an hour from now)", n)
+	}
+	if _, ok := short.Get(parse(t, future).key); ok {
+		t.Error("an entry stored in the future was loaded")
+	}
+	for _, tc := range []struct {
+		q   *dns.Msg
+		max uint32
+	}{{a, 3600}, {nx, 60}} {
+		r := hit(t, short, tc.q, at(time.Second), tcpOpts)
+		if r == nil {
+			t.Fatalf("%s not loaded", tc.q.Question[0].Name)
+		}
+		for _, rr := range append(r.Answer, r.Ns...) {
+			if rr.Header().Ttl > tc.max {
+				t.Errorf("%s: %v served with TTL %d, over the policy's %d", tc.q.Question[0].Name, rr, rr.Header().Ttl, tc.max)
+			}
+		}
+		if hit(t, short, tc.q, at(time.Duration(tc.max+2)*time.Second), tcpOpts) != nil {
+			t.Errorf("%s still fresh past the policy's %d s", tc.q.Question[0].Name, tc.max)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/nodedns/nodedns/cache"
 	"github.com/nodedns/nodedns/config"
 	"github.com/nodedns/nodedns/resolver"
 	"github.com/nodedns/nodedns/upstream"
@@ -448,14 +449,22 @@ func checkResources(t *testing.T, d *deployment) {
 	if d.cfg.UDPSockets == 0 {
 		t.Error("server.udp_sockets unset: it would be GOMAXPROCS, every core of the node without a CPU limit")
 	}
-	worst := resolver.WorstCase(resolver.Config{
+	sc := resolver.Config{
 		Listen: d.cfg.Listen, UDPSockets: d.cfg.UDPSockets, MaxInflight: d.cfg.MaxInflight,
 		MaxWaiters: d.cfg.MaxWaiters, TCPMaxConns: d.cfg.TCPMaxConns,
-	})
-	need := d.cfg.CacheSize + worst.Total() + runtimeBytes + int64(len(d.cfg.Listen)*d.cfg.UDPSockets)*udpRcvbufBytes
+	}
+	if d.cfg.Autopath {
+		sc.Autopath = &resolver.AutopathConfig{}
+	}
+	worst := resolver.WorstCase(sc)
+	cacheBytes := d.cfg.CacheSize + cache.Overhead(cache.Config{MaxBytes: d.cfg.CacheSize, MaxEntries: d.cfg.CacheMaxEntries, Shards: d.cfg.CacheShards})
+	// At start a cache snapshot is read whole and its entries made, the
+	// file and the cache at once, before anything is served.
+	serving, loading := worst.Total(), d.cfg.CacheSize+1<<20
+	need := cacheBytes + max(serving, loading) + runtimeBytes + int64(len(d.cfg.Listen)*d.cfg.UDPSockets)*udpRcvbufBytes
 	goLimit := int64(float64(limit.Value()) * d.cfg.MemoryLimitRatio)
 	t.Logf("memory: cache %.1f MiB + bounds %.1f MiB (%v) + runtime and socket buffers = %.1f MiB, Go memory limit %.1f MiB (%s x %v)",
-		mib(d.cfg.CacheSize), mib(worst.Total()), worst, mib(need), mib(goLimit), limit.String(), d.cfg.MemoryLimitRatio)
+		mib(cacheBytes), mib(worst.Total()), worst, mib(need), mib(goLimit), limit.String(), d.cfg.MemoryLimitRatio)
 	if need > goLimit {
 		t.Errorf("the worst case (%.1f MiB) is above the Go memory limit (%.1f MiB): raise the memory limit or lower cache.size", mib(need), mib(goLimit))
 	}

@@ -225,9 +225,14 @@ func run(ctx context.Context, args []string) error {
 // warns when that is more than the Go runtime's limit: the process would
 // then be collecting hard, or killed, before a bound is reached.
 func logMemoryBounds(log *zap.Logger, cfg config.Config, goLimit int64) {
-	worst := resolver.WorstCase(serverConfig(cfg))
-	total := cfg.CacheSize + worst.Total()
-	fields := []zap.Field{zap.Int64("cache_bytes", cfg.CacheSize), zap.Int64("worst_case_bytes", total),
+	sc := serverConfig(cfg)
+	if cfg.Autopath && cfg.KubeOn() {
+		sc.Autopath = &resolver.AutopathConfig{} // counted as it may be on
+	}
+	worst := resolver.WorstCase(sc)
+	cacheBytes := cfg.CacheSize + cache.Overhead(cacheConfig(cfg))
+	total := cacheBytes + worst.Total()
+	fields := []zap.Field{zap.Int64("cache_bytes", cacheBytes), zap.Int64("worst_case_bytes", total),
 		zap.Stringer("beyond_the_cache", worst)}
 	if goLimit > 0 && total > goLimit {
 		log.Warn("the cache and the bounds on work in flight allow more memory than the Go memory limit; lower cache.size or the server caps",

@@ -6,9 +6,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -258,5 +261,42 @@ func TestVerboseReadyOnlyFromTheNode(t *testing.T) {
 		if got := fromNode(r); got != tc.want {
 			t.Errorf("fromNode(%s) = %v, want %v", tc.remote, got, tc.want)
 		}
+	}
+}
+
+// The snapshot is read only from a regular file, never through a
+// symbolic link (the hostPath is shared) or from a FIFO (which would block
+// the start).
+func TestSnapshotOpensOnlyARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "elsewhere")
+	if err := os.WriteFile(target, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openRegular(link); err == nil {
+		t.Error("opened a snapshot through a symbolic link")
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := openRegular(fifo); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("opened a FIFO as a snapshot")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("opening a FIFO blocked")
+	}
+	if f, err := openRegular(target); err != nil {
+		t.Errorf("a regular file: %v", err)
+	} else {
+		f.Close()
 	}
 }

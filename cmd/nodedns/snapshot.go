@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,9 +44,14 @@ const (
 )
 
 type snapshotter struct {
-	path     string
-	c        *cache.Cache
-	limit    int64 // the largest snapshot read: twice the cache's size
+	path string
+	c    *cache.Cache
+	// limit is the largest snapshot read: a snapshot holds at most what
+	// the cache does (each entry's accounted size is larger than its
+	// record), so the cache's size and a margin. Loading holds the file
+	// and the entries made from it at once, twice the cache at most,
+	// before anything is served (the deploy tests count it).
+	limit    int64
 	interval time.Duration
 	log      *zap.Logger
 	loaded   prometheus.Counter
@@ -57,7 +63,7 @@ func newSnapshotter(path string, c *cache.Cache, cacheSize int64, interval time.
 		return nil
 	}
 	s := &snapshotter{
-		path: path, c: c, limit: 2*cacheSize + 1<<20, interval: interval, log: log.Named("snapshot"),
+		path: path, c: c, limit: cacheSize + 1<<20, interval: interval, log: log.Named("snapshot"),
 		loaded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nodedns_cache_snapshot_loaded_entries_total",
 			Help: "Cache entries loaded from snapshots (at start, and from the process this one took over from).",
@@ -73,9 +79,28 @@ func newSnapshotter(path string, c *cache.Cache, cacheSize int64, interval time.
 	return s
 }
 
+// openRegular opens path for reading if it is a regular file, without
+// following a symbolic link (the hostPath is writable by more than this
+// process) and without blocking on a FIFO.
+func openRegular(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
 // load merges the snapshot into the cache; a missing file is no error.
 func (s *snapshotter) load() {
-	f, err := os.Open(s.path)
+	f, err := openRegular(s.path)
 	if errors.Is(err, os.ErrNotExist) {
 		s.log.Info("no cache snapshot to load", zap.String("path", s.path))
 		return
@@ -130,7 +155,11 @@ func (s *snapshotter) requestPath() string { return s.path + ".request" }
 // it, at most snapshotRequestWait; the caller loads whatever is there then.
 func (s *snapshotter) requestFresh() {
 	asked := time.Now()
-	if err := os.WriteFile(s.requestPath(), nil, 0o644); err != nil {
+	f, err := os.OpenFile(s.requestPath(), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o644)
+	if err == nil {
+		err = f.Close()
+	}
+	if err != nil {
 		s.log.Warn("cannot ask the running nodedns for a snapshot", zap.Error(err))
 		return
 	}
