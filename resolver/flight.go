@@ -145,7 +145,7 @@ func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, 
 		return
 	}
 	qname := req.Question[0].Name
-	if s.checker != nil && s.checker.IsLoopProbe(qname) {
+	if s.checker != nil && s.checker.IsLoopProbe(qname, src.Addr()) {
 		s.log.Warn("forwarding loop: one of our own loop probes came back", zap.String("qname", qname), zap.Stringer("from", src))
 		s.shed(imm, shedLoop, nil)
 		return

@@ -268,7 +268,7 @@ type checkingForwarder struct {
 }
 
 func (c checkingForwarder) Check(qname string) error { return c.check(qname) }
-func (c checkingForwarder) IsLoopProbe(qname string) bool {
+func (c checkingForwarder) IsLoopProbe(qname string, _ netip.Addr) bool {
 	return c.loop != nil && c.loop(qname)
 }
 

@@ -85,9 +85,9 @@ type ForwardChecker interface {
 	// every upstream of its group is down, or the group forwards in a loop
 	// (an error wrapping ErrLoop).
 	Check(qname string) error
-	// IsLoopProbe reports whether qname is one of nodedns's own loop probes
-	// that came back to it, and records the loop.
-	IsLoopProbe(qname string) bool
+	// IsLoopProbe reports whether qname, asked by src, is one of nodedns's
+	// own loop probes that came back to it, and records the loop.
+	IsLoopProbe(qname string, src netip.Addr) bool
 }
 
 // chain builds the two halves of the miss pipeline once.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,9 @@ func NewLoopToken() string {
 type loopState struct {
 	looping atomic.Bool
 	seen    atomic.Bool // a probe of the current round came back
+	// round holds the probe names of the current round, lower-cased: only
+	// those count when they come back.
+	round atomic.Pointer[map[string]bool]
 }
 
 // Looping reports whether the group's queries come back to nodedns.
@@ -71,10 +75,29 @@ func (g *Group) loopProbeName() string {
 	return fmt.Sprintf("%s-%s.%s.%s", g.cfg.LoopToken, hex.EncodeToString(b[:]), loopLabel, zone)
 }
 
-// IsLoopProbe reports whether qname is a loop probe of token.
+// IsLoopProbe reports whether qname has the shape of a loop probe of
+// token (any round, any group).
 func IsLoopProbe(qname, token string) bool {
 	return token != "" && len(qname) > len(token) && strings.EqualFold(qname[:len(token)], token) &&
 		strings.Contains(strings.ToLower(qname), "."+loopLabel+".")
+}
+
+// isOwnProbe reports whether qname, asked by src, is one of the group's
+// probes of the current round coming back: the name sent this round, from
+// the address of one of the group's servers (the upstream that forwarded
+// it back). Anything else proves nothing: a client asking such a name
+// must not be able to mark the group as looping.
+func (g *Group) isOwnProbe(qname string, src netip.Addr) bool {
+	round := g.loop.round.Load()
+	if round == nil || !(*round)[strings.ToLower(qname)] {
+		return false
+	}
+	for _, mb := range g.roster.Load().all() {
+		if ap, err := netip.ParseAddrPort(mb.r.addr); err == nil && ap.Addr().Unmap() == src.Unmap() {
+			return true
+		}
+	}
+	return false
 }
 
 // SawLoopProbe records that one of the group's loop probes reached
@@ -96,11 +119,19 @@ func (g *Group) checkLoop(ctx context.Context) {
 		return
 	}
 	g.loop.seen.Store(false)
+	members := g.roster.Load().all()
+	names := make([]string, len(members))
+	round := make(map[string]bool, len(members))
+	for i := range members {
+		names[i] = g.loopProbeName()
+		round[strings.ToLower(names[i])] = true
+	}
+	g.loop.round.Store(&round)
 	answered := false
-	for _, mb := range g.roster.Load().all() {
+	for i, mb := range members {
 		pctx, cancel := context.WithTimeout(ctx, 2*g.cfg.Timeout)
 		m := new(dns.Msg)
-		m.SetQuestion(g.loopProbeName(), dns.TypeHINFO)
+		m.SetQuestion(names[i], dns.TypeHINFO)
 		_, err := mb.r.exchange(pctx, m, 2*g.cfg.Timeout, true)
 		cancel()
 		if ctx.Err() != nil {

@@ -3,6 +3,7 @@ package upstream
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/miekg/dns"
 )
@@ -66,12 +67,17 @@ func (r *Router) Groups() []*Group { return append([]*Group(nil), r.groups...) }
 // [Group.Check]).
 func (r *Router) Check(qname string) error { return r.Route(qname).Check() }
 
-// IsLoopProbe reports whether qname is one of the loop probes of token and,
-// if so, records the loop on the group that sent it.
-func (r *Router) IsLoopProbe(qname, token string) bool {
+// IsLoopProbe reports whether qname, asked by src, is one of the current
+// loop probes of token coming back from the servers of the group that sent
+// it, and if so records the loop on that group.
+func (r *Router) IsLoopProbe(qname, token string, src netip.Addr) bool {
 	if !IsLoopProbe(qname, token) {
 		return false
 	}
-	r.Route(qname).SawLoopProbe()
+	g := r.Route(qname)
+	if !g.isOwnProbe(qname, src) {
+		return false
+	}
+	g.SawLoopProbe()
 	return true
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -328,8 +329,8 @@ func (f *forwarder) Check(qname string) error {
 	return err
 }
 
-func (f *forwarder) IsLoopProbe(qname string) bool {
-	return f.router.Load().IsLoopProbe(qname, f.loopToken)
+func (f *forwarder) IsLoopProbe(qname string, src netip.Addr) bool {
+	return f.router.Load().IsLoopProbe(qname, f.loopToken, src)
 }
 
 // buildRouter builds and starts the upstream groups of cfg.
