@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // Environment of TestDifferential (the flags override the variables):
@@ -116,20 +118,9 @@ func TestDifferential(t *testing.T) {
 	}
 	addr := func(name string) string { return fmt.Sprintf("127.0.0.1:%d", ports[name]) }
 
-	// Build nodedns while Knot starts.
-	nodednsBin := filepath.Join(dir, "nodedns")
-	buildErr := make(chan error, 1)
-	if b := os.Getenv("NODEDNS_CONFORMANCE_BIN"); b != "" {
-		nodednsBin = b
-		buildErr <- nil
-	} else {
-		go func() {
-			out, err := exec.Command("go", "build", "-o", nodednsBin, "../cmd/nodedns").CombinedOutput()
-			if err != nil {
-				err = fmt.Errorf("go build ./cmd/nodedns: %v\n%s", err, out)
-			}
-			buildErr <- err
-		}()
+	nodednsBin := os.Getenv("NODEDNS_CONFORMANCE_BIN")
+	if nodednsBin == "" {
+		nodednsBin = testutil.Binary(t, "./cmd/nodedns")
 	}
 
 	var procs []*Proc
@@ -195,9 +186,6 @@ func TestDifferential(t *testing.T) {
 		if err := os.WriteFile(ubConf[name], []byte(UnboundConfig(ubDir, ports[name], ports["knot"])), 0o644); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := <-buildErr; err != nil {
-		t.Fatal(err)
 	}
 	targets := []Target{{"unbound", addr("unbound")}, {"nodedns", addr("nodedns")}, {"nodedns-via-unbound", addr("nodedns-via-unbound")}}
 	corednsBin := ""

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // requireRoot skips where network namespaces cannot be made, except in CI,
@@ -160,9 +162,7 @@ func (n *netns) waitDNSAt(t *testing.T, ip, port string) {
 
 func buildNodedns(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "nodedns")
-	run(t, "go", "build", "-o", bin, "../cmd/nodedns")
-	return bin
+	return testutil.Binary(t, "./cmd/nodedns")
 }
 
 func buildCoreDNS(t *testing.T) string {

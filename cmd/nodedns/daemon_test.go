@@ -19,36 +19,17 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // These tests build the real nodedns binary and run it as a process on
 // loopback, against real DNS servers started by the test, and query it with
 // miekg/dns clients and with dig.
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
 func binary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nodedns-e2e")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "nodedns")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	return testutil.Binary(t, "./cmd/nodedns")
 }
 
 // freePort returns a loopback port free for both UDP and TCP right now.
