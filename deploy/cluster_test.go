@@ -118,8 +118,8 @@ func applied(t *testing.T, out string) []json.RawMessage {
 	return list.Items
 }
 
-// applyRBAC creates, for real, the ServiceAccount, ClusterRole and
-// ClusterRoleBinding of the rendered file, and returns a kubeconfig that
+// applyRBAC creates, for real, the ServiceAccount, the ClusterRole, the
+// Role and their bindings of the rendered file, and returns a kubeconfig that
 // authenticates as that ServiceAccount, with a token from the API server's
 // TokenRequest, as a pod's projected token would.
 func applyRBAC(t *testing.T, c *kubetest.Cluster) string {
@@ -138,6 +138,8 @@ func applyRBAC(t *testing.T, c *kubetest.Cluster) string {
 	sa := one[corev1.ServiceAccount](t, RenderedFile, objs)
 	role := one[rbacv1.ClusterRole](t, RenderedFile, objs)
 	binding := one[rbacv1.ClusterRoleBinding](t, RenderedFile, objs)
+	nsRole := one[rbacv1.Role](t, RenderedFile, objs)
+	nsBinding := one[rbacv1.RoleBinding](t, RenderedFile, objs)
 	for _, create := range []func() error{
 		func() error {
 			_, err := c.Client.CoreV1().ServiceAccounts(sa.Namespace).Create(ctx, sa, metav1.CreateOptions{})
@@ -149,6 +151,14 @@ func applyRBAC(t *testing.T, c *kubetest.Cluster) string {
 		},
 		func() error {
 			_, err := c.Client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{})
+			return err
+		},
+		func() error {
+			_, err := c.Client.RbacV1().Roles(nsRole.Namespace).Create(ctx, nsRole, metav1.CreateOptions{})
+			return err
+		},
+		func() error {
+			_, err := c.Client.RbacV1().RoleBindings(nsBinding.Namespace).Create(ctx, nsBinding, metav1.CreateOptions{})
 			return err
 		},
 	} {

@@ -33,6 +33,8 @@ var kinds = map[schema.GroupVersionKind]func() any{
 	{Group: "apps", Version: "v1", Kind: "DaemonSet"}:                               func() any { return new(appsv1.DaemonSet) },
 	{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRole"}:        func() any { return new(rbacv1.ClusterRole) },
 	{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleBinding"}: func() any { return new(rbacv1.ClusterRoleBinding) },
+	{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "Role"}:               func() any { return new(rbacv1.Role) },
+	{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "RoleBinding"}:        func() any { return new(rbacv1.RoleBinding) },
 }
 
 // decodeStrict decodes every document of a YAML stream into its API type,

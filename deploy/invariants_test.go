@@ -419,7 +419,7 @@ func checkSecurity(t *testing.T, d *deployment) {
 
 // Beyond the cache and the bounds resolver.WorstCase counts: the Go runtime
 // and a UDP socket's kernel receive buffer, charged to the container
-// (README, "Sizing memory").
+// (docs/design.md, "Sizing memory").
 const (
 	runtimeBytes   = 10 << 20
 	udpRcvbufBytes = 1 << 20
@@ -707,41 +707,54 @@ func addrs(t *testing.T, servers []string) []string {
 	return out
 }
 
-// TestRBAC checks that the ClusterRole grants exactly what the Kubernetes
-// view uses (README, "The Kubernetes view"): list and watch of namespaces,
-// services, pods and discovery.k8s.io endpointslices, get of /version; and
-// that it is bound to the DaemonSet's ServiceAccount.
+// TestRBAC checks that the ClusterRole and the Role grant exactly what the
+// Kubernetes view uses (docs/kubernetes.md): cluster wide, list and watch
+// of namespaces, services and pods, get of /version; in the cluster DNS
+// Service's namespace only, list and watch of discovery.k8s.io
+// endpointslices; and that both are bound to the DaemonSet's
+// ServiceAccount.
 func TestRBAC(t *testing.T) {
+	grants := func(rules []rbacv1.PolicyRule) []string {
+		var got []string
+		for _, r := range rules {
+			if len(r.ResourceNames) > 0 {
+				t.Errorf("rule %+v: resourceNames are not expected", r)
+			}
+			for _, v := range r.Verbs {
+				for _, u := range r.NonResourceURLs {
+					got = append(got, v+" "+u)
+				}
+				for _, g := range r.APIGroups {
+					for _, res := range r.Resources {
+						got = append(got, v+" "+g+"/"+res)
+					}
+				}
+			}
+			if len(r.NonResourceURLs) > 0 && (len(r.APIGroups) > 0 || len(r.Resources) > 0) {
+				t.Errorf("rule %+v mixes resources and non-resource URLs", r)
+			}
+		}
+		sort.Strings(got)
+		return got
+	}
 	for _, d := range workloads(t) {
 		t.Run(d.dir, func(t *testing.T) {
 			role := one[rbacv1.ClusterRole](t, d.dir, d.objs)
-			var got []string
-			for _, r := range role.Rules {
-				if len(r.ResourceNames) > 0 {
-					t.Errorf("rule %+v: resourceNames are not expected", r)
-				}
-				for _, v := range r.Verbs {
-					for _, u := range r.NonResourceURLs {
-						got = append(got, v+" "+u)
-					}
-					for _, g := range r.APIGroups {
-						for _, res := range r.Resources {
-							got = append(got, v+" "+g+"/"+res)
-						}
-					}
-				}
-				if len(r.NonResourceURLs) > 0 && (len(r.APIGroups) > 0 || len(r.Resources) > 0) {
-					t.Errorf("rule %+v mixes resources and non-resource URLs", r)
-				}
-			}
-			sort.Strings(got)
 			want := []string{
 				"get /version",
-				"list /namespaces", "list /pods", "list /services", "list discovery.k8s.io/endpointslices",
-				"watch /namespaces", "watch /pods", "watch /services", "watch discovery.k8s.io/endpointslices",
+				"list /namespaces", "list /pods", "list /services",
+				"watch /namespaces", "watch /pods", "watch /services",
 			}
-			if !slices.Equal(got, want) {
+			if got := grants(role.Rules); !slices.Equal(got, want) {
 				t.Errorf("the ClusterRole grants\n  %s\nwant exactly\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+			}
+			nsRole := one[rbacv1.Role](t, d.dir, d.objs)
+			if ns, _, _ := strings.Cut(d.cfg.KubeDNSService, "/"); nsRole.Namespace != ns {
+				t.Errorf("the Role is in %q, the cluster DNS Service (kube.dns_service %q) in %q", nsRole.Namespace, d.cfg.KubeDNSService, ns)
+			}
+			want = []string{"list discovery.k8s.io/endpointslices", "watch discovery.k8s.io/endpointslices"}
+			if got := grants(nsRole.Rules); !slices.Equal(got, want) {
+				t.Errorf("the Role grants\n  %s\nwant exactly\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 			}
 			sa := one[corev1.ServiceAccount](t, d.dir, d.objs)
 			if d.ds.Spec.Template.Spec.ServiceAccountName != sa.Name || sa.Namespace != d.ds.Namespace {
@@ -750,12 +763,20 @@ func TestRBAC(t *testing.T) {
 			if am := d.ds.Spec.Template.Spec.AutomountServiceAccountToken; am != nil && !*am {
 				t.Error("automountServiceAccountToken false: the view needs the token")
 			}
+			subjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa.Name, Namespace: sa.Namespace}}
 			b := one[rbacv1.ClusterRoleBinding](t, d.dir, d.objs)
 			if b.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name}) {
 				t.Errorf("roleRef %+v, want ClusterRole %s", b.RoleRef, role.Name)
 			}
-			if want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa.Name, Namespace: sa.Namespace}}; !reflect.DeepEqual(b.Subjects, want) {
-				t.Errorf("subjects %+v, want %+v", b.Subjects, want)
+			if !reflect.DeepEqual(b.Subjects, subjects) {
+				t.Errorf("subjects %+v, want %+v", b.Subjects, subjects)
+			}
+			rb := one[rbacv1.RoleBinding](t, d.dir, d.objs)
+			if rb.Namespace != nsRole.Namespace || rb.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: nsRole.Name}) {
+				t.Errorf("RoleBinding %s/%s roleRef %+v, want Role %s/%s", rb.Namespace, rb.Name, rb.RoleRef, nsRole.Namespace, nsRole.Name)
+			}
+			if !reflect.DeepEqual(rb.Subjects, subjects) {
+				t.Errorf("RoleBinding subjects %+v, want %+v", rb.Subjects, subjects)
 			}
 		})
 	}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/nodedns/nodedns/internal/kubetest"
 	"github.com/nodedns/nodedns/internal/loopnet"
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // The monitoring files.
@@ -335,26 +336,10 @@ func keys(m map[string]bool) []string {
 	return out
 }
 
-var buildOnce = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "nodedns-deploy-test")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "nodedns")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/nodedns").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
-
 // binary builds cmd/nodedns once per test binary.
 func binary(t *testing.T) string {
 	t.Helper()
-	bin, err := buildOnce()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bin
+	return testutil.Binary(t, "./cmd/nodedns")
 }
 
 // upstreamServer is a DNS server on loopback for nodedns to forward to:
