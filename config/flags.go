@@ -221,7 +221,7 @@ func (f *strFlag) IsBoolFlag() bool   { return f.isBool }
 // printUsage writes the --help text.
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: nodedns [flags]\n\nnodedns is a node-local caching DNS resolver. Flags override the config file.\n\nFlags:")
-	fmt.Fprintf(w, "  --%-20s %s\n", "config FILE", "YAML configuration file (see README); re-read on SIGHUP")
+	fmt.Fprintf(w, "  --%-20s %s\n", "config FILE", "YAML configuration file (docs/reference/config.md); re-read on SIGHUP")
 	for _, d := range flagDefs {
 		fmt.Fprintf(w, "  --%-20s %s\n", d.name, d.usage)
 	}

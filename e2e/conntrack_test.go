@@ -16,9 +16,9 @@ import (
 // thousand misses a second keeps tens of thousands, and the UDP conntrack
 // races are what made cluster DNS slow in the first place. Over TCP with
 // reused connections (force_tcp, as NodeLocal DNSCache does for the cluster
-// zone) the misses share a few connections. Measured here, with conntrack
-// on in a network namespace, for 500 distinct misses; the figures go into
-// the README.
+// zone) the misses share a few connections. Measured with conntrack on in
+// a network namespace, for 500 distinct misses; the figures are in
+// docs/design.md.
 func TestConntrackEntriesPerMiss(t *testing.T) {
 	requireRoot(t)
 	if _, err := os.Stat("/proc/sys/net/netfilter/nf_conntrack_count"); err != nil {

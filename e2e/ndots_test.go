@@ -63,7 +63,7 @@ func buildMuslLookup(t *testing.T) string {
 // nodedns to a cluster DNS (CoreDNS) that answers NXDOMAIN for what the
 // cluster zone does not hold. Without the search stage every search-list
 // expansion goes upstream; with it, those that cannot exist are answered on
-// the node. The figures go into the README.
+// the node. The figures are in docs/kubernetes.md.
 func TestNdotsExpansionsWithGlibcAndMusl(t *testing.T) {
 	requireRoot(t)
 	coredns := buildCoreDNS(t)

@@ -264,7 +264,7 @@ func TestViewEndpoints(t *testing.T) {
 // The view's memory for a large cluster: 10,000 namespaces, 50,000
 // Services and this node's 110 pods, listed as the API server sends them
 // (with labels, annotations and managed fields), keeping only what the
-// view needs. The figure goes into the README (make memory runs it).
+// view needs. The figure is in docs/kubernetes.md (make memory runs it).
 func TestViewMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("lists 60,000 objects")

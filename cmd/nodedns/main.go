@@ -2,7 +2,8 @@
 //
 // Start-up runs in one order: parse and check the configuration, build the
 // components, start serving, wait for a signal. SIGHUP re-reads the config
-// file; SIGTERM and SIGINT stop gracefully. See the README for every flag.
+// file; SIGTERM and SIGINT stop gracefully. docs/reference/flags.md lists
+// every flag.
 package main
 
 import (
