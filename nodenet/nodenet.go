@@ -94,7 +94,8 @@ type Setup struct {
 	// mu, so that /ready never waits for an iptables command.
 	stateMu            sync.Mutex
 	ifaceErr, rulesErr error
-	rulesSet           bool // the rules were ensured at least once
+	ifaceOK, rulesOK   time.Time // the last check that found (or made) each in place
+	rulesSet           bool      // the rules were ensured at least once
 	stop               context.CancelFunc
 	stopped            chan struct{}
 }
@@ -436,7 +437,11 @@ func (s *Setup) setRulesState(err error) {
 	s.metrics.rulesInPlace.Set(b2f(err == nil))
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
-	s.rulesErr, s.rulesSet = err, true
+	s.rulesSet = true
+	s.rulesErr = err
+	if err == nil {
+		s.rulesOK = time.Now()
+	}
 }
 
 func (s *Setup) setInterfaceState(err error) {
@@ -444,23 +449,33 @@ func (s *Setup) setInterfaceState(err error) {
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
 	s.ifaceErr = err
+	if err == nil {
+		s.ifaceOK = time.Now()
+	}
 }
 
-// InPlace is nil when every part of the set-up was in place at its last
-// ensure, else what is missing: the interface, the rules, or the rules not
-// yet installed.
+// inPlaceGrace is how long a part of the set-up may fail its checks before
+// InPlace says so: a check that cannot run (iptables waiting for the
+// xtables lock while kube-proxy syncs) proves nothing missing, and each
+// check restores what is.
+func (s *Setup) inPlaceGrace() time.Duration { return max(3*s.cfg.Interval, 10*time.Second) }
+
+// InPlace is nil when every part of the set-up is in place, as its checks
+// found: the rules never installed yet, or a part failing its checks for
+// longer than a few re-check periods, is an error.
 func (s *Setup) InPlace() error {
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
 	var errs []error
-	if s.iface != nil && s.ifaceErr != nil {
+	grace := s.inPlaceGrace()
+	if s.iface != nil && s.ifaceErr != nil && time.Since(s.ifaceOK) > grace {
 		errs = append(errs, fmt.Errorf("node networking: interface not in place: %w", s.ifaceErr))
 	}
 	if s.rules != nil {
 		switch {
-		case !s.rulesSet:
+		case !s.rulesSet || s.rulesOK.IsZero():
 			errs = append(errs, errors.New("node networking: rules not installed yet"))
-		case s.rulesErr != nil:
+		case s.rulesErr != nil && time.Since(s.rulesOK) > grace:
 			errs = append(errs, fmt.Errorf("node networking: rules not in place: %w", s.rulesErr))
 		}
 	}

@@ -22,7 +22,7 @@ type rule struct {
 	// destination (PREROUTING only); bypass only packets with BypassMark,
 	// nodedns's own probes of its sockets.
 	live, socket, bypass bool
-	comment      string // says why, on the node (iptables -S, nft list ruleset)
+	comment              string // says why, on the node (iptables -S, nft list ruleset)
 }
 
 // ruleSet is what NodeLocal DNSCache's node-cache installs, for each DNS
