@@ -87,6 +87,8 @@ var xcheckQtypes = []uint16{
 // search's doc: names other plugins serve under the cluster domain,
 // multicluster zones, and CoreDNS's SOA answers.
 func TestSearchStageAgainstCoreDNSKubernetes(t *testing.T) {
+	// Mostly waiting for the API server: beside the other long tests.
+	t.Parallel()
 	cluster := kubetest.Start(t)
 	coredns := buildCoreDNS(t)
 	nodedns := buildNodedns(t)
