@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs govulncheck on the module against a vulnerability database built
 # offline: the Go vulnerability database's reports come as a Go module
-# (golang.org/x/vulndb, through the module proxy like any other), and its
-# own indexdb command turns them into the database govulncheck reads. The
-# database is built once per version into the user's cache.
+# (golang.org/x/vulndb, through the module proxy like any other), and
+# tools/vulncheck/indexdb turns them into the database govulncheck reads,
+# in a few seconds. The database is built once per version into the
+# user's cache.
 #
 #   tools/vulncheck/run.sh [packages]   (default ./...)
 set -euo pipefail
@@ -11,9 +12,10 @@ set -euo pipefail
 GOVULNCHECK=golang.org/x/vuln/cmd/govulncheck@v1.9.0
 VULNDB_VERSION=v0.0.0-20261105234957-e22db6528018
 db="${XDG_CACHE_HOME:-$HOME/.cache}/nodedns/vulndb-${VULNDB_VERSION}"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 if [[ ! -f "${db}/index/db.json" ]]; then
-	echo "vulncheck: building the vulnerability database ${VULNDB_VERSION} into ${db} (once, about a minute)" >&2
+	echo "vulncheck: building the vulnerability database ${VULNDB_VERSION} into ${db} (once)" >&2
 	src=$(go mod download -json "golang.org/x/vulndb@${VULNDB_VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 	if [[ -z "${src}" || ! -d "${src}/data/osv" ]]; then
 		echo "vulncheck: could not download golang.org/x/vulndb@${VULNDB_VERSION}" >&2
@@ -21,7 +23,7 @@ if [[ ! -f "${db}/index/db.json" ]]; then
 	fi
 	tmp="${db}.tmp.$$"
 	trap 'rm -rf "${tmp}"' EXIT
-	go run "golang.org/x/vulndb/cmd/indexdb@${VULNDB_VERSION}" -vulns "${src}/data/osv" -out "${tmp}"
+	(cd "${here}/../.." && go run ./tools/vulncheck/indexdb -vulns "${src}/data/osv" -out "${tmp}")
 	mv "${tmp}" "${db}"
 fi
 cd "$(dirname "$0")/../.."
