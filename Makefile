@@ -1,11 +1,17 @@
 # nodedns build, run and test entry points. `make help` lists them.
 
 # The Go toolchain every target uses: go1.27.3, which the go command fetches
-# through the module proxy the first time (about 10 s). The machine's own Go
-# (1.26.8 here) has known vulnerabilities in net/http and crypto/tls, which
-# the metrics endpoint links; go1.27.3 has none that govulncheck knows of.
+# through the module proxy the first time (about 10 s). Go 1.26 has known
+# vulnerabilities in net/http and crypto/tls, which the metrics endpoint
+# links; go1.27.3 has none that govulncheck knows of.
 GOTOOLCHAIN ?= go1.27.3
 export GOTOOLCHAIN
+# Every build outside the race detector is static and -trimpath, as the
+# image's and the tools' (CoreDNS, the control plane) are, and the modules
+# those share with nodedns are pinned to the same versions: then the
+# compiled dependencies (client-go above all) are built once and shared by
+# every step instead of once per step. The race detector needs cgo.
+STATIC      := CGO_ENABLED=0 GOFLAGS=-trimpath
 GO          ?= go
 BIN         := bin
 VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -13,21 +19,22 @@ LDFLAGS     := -s -w -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # A count, not a duration: with a duration, Go 1.26's fuzz coordinator can
 # report a spurious "context deadline exceeded" when the time is up
-# (golang/go#75804, fixed in Go 1.27). 100000 runs take 5-10 s a target here.
+# (golang/go#75804, fixed in Go 1.27). 100000 runs take 5 to 10 s a target
+# on two cores.
 FUZZTIME    ?= 100000x
 # Fuzz targets, as package:Target. go test -fuzz runs one target at a time.
 FUZZ_TARGETS := ./dnswire:FuzzParseQuery ./dnswire:FuzzTTLOffsets ./resolver:FuzzRequestPath \
                 ./upstream:FuzzParseAddr ./upstream:FuzzCheckReply ./bench:FuzzParseQueryFile \
                 ./search:FuzzClassify ./cache:FuzzLoadSnapshot
 
-.PHONY: help build run deploy test vet staticcheck vulncheck unit memory conformance soak soak-short fuzz bench bench-go bench-suite bench-storm bench-upgrade clean tools image
+.PHONY: help build run deploy test vet staticcheck vulncheck unit integration memory conformance soak soak-short fuzz bench bench-go bench-suite bench-storm bench-upgrade clean tools image
 
 help:
 	@echo "make build        build bin/nodedns and bin/nodedns-bench"
 	@echo "make run          run nodedns on 127.0.0.1:5353 forwarding to /etc/resolv.conf's nameservers"
 	@echo "make deploy       regenerate deploy/nodedns.yaml from the kustomize base deploy/base"
 	@echo "make image        the container image (Dockerfile), built offline and reproducibly with buildah into $(BIN)/nodedns-image.oci.tar"
-	@echo "make test         everything CI checks: vet, staticcheck, govulncheck, go test -race, memory bounds, conformance, a 1-minute soak, short fuzzing"
+	@echo "make test         everything CI checks: vet, staticcheck, govulncheck, go test -race, the end-to-end tests, memory bounds, conformance, a 1-minute soak, short fuzzing"
 	@echo "make conformance  nodedns vs Unbound (and CoreDNS) on a test zone served by Knot; summary in conformance/testdata/out/"
 	@echo "make soak         10 minutes of hits, misses, storms and upstream faults: memory and goroutines stay flat (SOAK=30m for longer)"
 	@echo "make fuzz         each fuzz target for FUZZTIME runs (default $(FUZZTIME); FUZZTIME=2000000x fuzzes longer)"
@@ -56,7 +63,7 @@ image:
 
 # The steps of `make test`, in order, each timed (the times go to the log:
 # a cold run must stay within CI's budget).
-TEST_STEPS := tools vet staticcheck vulncheck unit memory conformance soak-short fuzz
+TEST_STEPS := tools vet staticcheck vulncheck unit integration memory conformance soak-short fuzz
 test:
 	@all=$$(date +%s); for s in $(TEST_STEPS); do \
 		start=$$(date +%s); \
@@ -70,18 +77,27 @@ tools:
 	@./.ci/install-tools
 
 vet:
-	$(GO) vet ./...
+	$(STATIC) $(GO) vet ./...
 
 staticcheck:
-	$(GO) run $(STATICCHECK) ./...
+	$(STATIC) $(GO) run $(STATICCHECK) ./...
 
 # govulncheck against the Go vulnerability database, built offline from its
 # Go module (tools/vulncheck/run.sh).
 vulncheck:
-	./tools/vulncheck/run.sh ./...
+	$(STATIC) ./tools/vulncheck/run.sh ./...
 
+# The packages under the race detector: every one but the integration
+# tests, which drive the real binaries (built without it) from outside.
+INTEGRATION := ./e2e ./image ./deploy
 unit:
-	$(GO) test -race -count=1 -timeout 20m -skip '^TestDifferential$$' ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -skip '^TestDifferential$$' \
+		$$($(GO) list ./... | grep -v -e /e2e$$ -e /image$$ -e /deploy$$)
+
+# The end-to-end tests (network namespaces, the control plane, the image):
+# real binaries and real peers, driven from outside.
+integration: tools
+	$(STATIC) $(GO) test -count=1 -timeout 20m $(INTEGRATION)
 
 # The differential conformance test (conformance/README.md): nodedns, and
 # CoreDNS when built, against Unbound, all forwarding to Knot DNS on
@@ -90,14 +106,14 @@ unit:
 CONFORMANCE_STRICT ?= 1
 conformance: tools
 	NODEDNS_CONFORMANCE_STRICT=$(CONFORMANCE_STRICT) NODEDNS_CONFORMANCE_REQUIRE=1 \
-		$(GO) test -count=1 -timeout 10m -run '^TestDifferential$$' -v ./conformance
+		$(STATIC) $(GO) test -count=1 -timeout 10m -run '^TestDifferential$$' -v ./conformance
 
 # The soak runs the real binary under hits, misses, storms and upstream
 # faults, and checks that memory and goroutines stay flat. Without the race
 # detector, which would measure itself. SOAK sets the length.
 SOAK ?= 10m
 soak:
-	NODEDNS_SOAK=$(SOAK) $(GO) test -count=1 -timeout 0 -run '^TestSoak$$' -v ./cmd/nodedns
+	NODEDNS_SOAK=$(SOAK) $(STATIC) $(GO) test -count=1 -timeout 0 -run '^TestSoak$$' -v ./cmd/nodedns
 
 soak-short:
 	$(MAKE) soak SOAK=1m
@@ -105,13 +121,13 @@ soak-short:
 # The memory bounds are measured without the race detector, which grows
 # goroutine stacks and would measure itself.
 memory:
-	$(GO) test -count=1 -run 'WorstCase|AccountedBytes|ViewMemory' -v ./resolver ./cache ./kubeview
+	$(STATIC) $(GO) test -count=1 -run 'WorstCase|AccountedBytes|ViewMemory' -v ./resolver ./cache ./kubeview
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
-		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg; \
+		$(STATIC) $(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	done
 
 # SUITE_FLAGS passes options to `nodedns-bench suite` (see its --help), e.g.

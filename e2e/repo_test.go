@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -45,5 +46,74 @@ func TestMakefileFuzzesEveryTarget(t *testing.T) {
 	}
 	if found == 0 {
 		t.Fatal("found no fuzz targets: the walk is broken")
+	}
+}
+
+// TestToolModulesShareVersions keeps the modules that nodedns, the
+// control plane of the tests (tools/kube) and CoreDNS (tools/coredns)
+// compile in common at one version each: the Makefile builds all three
+// the same way (static, -trimpath) so that the Go build cache compiles
+// each shared package once. A version apart costs a cold make test
+// minutes: every package above it is compiled again.
+func TestToolModulesShareVersions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads the packages of three modules")
+	}
+	modules := func(dir string, pkgs ...string) map[string]string {
+		args := append([]string{"list", "-mod=readonly", "-deps", "-f", "{{with .Module}}{{.Path}} {{.Version}}{{with .Replace}} {{.Version}}{{end}}{{end}}"}, pkgs...)
+		cmd := exec.Command("go", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		out, err := cmd.Output()
+		if err != nil {
+			var stderr []byte
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = ee.Stderr
+			}
+			t.Fatalf("go list in %s: %v\n%s", dir, err, stderr)
+		}
+		m := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 {
+				m[f[0]] = f[len(f)-1]
+			}
+		}
+		return m
+	}
+	sets := map[string]map[string]string{
+		"nodedns":       modules("..", "./..."),
+		"tools/kube":    modules("../tools/kube", "k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kubectl", "go.etcd.io/etcd/server/v3"),
+		"tools/coredns": modules("../tools/coredns", "."),
+	}
+	names := []string{"nodedns", "tools/kube", "tools/coredns"}
+	for i, a := range names {
+		for _, b := range names[i+1:] {
+			for path, va := range sets[a] {
+				if vb, ok := sets[b][path]; ok && va != vb {
+					t.Errorf("%s is %s in %s and %s in %s: pin one version in both go.mod files", path, va, a, vb, b)
+				}
+			}
+		}
+	}
+}
+
+// TestGoModPinsTheToolchain: a build outside make (go build, go install,
+// the image's builder) gets the toolchain make uses, which govulncheck
+// checked.
+func TestGoModPinsTheToolchain(t *testing.T) {
+	mk, err := os.ReadFile("../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^GOTOOLCHAIN \?= (go[0-9.]+)$`).FindSubmatch(mk)
+	if m == nil {
+		t.Fatal("the Makefile sets no GOTOOLCHAIN")
+	}
+	mod, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "\ntoolchain " + string(m[1]) + "\n"; !strings.Contains(string(mod), want) {
+		t.Errorf("go.mod lacks %q: builds outside make would use whatever Go is installed", strings.TrimSpace(want))
 	}
 }
