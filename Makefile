@@ -27,7 +27,7 @@ FUZZ_TARGETS := ./dnswire:FuzzParseQuery ./dnswire:FuzzTTLOffsets ./resolver:Fuz
                 ./upstream:FuzzParseAddr ./upstream:FuzzCheckReply ./bench:FuzzParseQueryFile \
                 ./search:FuzzClassify ./cache:FuzzLoadSnapshot
 
-.PHONY: help build run deploy test vet staticcheck vulncheck unit integration memory conformance soak soak-short fuzz bench bench-go bench-suite bench-storm bench-upgrade clean tools image
+.PHONY: help build run deploy test tests vet staticcheck vulncheck unit integration memory fuzz-short conformance soak soak-short fuzz bench bench-go bench-suite bench-storm bench-upgrade clean tools image
 
 help:
 	@echo "make build        build bin/nodedns and bin/nodedns-bench"
@@ -63,7 +63,7 @@ image:
 
 # The steps of `make test`, in order, each timed (the times go to the log:
 # a cold run must stay within CI's budget).
-TEST_STEPS := tools vet staticcheck vulncheck unit integration memory conformance soak-short fuzz
+TEST_STEPS := tools vet staticcheck vulncheck tests memory conformance soak-short fuzz-short
 test:
 	@all=$$(date +%s); for s in $(TEST_STEPS); do \
 		start=$$(date +%s); \
@@ -99,6 +99,12 @@ unit:
 integration: tools
 	$(STATIC) $(GO) test -count=1 -timeout 20m $(INTEGRATION)
 
+# Both, side by side: the race detector's compiling and the end-to-end
+# tests' waiting (for processes, timeouts, the API server) share the
+# machine. Each one's output comes whole when it ends.
+tests:
+	$(MAKE) --no-print-directory -j2 --output-sync=target unit integration
+
 # The differential conformance test (conformance/README.md): nodedns, and
 # CoreDNS when built, against Unbound, all forwarding to Knot DNS on
 # loopback. A difference not in conformance/known-differences.txt fails,
@@ -122,6 +128,10 @@ soak-short:
 # goroutine stacks and would measure itself.
 memory:
 	$(STATIC) $(GO) test -count=1 -run 'WorstCase|AccountedBytes|ViewMemory' -v ./resolver ./cache ./kubeview
+
+# make test fuzzes each target for 30000 runs; make fuzz longer.
+fuzz-short:
+	$(MAKE) --no-print-directory fuzz FUZZTIME=30000x
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -302,6 +302,34 @@ func TestNodeNetworking(t *testing.T) {
 		}
 	})
 
+	// A node firewall made with iptables-nft that drops what conntrack does
+	// not know, and nodedns with no iptables program (the image): the
+	// nftables backend puts the ACCEPTs into that firewall's chains, and
+	// the pod resolves; without them, its untracked queries are dropped.
+	t.Run("default-drop iptables-nft firewall, no iptables program", func(t *testing.T) {
+		b := newNodeBed(t, coredns, nodedns)
+		b.node.exec(t, "iptables-nft", "-w", "5", "-P", "INPUT", "DROP")
+		b.node.exec(t, "iptables-nft", "-w", "5", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
+		b.node.exec(t, "iptables-nft", "-w", "5", "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+		p := b.startNodedns(t, "--setup-rules-backend", "nftables")
+		waitUntil(t, 10*time.Second, "set-up in place", func() bool { return b.inPlace(t, "nftables") })
+		b.node.waitDNSAt(t, "169.254.20.10", "53")
+		if !strings.Contains(b.node.exec(t, "iptables-nft-save"), "nodedns: accept untracked DNS over udp to 169.254.20.10:53") {
+			t.Fatalf("no ACCEPT in the iptables-nft firewall:\n%s", b.node.exec(t, "iptables-nft-save"))
+		}
+		b.resolves(t)
+		// The same firewall without nodedns's ACCEPTs drops the pod's query.
+		b.node.exec(t, "iptables-nft", "-w", "5", "-D", "INPUT", "-d", "169.254.20.10/32", "-p", "udp", "-m", "udp", "--dport", "53",
+			"-m", "comment", "--comment", "nodedns: accept untracked DNS over udp to 169.254.20.10:53", "-j", "ACCEPT")
+		if out, err := exec.Command("ip", "netns", "exec", b.pod.name, "dig", "@169.254.20.10", "+time=1", "+tries=1", "example.test").CombinedOutput(); err == nil && strings.Contains(string(out), "status: NOERROR") {
+			t.Errorf("the firewall let an untracked query through without the ACCEPT:\n%s", out)
+		}
+		p.terminate(t)
+		if out := b.node.exec(t, "iptables-nft-save"); strings.Contains(out, "nodedns") {
+			t.Errorf("ACCEPTs left after SIGTERM:\n%s", out)
+		}
+	})
+
 	// auto follows kube-proxy: with its chains in iptables-legacy, the rules
 	// go there.
 	t.Run("auto follows kube-proxy's iptables-legacy", func(t *testing.T) {

@@ -600,3 +600,56 @@ func readRecent(t *testing.T) string {
 	}
 	return string(b)
 }
+
+// TestNFTablesAcceptsInAnIPTablesNFTFirewall: a node whose firewall is
+// made with iptables-nft, INPUT dropping by default and accepting only
+// what conntrack knows, drops every untracked DNS packet. The nftables
+// backend (an image without an iptables program) puts its ACCEPT rules
+// into that firewall's chains, as iptables-nft writes them: iptables-nft
+// lists them as its own, a second ensure adds nothing, teardown removes
+// them and nothing else.
+func TestNFTablesAcceptsInAnIPTablesNFTFirewall(t *testing.T) {
+	enterNetns(t, "nft", flavourNFT)
+	sh(t, flavourNFT, "-P", "INPUT", "DROP")
+	sh(t, flavourNFT, "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+	sh(t, flavourNFT, "-P", "OUTPUT", "DROP")
+	sh(t, "ip6tables-nft", "-P", "INPUT", "DROP")
+	v6 := netip.MustParseAddrPort("[fd00:10::a]:53")
+	s, _ := newSetup(t, Config{Rules: true, Backend: BackendNFTables, Listen: []netip.AddrPort{dnsAddr, v6}})
+	if err := s.EnsureRules(); err != nil {
+		t.Fatal(err)
+	}
+	save := func() string { return sh(t, "iptables-nft-save") + sh(t, "ip6tables-nft-save") }
+	out := save()
+	for _, want := range []string{
+		`-A INPUT -d 169.254.20.10/32 -p udp -m udp --dport 53 -m comment --comment "nodedns: accept untracked DNS over udp to 169.254.20.10:53" -j ACCEPT`,
+		`-A OUTPUT -s 169.254.20.10/32 -p tcp -m tcp --sport 53 -m comment --comment "nodedns: accept untracked DNS replies over tcp from 169.254.20.10:53" -j ACCEPT`,
+		`-A INPUT -d fd00:10::a/128 -p tcp -m tcp --dport 53 -m comment --comment "nodedns: accept untracked DNS over tcp to [fd00:10::a]:53" -j ACCEPT`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("iptables-nft-save lacks\n  %s\nin:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "incompatible") {
+		t.Errorf("iptables-nft cannot read the table any more:\n%s", out)
+	}
+	// First in INPUT, before the conntrack accept and the policy.
+	var input []string
+	for _, l := range strings.Split(sh(t, flavourNFT, "-S", "INPUT"), "\n") {
+		if strings.HasPrefix(l, "-A") {
+			input = append(input, l)
+		}
+	}
+	if len(input) < 3 || !strings.Contains(input[0], "nodedns") || !strings.Contains(input[len(input)-1], "ESTABLISHED") {
+		t.Errorf("INPUT:\n%s", strings.Join(input, "\n"))
+	}
+	if n, err := s.rules.ensure(); n != 0 || err != nil {
+		t.Errorf("a second ensure added %d (%v)", n, err)
+	}
+	if err := s.Teardown(); err != nil {
+		t.Fatal(err)
+	}
+	if out := save(); strings.Contains(out, "nodedns") || !strings.Contains(out, "ESTABLISHED") {
+		t.Errorf("after teardown (the firewall's own rules stay):\n%s", out)
+	}
+}

@@ -27,12 +27,14 @@ const nftTableName = "nodedns"
 // prerouting and output at the raw priority (-300, before conntrack at
 // -200) with the NOTRACK rules.
 //
-// The filter ACCEPT rules of the set are not installed here: in nftables
-// an accept ends the packet's walk through one base chain only, and every
-// other base chain on the hook (the node firewall's, in its own table)
-// still sees it and may drop it; only a rule inside that firewall's chain
-// could let it through, and nodedns does not edit others' tables.
-// kube-proxy's nftables mode drops nothing that is untracked.
+// The filter ACCEPT rules of the set are not installed in this table: in
+// nftables an accept ends the packet's walk through one base chain only,
+// and every other base chain on the hook (the node firewall's, in its own
+// table) still sees it and may drop it; only a rule inside that
+// firewall's chain lets it through. For a firewall made with iptables-nft
+// they go into its chains, as iptables-nft writes them (iptnft.go); a
+// firewall written in nftables itself must allow the addresses. kube-proxy's
+// nftables mode drops nothing that is untracked.
 //
 // With fail-open (failopen.go), the table also holds the sets live4 and
 // live6 of live listen addresses, each element with a timeout, and nat
@@ -41,6 +43,7 @@ const nftTableName = "nodedns"
 type nftRules struct {
 	ns    netns.NsHandle
 	set   []rule // the NOTRACK rules only
+	acc   *accepts
 	fo    *failOpen
 	table *nftables.Table
 }
@@ -67,7 +70,7 @@ const (
 )
 
 func newNFTRules(set []rule, fo *failOpen, ns netns.NsHandle) (*nftRules, error) {
-	r := &nftRules{ns: ns, fo: fo, table: &nftables.Table{Name: nftTableName, Family: nftables.TableFamilyINet}}
+	r := &nftRules{ns: ns, fo: fo, acc: acceptsOf(set), table: &nftables.Table{Name: nftTableName, Family: nftables.TableFamilyINet}}
 	for _, ru := range set {
 		if ru.table == "raw" {
 			r.set = append(r.set, ru)
@@ -249,8 +252,19 @@ func (r *nftRules) ensure() (int, error) {
 			dnatStale = true // a DNAT to targets no longer wanted
 		}
 	}
+	// The ACCEPTs in an iptables-nft firewall's chains (iptnft.go), in
+	// the same transaction.
+	accepted, err := r.acc.ensure(c)
+	if err != nil {
+		return 0, err
+	}
 	if ok && len(missing) == 0 && !dnatStale {
-		return 0, nil
+		if accepted > 0 {
+			if err := c.Flush(); err != nil {
+				return 0, fmt.Errorf("inserting the ACCEPT rules into iptables-nft's filter table: %w", err)
+			}
+		}
+		return accepted, nil
 	}
 	chains := map[string]*nftables.Chain{}
 	add := r.set
@@ -317,7 +331,7 @@ func (r *nftRules) ensure() (int, error) {
 	if err := c.Flush(); err != nil {
 		return 0, fmt.Errorf("writing table inet %s: %w", nftTableName, err)
 	}
-	n := len(missing)
+	n := len(missing) + accepted
 	if ok {
 		for k := range wanted {
 			if !present[k] {
@@ -490,11 +504,15 @@ func nftMatch(addr netip.Addr, port uint16, proto string, dst bool) []expr.Any {
 	}
 }
 
-// remove deletes the table, if it is there.
+// remove deletes the table, if it is there, and the ACCEPT rules in
+// iptables-nft's chains.
 func (r *nftRules) remove() error {
 	c, err := r.conn()
 	if err != nil {
 		return err
+	}
+	if err := r.acc.remove(c); err != nil {
+		return fmt.Errorf("removing the ACCEPT rules from iptables-nft's filter table: %w", err)
 	}
 	c.AddTable(r.table)
 	c.DelTable(r.table)

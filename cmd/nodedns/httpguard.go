@@ -175,13 +175,6 @@ func (g *connGuard) connState(c net.Conn, s http.ConnState) {
 	}
 }
 
-// count is the number of connections held now.
-func (g *connGuard) count() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.conns)
-}
-
 // fromNode reports whether r comes from the node itself (its source is
 // the address it was sent to, or loopback), which alone gets
 // /ready?verbose's detail: a shell on the node, or kubectl exec into the
