@@ -9,6 +9,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/nodedns/nodedns/dnswire"
+	"github.com/nodedns/nodedns/reply"
 )
 
 // Kind classifies a reply once, so that the rules that depend on it are a
@@ -70,7 +71,7 @@ func (p Policy) NewEntry(key []byte, resp *dns.Msg, now time.Time) (*Entry, erro
 	if kind == KindUncacheable || limit <= 0 {
 		return nil, nil
 	}
-	m := prepare(resp)
+	m := reply.Served(resp)
 	ttls := make([]uint32, 0, len(m.Answer)+len(m.Ns)+len(m.Extra))
 	life := limit
 	for _, rrs := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
@@ -100,7 +101,7 @@ func NewTransient(resp *dns.Msg, now time.Time) (*Entry, error) {
 	if key == nil {
 		return nil, fmt.Errorf("cache: reply for %q: bad name", resp.Question[0].Name)
 	}
-	m := prepare(resp)
+	m := reply.Served(resp)
 	var ttls []uint32
 	for _, rrs := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
 		for _, rr := range rrs {
@@ -108,17 +109,6 @@ func NewTransient(resp *dns.Msg, now time.Time) (*Entry, error) {
 		}
 	}
 	return build(key, m, ttls, KindUncacheable, now, 0)
-}
-
-// prepare copies a reply into the shape nodedns stores and serves.
-func prepare(resp *dns.Msg) *dns.Msg {
-	m := resp.Copy()
-	m.Id = 0
-	m.Authoritative = false     // a forwarder or a cache is never the authority (RFC 1035 4.1.1)
-	m.RecursionAvailable = true // it is what nodedns offers, whatever the upstream said
-	m.Extra = stripOPT(m.Extra)
-	m.Compress = true
-	return m
 }
 
 // build packs m and makes the entry; ttls are its records' TTLs, in order.
@@ -242,14 +232,4 @@ func (p Policy) recordTTL(kind Kind, rr dns.RR, limit time.Duration) uint32 {
 	}
 	d := min(p.clamp(time.Duration(rr.Header().Ttl)*time.Second), limit)
 	return uint32(d / time.Second)
-}
-
-func stripOPT(rrs []dns.RR) []dns.RR {
-	out := rrs[:0]
-	for _, rr := range rrs {
-		if rr.Header().Rrtype != dns.TypeOPT {
-			out = append(out, rr)
-		}
-	}
-	return out
 }

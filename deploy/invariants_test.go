@@ -21,6 +21,7 @@ import (
 	"github.com/nodedns/nodedns/cache"
 	"github.com/nodedns/nodedns/config"
 	"github.com/nodedns/nodedns/resolver"
+	"github.com/nodedns/nodedns/search"
 	"github.com/nodedns/nodedns/upstream"
 )
 
@@ -454,7 +455,7 @@ func checkResources(t *testing.T, d *deployment) {
 		MaxWaiters: d.cfg.MaxWaiters, TCPMaxConns: d.cfg.TCPMaxConns,
 	}
 	if d.cfg.Autopath {
-		sc.Autopath = &resolver.AutopathConfig{}
+		sc.Walker = search.Autopath{}
 	}
 	worst := resolver.WorstCase(sc)
 	cacheBytes := d.cfg.CacheSize + cache.Overhead(cache.Config{MaxBytes: d.cfg.CacheSize, MaxEntries: d.cfg.CacheMaxEntries, Shards: d.cfg.CacheShards})

@@ -125,7 +125,7 @@ func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, 
 		imm.write = immediate
 	}
 	w.kept = false
-	// A pod whose search walk nodedns finishes must not join a plain
+	// A client whose search walk nodedns finishes must not join a plain
 	// query's flight before startWalk has seen its query.
 	walks := w.cacheable && s.walks(src)
 	if w.cacheable && !walks {

@@ -114,8 +114,8 @@ func (w *worker) fast(pkt []byte, src netip.AddrPort, proto int, prefix []byte) 
 		s.metrics.staleServed[staleRecheckReason].Inc()
 	case cache.Fresh:
 		if e.Kind() == cache.KindNXDomain && s.walks(src) {
-			// A pod whose search walk nodedns finishes: the denial of the
-			// first name it asks may be the start of one (autopath.go).
+			// A client whose search walk nodedns finishes: the denial of the
+			// first name it asks may be the start of one (walk.go).
 			return nil, actMiss
 		}
 		// InStaleRecheck: a refresh failed recently; it is not retried on

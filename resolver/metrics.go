@@ -5,8 +5,6 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/nodedns/nodedns/search"
 )
 
 // Protocol indexes.
@@ -69,10 +67,8 @@ type metrics struct {
 	tcpRejected, tcpIdleClosed, tcpEvicted            prometheus.Counter
 	inflight                                          prometheus.Gauge
 	panics                                            prometheus.Counter
-	// searchAnswered is indexed by search.Rule.
-	searchAnswered []prometheus.Counter
-	autopath       [numWalkResults]prometheus.Counter
-	handOvers      prometheus.Counter
+	autopath                                          [numWalkResults]prometheus.Counter
+	handOvers                                         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -149,19 +145,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for i, r := range staleReasonNames {
 		m.staleServed[i] = stale.WithLabelValues(r)
 	}
-	searched := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "nodedns_search_answered_total",
-		Help: "Queries the search stage answered on the node (NXDOMAIN, or NODATA for an empty non-terminal), by the shape rule that decided.",
-	}, []string{"rule"})
-	for _, r := range search.AllRules() {
-		for int(r) >= len(m.searchAnswered) {
-			m.searchAnswered = append(m.searchAnswered, nil)
-		}
-		m.searchAnswered[r] = searched.WithLabelValues(r.String())
-	}
 	m.autopath = newAutopathMetrics(reg)
 	if reg != nil {
-		reg.MustRegister(searched)
 		reg.MustRegister(m.requests, dur, m.dropped, shed, stale, m.coalesced, m.queued, m.prefetches, m.prefetchSkipped,
 			m.tcpConns, m.tcpRejected, m.tcpIdleClosed, m.tcpEvicted, m.inflight, m.panics, m.handOvers)
 	}

@@ -126,7 +126,7 @@ func exchangeFrom(t *testing.T, src, addr string, m *dns.Msg) (*dns.Msg, time.Du
 func TestBurstOfDistinctNamesIsNotShed(t *testing.T) {
 	gate := make(chan struct{})
 	up := startUpstream(t, anyName(func(string) { <-gate }))
-	s := startServer(t, Config{MaxInflight: 10, MaxQueueWait: 30 * time.Second}, forwardTo(up.addr))
+	s := startServer(t, Config{MaxInflight: 10, MaxQueueWait: 30 * time.Second}, forwardTo(up.Addr))
 	var once sync.Once
 	t.Cleanup(func() { once.Do(func() { close(gate) }) })
 
@@ -148,7 +148,7 @@ func TestBurstOfDistinctNamesIsNotShed(t *testing.T) {
 			t.Errorf("shed{%s} = %v", shedReasonNames[reason], v)
 		}
 	}
-	if q := up.queries.Load(); q != n {
+	if q := up.Queries.Load(); q != n {
 		t.Errorf("upstream got %d queries, want %d", q, n)
 	}
 }
@@ -162,7 +162,7 @@ func TestQuietClientGetsItsTurn(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}))
-	s := startServer(t, Config{MaxInflight: 4, MaxQueueWait: 3 * time.Second}, forwardTo(up.addr))
+	s := startServer(t, Config{MaxInflight: 4, MaxQueueWait: 3 * time.Second}, forwardTo(up.Addr))
 	noisy := newUDPClients(t, "127.0.0.2", s.addr, 4)
 	const storm = 100
 	for i := range storm {
@@ -194,7 +194,7 @@ func TestCoalescedWaitersAreChargedToTheirClient(t *testing.T) {
 	up := startUpstream(t, anyName(func(string) { <-gate }))
 	var once sync.Once
 	t.Cleanup(func() { once.Do(func() { close(gate) }) })
-	s := startServer(t, Config{MaxWaiters: 20}, forwardTo(up.addr))
+	s := startServer(t, Config{MaxWaiters: 20}, forwardTo(up.Addr))
 
 	noisy := newUDPClients(t, "127.0.0.2", s.addr, 2)
 	for i := range 50 {
@@ -215,7 +215,7 @@ func TestCoalescedWaitersAreChargedToTheirClient(t *testing.T) {
 	if got := rcodes(noisy.wait(t, 50)); got["NOERROR"] != 19 || got["SERVFAIL"] != 31 {
 		t.Errorf("noisy client's answers %v, want 19 NOERROR and 31 SERVFAIL", got)
 	}
-	if q := up.queries.Load(); q != 1 {
+	if q := up.Queries.Load(); q != 1 {
 		t.Errorf("upstream got %d queries for one name, want 1", q)
 	}
 }

@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/miekg/dns"
 
 	"github.com/nodedns/nodedns/cache"
+	"github.com/nodedns/nodedns/reply"
 )
 
 // Request is one client query on its way through the pipeline. It is built
@@ -98,10 +97,11 @@ type ForwardChecker interface {
 //  1. cacheStage: another query may have filled the entry since the fast
 //     path looked; answers a later stage synthesizes are stored here, so
 //     that the next identical query is a fast-path hit.
-//  2. searchStage (search.go, when on): names under a cluster domain that
-//     cannot exist get NXDOMAIN, empty non-terminals NODATA, from the node.
-//     After the cache stage, which stores its answers; before admission,
-//     so that a name answered here is never queued or shed.
+//  2. the local stages of Config.Local, in order (package search's: names
+//     under a cluster domain that cannot exist get NXDOMAIN, empty
+//     non-terminals NODATA, from the node). After the cache stage, which
+//     stores their answers; before admission, so that a name answered
+//     here is never queued or shed.
 //  3. upstreamNeeded: nothing local answered; the query goes to admission
 //     (fair.go) and, on a slot, to the remote half.
 //
@@ -112,7 +112,7 @@ type ForwardChecker interface {
 //  2. minimalANY: one RRset of an answer to ANY (RFC 8482); before the
 //     store, though ANY is never cached, so that the rule has one place.
 //  3. forwardStage: the query goes to the upstream group for its zone.
-func chain(c *cache.Cache, fwd Forwarder, now func() time.Time, search Middleware) (local, remote Handler) {
+func chain(c *cache.Cache, fwd Forwarder, now func() time.Time, locals []Middleware) (local, remote Handler) {
 	build := func(stages []Middleware, last Handler) Handler {
 		h := last
 		for i := len(stages) - 1; i >= 0; i-- {
@@ -120,10 +120,7 @@ func chain(c *cache.Cache, fwd Forwarder, now func() time.Time, search Middlewar
 		}
 		return h
 	}
-	stages := []Middleware{cacheStage(c, now)}
-	if search != nil {
-		stages = append(stages, search)
-	}
+	stages := append([]Middleware{cacheStage(c, now)}, locals...)
 	local = build(stages, upstreamNeeded)
 	remote = build([]Middleware{storeStage(c, now), minimalANY}, forwardStage(fwd))
 	return local, remote
@@ -134,41 +131,16 @@ var upstreamNeeded = HandlerFunc(func(context.Context, *Request) (Answer, error)
 	return Answer{Forward: true}, nil
 })
 
-// minimalANY keeps one RRset of an upstream's answer to ANY, with its
-// signatures, and drops the rest (RFC 8482 section 4.1): ANY is a
-// diagnostic at best and an amplification vector at worst, and no stub
-// needs the whole set. Denials and failures pass as they are: whether the
-// name exists is the upstream's to say.
+// minimalANY keeps one RRset of an upstream's answer to ANY
+// (reply.OneRRset, RFC 8482): ANY is a diagnostic at best and an
+// amplification vector at worst, and no stub needs the whole set.
 func minimalANY(next Handler) Handler {
 	return HandlerFunc(func(ctx context.Context, req *Request) (Answer, error) {
 		a, err := next.Resolve(ctx, req)
-		if err != nil || a.Msg == nil || req.Msg.Question[0].Qtype != dns.TypeANY ||
-			a.Msg.Rcode != dns.RcodeSuccess || len(a.Msg.Answer) == 0 {
+		if err != nil || a.Msg == nil || req.Msg.Question[0].Qtype != dns.TypeANY {
 			return a, err
 		}
-		m := a.Msg.Copy()
-		var first dns.RR
-		for _, rr := range m.Answer {
-			if rr.Header().Rrtype != dns.TypeRRSIG {
-				first = rr
-				break
-			}
-		}
-		if first == nil {
-			return a, nil
-		}
-		h := first.Header()
-		keep := m.Answer[:0]
-		for _, rr := range m.Answer {
-			rh := rr.Header()
-			sig, isSig := rr.(*dns.RRSIG)
-			if strings.EqualFold(rh.Name, h.Name) && (rh.Rrtype == h.Rrtype || isSig && sig.TypeCovered == h.Rrtype) {
-				keep = append(keep, rr)
-			}
-		}
-		m.Answer, m.Ns = keep, nil
-		m.Extra = slices.DeleteFunc(m.Extra, func(rr dns.RR) bool { return rr.Header().Rrtype != dns.TypeOPT })
-		return Answer{Msg: m}, nil
+		return Answer{Msg: reply.OneRRset(a.Msg)}, nil
 	})
 }
 
@@ -241,10 +213,7 @@ func forwardStage(fwd Forwarder) Handler {
 			// SERVFAIL, so that the stale answer, the short SERVFAIL cache
 			// and the client's next server all apply. musl treats a
 			// REFUSED passed through like a timeout.
-			m := new(dns.Msg)
-			m.SetRcode(req.Msg, dns.RcodeServerFailure)
-			m.RecursionAvailable = true
-			return Answer{Msg: m}, nil
+			return Answer{Msg: reply.Error(req.Msg, dns.RcodeServerFailure)}, nil
 		}
 		return Answer{Msg: resp}, nil
 	})

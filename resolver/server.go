@@ -79,10 +79,15 @@ type Config struct {
 	// the resolution goes on in the background. 0 means 1.8s; negative
 	// waits for the upstream's answer or failure.
 	StaleAnswerTimeout time.Duration
-	// Search turns on the search stage (search.go); nil leaves it off.
-	Search *SearchConfig
-	// Autopath turns on autopath (autopath.go); nil leaves it off.
-	Autopath *AutopathConfig
+	// Local are stages that answer some queries on the node, after the
+	// cache stage (which stores what they answer) and before admission, in
+	// order: package search's stage answers the names a cluster cannot
+	// have. They must not block.
+	Local []Middleware
+	// Walker, when not nil, turns on search walks (walk.go): for a client
+	// whose search list it knows, the first query of a walk runs the whole
+	// walk on the node.
+	Walker Walker
 	// PrefetchMinHits is how many hits an entry needs before a hit in the
 	// last tenth of its TTL refreshes it in the background; 0 disables
 	// prefetching.
@@ -155,7 +160,6 @@ type Server struct {
 	tun            atomic.Pointer[tunables] // swapped by Reconfigure
 	cache          *cache.Cache
 	local, remote  Handler        // the two halves of the miss pipeline (chain)
-	searchStage    Middleware     // nil when the search stage is off
 	checker        ForwardChecker // nil when the forwarder has no checks
 	log            *zap.Logger
 	// crash ends the process after a panic with flightMu held (flight.go).
@@ -229,9 +233,6 @@ func New(cfg Config, c *cache.Cache, fwd Forwarder, log *zap.Logger, reg prometh
 	}
 	s.allow.Store(&allowList{prefixes: cfg.Allow})
 	s.queryLogSample.Store(math.Float64bits(cfg.QueryLogSample))
-	if cfg.Search != nil && cfg.Search.Rules != nil {
-		s.searchStage = searchStage(*cfg.Search, s.metrics, s.log)
-	}
 	s.tun.Store(&tunables{tcpIdleTimeout: cfg.TCPIdleTimeout, maxQueueWait: cfg.MaxQueueWait,
 		requestTimeout: cfg.RequestTimeout, staleAnswerTimeout: cfg.StaleAnswerTimeout, prefetchMinHits: cfg.PrefetchMinHits})
 	s.setForwarder(fwd)
@@ -377,7 +378,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // setForwarder builds the pipeline around fwd; tests use it to swap the
 // clock and the upstream.
 func (s *Server) setForwarder(fwd Forwarder) {
-	s.local, s.remote = chain(s.cache, fwd, s.now, s.searchStage)
+	s.local, s.remote = chain(s.cache, fwd, s.now, s.cfg.Local)
 	s.checker, _ = fwd.(ForwardChecker)
 }
 

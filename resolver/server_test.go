@@ -14,82 +14,18 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 
 	"github.com/nodedns/nodedns/cache"
-	"github.com/nodedns/nodedns/internal/loopnet"
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
-// fakeUpstream is a real DNS server on loopback whose answers come from a
-// handler; it counts the queries it receives.
-type fakeUpstream struct {
-	addr    string
-	queries atomic.Int64
+// startUpstream and zone are testutil's, under the names the tests use.
+func startUpstream(t testing.TB, h dns.HandlerFunc) *testutil.Upstream {
+	return testutil.StartUpstream(t, h)
 }
-
-func startUpstream(t testing.TB, h func(w dns.ResponseWriter, r *dns.Msg)) *fakeUpstream {
-	t.Helper()
-	u := &fakeUpstream{}
-	pc, l, err := loopnet.Loopback()
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.addr = pc.LocalAddr().String()
-	handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		u.queries.Add(1)
-		h(w, r)
-	})
-	udp := &dns.Server{PacketConn: pc, Handler: handler}
-	tcp := &dns.Server{Listener: l, Handler: handler}
-	for _, s := range []*dns.Server{udp, tcp} {
-		started := make(chan struct{})
-		s.NotifyStartedFunc = func() { close(started) }
-		go func() { _ = s.ActivateAndServe() }()
-		<-started
-		t.Cleanup(func() { _ = s.Shutdown() })
-	}
-	return u
-}
-
-// zone answers from records written as zone-file text, by name and type;
-// names listed in nx get NXDOMAIN with an SOA.
-func zone(t testing.TB, records ...string) func(w dns.ResponseWriter, r *dns.Msg) {
-	t.Helper()
-	var rrs []dns.RR
-	for _, s := range records {
-		rr, err := dns.NewRR(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rrs = append(rrs, rr)
-	}
-	soa, _ := dns.NewRR("test. 3600 IN SOA ns.test. host.test. 1 7200 3600 1209600 30")
-	return func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		q := r.Question[0]
-		found := false
-		for _, rr := range rrs {
-			if strings.EqualFold(rr.Header().Name, q.Name) {
-				found = true
-				if rr.Header().Rrtype == q.Qtype {
-					m.Answer = append(m.Answer, dns.Copy(rr))
-				}
-			}
-		}
-		if !found {
-			m.Rcode = dns.RcodeNameError
-		}
-		if len(m.Answer) == 0 {
-			m.Ns = append(m.Ns, dns.Copy(soa))
-		}
-		if opt := r.IsEdns0(); opt != nil {
-			m.SetEdns0(4096, opt.Do())
-		}
-		_ = w.WriteMsg(m)
-	}
-}
+func zone(t testing.TB, records ...string) dns.HandlerFunc { return testutil.Zone(t, records...) }
 
 type testServer struct {
 	*Server
@@ -138,39 +74,18 @@ func startServer(t testing.TB, cfg Config, fwd Forwarder, opts ...func(*Server))
 
 // forwardTo returns a Forwarder that sends every query to addr with a
 // miekg client, as a minimal stand-in for package upstream.
-func forwardTo(addr string) Forwarder {
-	return ForwarderFunc(func(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
-		c := &dns.Client{Timeout: 2 * time.Second}
-		m := req.Copy()
-		m.Id = dns.Id()
-		resp, _, err := c.ExchangeContext(ctx, m, addr)
-		if err != nil {
-			return nil, err
-		}
-		resp.Id = req.Id
-		return resp, nil
-	})
-}
+func forwardTo(addr string) Forwarder { return ForwarderFunc(testutil.Forward(addr)) }
 
-func query(name string, qtype uint16) *dns.Msg {
-	m := new(dns.Msg)
-	m.SetQuestion(name, qtype)
-	return m
-}
+func query(name string, qtype uint16) *dns.Msg { return testutil.Query(name, qtype) }
 
 func exchange(t *testing.T, net, addr string, m *dns.Msg) *dns.Msg {
 	t.Helper()
-	c := &dns.Client{Net: net, Timeout: 3 * time.Second, UDPSize: 65535}
-	r, _, err := c.Exchange(m, addr)
-	if err != nil {
-		t.Fatalf("%s exchange of %s: %v", net, m.Question[0].Name, err)
-	}
-	return r
+	return testutil.Exchange(t, net, addr, m)
 }
 
 func TestCacheHitEchoesIDAndCase(t *testing.T) {
 	up := startUpstream(t, zone(t, "www.example.test. 300 IN A 192.0.2.1"))
-	s := startServer(t, Config{}, forwardTo(up.addr))
+	s := startServer(t, Config{}, forwardTo(up.Addr))
 
 	first := exchange(t, "udp", s.addr, query("www.example.test.", dns.TypeA))
 	if first.Rcode != dns.RcodeSuccess || len(first.Answer) != 1 {
@@ -192,10 +107,10 @@ func TestCacheHitEchoesIDAndCase(t *testing.T) {
 			t.Errorf("answer %v", r.Answer)
 		}
 	}
-	if n := up.queries.Load(); n != 1 {
+	if n := up.Queries.Load(); n != 1 {
 		t.Errorf("upstream got %d queries, want 1 (the rest from cache)", n)
 	}
-	if hits := metricValue(t, s.reg, "nodedns_cache_hits_total"); hits != 2 {
+	if hits := testutil.Metric(t, s.reg, "nodedns_cache_hits_total"); hits != 2 {
 		t.Errorf("cache hits %v, want 2", hits)
 	}
 }
@@ -204,9 +119,9 @@ func TestTTLCountsDown(t *testing.T) {
 	up := startUpstream(t, zone(t, "ttl.test. 300 IN A 192.0.2.1"))
 	base := time.Now()
 	var offset atomic.Int64
-	s := startServer(t, Config{}, forwardTo(up.addr), func(s *Server) {
+	s := startServer(t, Config{}, forwardTo(up.Addr), func(s *Server) {
 		s.now = func() time.Time { return base.Add(time.Duration(offset.Load())) }
-		s.setForwarder(forwardTo(up.addr))
+		s.setForwarder(forwardTo(up.Addr))
 	})
 
 	exchange(t, "udp", s.addr, query("ttl.test.", dns.TypeA))
@@ -217,14 +132,14 @@ func TestTTLCountsDown(t *testing.T) {
 	}
 	offset.Store(int64(301 * time.Second))
 	exchange(t, "udp", s.addr, query("ttl.test.", dns.TypeA))
-	if n := up.queries.Load(); n != 2 {
+	if n := up.Queries.Load(); n != 2 {
 		t.Errorf("upstream queries %d, want 2 (expired entry refetched)", n)
 	}
 }
 
 func TestNegativeAnswersAreCachedWithSOA(t *testing.T) {
 	up := startUpstream(t, zone(t, "exists.test. 300 IN A 192.0.2.1"))
-	s := startServer(t, Config{}, forwardTo(up.addr))
+	s := startServer(t, Config{}, forwardTo(up.Addr))
 	for _, tc := range []struct {
 		name  string
 		qtype uint16
@@ -247,7 +162,7 @@ func TestNegativeAnswersAreCachedWithSOA(t *testing.T) {
 			}
 		}
 	}
-	if n := up.queries.Load(); n != 2 {
+	if n := up.Queries.Load(); n != 2 {
 		t.Errorf("upstream queries %d, want 2", n)
 	}
 }
@@ -258,7 +173,7 @@ func TestEDNSAndTruncation(t *testing.T) {
 		txt = append(txt, `big.test. 300 IN TXT "`+strings.Repeat("x", 60)+`"`)
 	}
 	up := startUpstream(t, zone(t, append(txt, "small.test. 300 IN A 192.0.2.1")...))
-	s := startServer(t, Config{}, forwardTo(up.addr))
+	s := startServer(t, Config{}, forwardTo(up.Addr))
 
 	withEDNS := func(name string, qtype uint16, size uint16, do bool) *dns.Msg {
 		m := query(name, qtype)
@@ -332,7 +247,7 @@ func rawExchange(t *testing.T, addr string, pkt []byte, wait time.Duration) []by
 
 func TestBadInput(t *testing.T) {
 	up := startUpstream(t, zone(t, "ok.test. 300 IN A 192.0.2.1"))
-	s := startServer(t, Config{}, forwardTo(up.addr))
+	s := startServer(t, Config{}, forwardTo(up.Addr))
 
 	packed := func(m *dns.Msg) []byte {
 		b, err := m.Pack()
@@ -404,7 +319,7 @@ func TestBadInput(t *testing.T) {
 
 func TestQueriesFromOutsideAllowedNetworksAreRefused(t *testing.T) {
 	up := startUpstream(t, zone(t, "ok.test. 300 IN A 192.0.2.1"))
-	s := startServer(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}, forwardTo(up.addr))
+	s := startServer(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}, forwardTo(up.Addr))
 	r := exchange(t, "udp", s.addr, query("ok.test.", dns.TypeA))
 	if r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 {
 		t.Errorf("rcode %s with %d answers, want REFUSED", dns.RcodeToString[r.Rcode], len(r.Answer))
@@ -413,14 +328,14 @@ func TestQueriesFromOutsideAllowedNetworksAreRefused(t *testing.T) {
 	if _, err := exchangeErr("tcp", s.addr, query("ok.test.", dns.TypeA)); err == nil {
 		t.Error("tcp: answered a client outside the allow list")
 	}
-	if n := up.queries.Load(); n != 0 {
+	if n := up.Queries.Load(); n != 0 {
 		t.Errorf("upstream got %d queries from a refused client", n)
 	}
 }
 
 func TestTCPPipelinesSeveralQueriesPerConnection(t *testing.T) {
 	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1", "b.test. 300 IN A 192.0.2.2", "c.test. 300 IN A 192.0.2.3"))
-	s := startServer(t, Config{}, forwardTo(up.addr))
+	s := startServer(t, Config{}, forwardTo(up.Addr))
 	conn, err := dns.Dial("tcp", s.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -480,7 +395,7 @@ func TestTCPConnectionCapAndIdleTimeout(t *testing.T) {
 	if _, err := second.ReadMsg(); err == nil {
 		t.Error("connection over the cap was answered")
 	}
-	if n := testutil.ToFloat64(s.metrics.tcpRejected); n != 1 {
+	if n := promtest.ToFloat64(s.metrics.tcpRejected); n != 1 {
 		t.Errorf("tcp rejected %v, want 1", n)
 	}
 	release()
@@ -522,7 +437,7 @@ func dialFrom(t *testing.T, src, addr, name string) (*dns.Conn, error) {
 // per address, and its own idle connections make room for its new ones.
 func TestTCPOneClientCannotHoldEveryConnection(t *testing.T) {
 	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1"))
-	s := startServer(t, Config{TCPMaxConns: 10, TCPMaxConnsPerClient: 3, TCPIdleTimeout: time.Minute}, forwardTo(up.addr))
+	s := startServer(t, Config{TCPMaxConns: 10, TCPMaxConnsPerClient: 3, TCPIdleTimeout: time.Minute}, forwardTo(up.Addr))
 	var hog []*dns.Conn
 	for i := range 10 {
 		c, err := dialFrom(t, "127.0.0.2", s.addr, "a.test.")
@@ -531,7 +446,7 @@ func TestTCPOneClientCannotHoldEveryConnection(t *testing.T) {
 		}
 		hog = append(hog, c)
 	}
-	waitFor(t, "the hog's extra connections to close", func() bool { return testutil.ToFloat64(s.metrics.tcpConns) == 3 })
+	waitFor(t, "the hog's extra connections to close", func() bool { return promtest.ToFloat64(s.metrics.tcpConns) == 3 })
 	// Its oldest ones were closed; its newest three are open.
 	for i, c := range hog {
 		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
@@ -548,7 +463,7 @@ func TestTCPOneClientCannotHoldEveryConnection(t *testing.T) {
 			t.Errorf("client %d: %v", i, err)
 		}
 	}
-	if n := testutil.ToFloat64(s.metrics.tcpRejected); n != 0 {
+	if n := promtest.ToFloat64(s.metrics.tcpRejected); n != 0 {
 		t.Errorf("tcp rejected %v, want 0", n)
 	}
 }
@@ -557,7 +472,7 @@ func TestTCPOneClientCannotHoldEveryConnection(t *testing.T) {
 // closing the one idle longest (RFC 7766 section 6.2.3).
 func TestTCPNearlyFullPoolClosesTheIdlestConnection(t *testing.T) {
 	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1"))
-	s := startServer(t, Config{TCPMaxConns: 4, TCPIdleTimeout: time.Second}, forwardTo(up.addr))
+	s := startServer(t, Config{TCPMaxConns: 4, TCPIdleTimeout: time.Second}, forwardTo(up.Addr))
 	var conns []*dns.Conn
 	for i := range 4 {
 		c, err := dialFrom(t, fmt.Sprintf("127.0.0.%d", 20+i), s.addr, "a.test.")
@@ -579,7 +494,7 @@ func TestTCPNearlyFullPoolClosesTheIdlestConnection(t *testing.T) {
 	if _, err := conns[0].ReadMsg(); err == nil {
 		t.Error("the idlest connection was kept")
 	}
-	if n := testutil.ToFloat64(s.metrics.tcpIdleClosed); n < 1 {
+	if n := promtest.ToFloat64(s.metrics.tcpIdleClosed); n < 1 {
 		t.Errorf("tcp_idle_closed = %v", n)
 	}
 }
@@ -619,7 +534,7 @@ func TestFullInflightQueuesForASlot(t *testing.T) {
 	go ask("slow.test.")
 	<-b.entered // the only slot is taken
 	go ask("other.test.")
-	waitFor(t, "the second miss to queue", func() bool { return testutil.ToFloat64(s.metrics.queued) == 1 })
+	waitFor(t, "the second miss to queue", func() bool { return promtest.ToFloat64(s.metrics.queued) == 1 })
 	if n := b.calls.Load(); n != 1 {
 		t.Fatalf("upstream calls %d with one slot, want 1", n)
 	}
@@ -629,7 +544,7 @@ func TestFullInflightQueuesForASlot(t *testing.T) {
 			t.Errorf("want both answered from upstream, got %v", r)
 		}
 	}
-	if n := testutil.ToFloat64(s.metrics.shed[shedQueueTimeout]) + testutil.ToFloat64(s.metrics.shed[shedWaiters]); n != 0 {
+	if n := promtest.ToFloat64(s.metrics.shed[shedQueueTimeout]) + promtest.ToFloat64(s.metrics.shed[shedWaiters]); n != 0 {
 		t.Errorf("%v queries shed while a slot was coming", n)
 	}
 }
@@ -651,7 +566,7 @@ func TestQueuedMissIsAnsweredAfterMaxQueueWait(t *testing.T) {
 	if d := time.Since(start); d < 100*time.Millisecond || d > 2*time.Second {
 		t.Errorf("answered after %v, want about max_queue_wait (100ms)", d)
 	}
-	if n := testutil.ToFloat64(s.metrics.shed[shedQueueTimeout]); n != 1 {
+	if n := promtest.ToFloat64(s.metrics.shed[shedQueueTimeout]); n != 1 {
 		t.Errorf("shed{queue_timeout} = %v, want 1", n)
 	}
 	if n := b.calls.Load(); n != 1 {
@@ -685,7 +600,7 @@ func (w aaWriter) WriteMsg(m *dns.Msg) error {
 func TestUncacheableQueriesAreForwardedEachTime(t *testing.T) {
 	z := zone(t, "ok.test. 300 IN A 192.0.2.1")
 	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) { z(aaWriter{w}, r) })
-	s := startServer(t, Config{}, forwardTo(up.addr))
+	s := startServer(t, Config{}, forwardTo(up.Addr))
 	noRD := query("ok.test.", dns.TypeA)
 	noRD.RecursionDesired = false
 	ecs := query("ok.test.", dns.TypeA)
@@ -696,7 +611,7 @@ func TestUncacheableQueriesAreForwardedEachTime(t *testing.T) {
 		m    *dns.Msg
 	}{{"RD=0", noRD}, {"client subnet", ecs}} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := up.queries.Load()
+			before := up.Queries.Load()
 			for i := 0; i < 2; i++ {
 				m := tc.m.Copy()
 				m.Id = dns.Id()
@@ -710,7 +625,7 @@ func TestUncacheableQueriesAreForwardedEachTime(t *testing.T) {
 					t.Errorf("reply %v", r)
 				}
 			}
-			if n := up.queries.Load() - before; n != 2 {
+			if n := up.Queries.Load() - before; n != 2 {
 				t.Errorf("upstream got %d queries, want 2 (not cached)", n)
 			}
 		})
@@ -722,7 +637,7 @@ func TestUncacheableQueriesAreForwardedEachTime(t *testing.T) {
 // an answer).
 func TestOtherClassesAreRefused(t *testing.T) {
 	up := startUpstream(t, zone(t, "ok.test. 300 IN A 192.0.2.1"))
-	s := startServer(t, Config{}, forwardTo(up.addr))
+	s := startServer(t, Config{}, forwardTo(up.Addr))
 	for _, class := range []uint16{dns.ClassCHAOS, dns.ClassHESIOD, dns.ClassNONE, dns.ClassANY, 999} {
 		for _, proto := range []string{"udp", "tcp"} {
 			m := query("version.bind.", dns.TypeTXT)
@@ -734,7 +649,7 @@ func TestOtherClassesAreRefused(t *testing.T) {
 			}
 		}
 	}
-	if n := up.queries.Load(); n != 0 {
+	if n := up.Queries.Load(); n != 0 {
 		t.Errorf("upstream got %d queries", n)
 	}
 }
@@ -786,7 +701,7 @@ func TestShutdownGivesUpAtDeadline(t *testing.T) {
 
 func TestConcurrentClients(t *testing.T) {
 	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1", "b.test. 300 IN AAAA 2001:db8::1"))
-	s := startServer(t, Config{}, forwardTo(up.addr))
+	s := startServer(t, Config{}, forwardTo(up.Addr))
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for g := 0; g < 8; g++ {
@@ -815,26 +730,6 @@ func TestConcurrentClients(t *testing.T) {
 	}
 }
 
-// metricValue reads a single-series metric from a registry.
-func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			m := mf.GetMetric()[0]
-			if m.GetCounter() != nil {
-				return m.GetCounter().GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not found", name)
-	return 0
-}
-
 func TestServesIPv6(t *testing.T) {
 	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
 		t.Skip("no IPv6 loopback on this machine")
@@ -842,7 +737,7 @@ func TestServesIPv6(t *testing.T) {
 		c.Close()
 	}
 	up := startUpstream(t, zone(t, "six.test. 300 IN AAAA 2001:db8::6"))
-	s := startServer(t, Config{Listen: []string{"[::1]:0"}}, forwardTo(up.addr))
+	s := startServer(t, Config{Listen: []string{"[::1]:0"}}, forwardTo(up.Addr))
 	for i := 0; i < 2; i++ { // a miss, then a hit
 		for _, proto := range []string{"udp", "tcp"} {
 			r := exchange(t, proto, s.addr, query("six.test.", dns.TypeAAAA))
@@ -874,7 +769,7 @@ func TestANYGetsOneRRset(t *testing.T) {
 		}
 		_ = w.WriteMsg(m)
 	})
-	s := startServer(t, Config{}, forwardTo(anyUp.addr))
+	s := startServer(t, Config{}, forwardTo(anyUp.Addr))
 	for _, proto := range []string{"udp", "tcp"} {
 		r := exchange(t, proto, s.addr, query("Ok.Test.", dns.TypeANY))
 		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 2 || r.Answer[0].Header().Rrtype != dns.TypeA || r.Answer[1].Header().Rrtype != dns.TypeA {
@@ -894,7 +789,7 @@ func TestANYGetsOneRRset(t *testing.T) {
 // the client holding the most.
 func TestTCPBusyClientsCannotKeepANewOneOut(t *testing.T) {
 	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1"))
-	s := startServer(t, Config{TCPMaxConns: 12, TCPMaxConnsPerClient: 4, TCPIdleTimeout: time.Minute}, forwardTo(up.addr))
+	s := startServer(t, Config{TCPMaxConns: 12, TCPMaxConnsPerClient: 4, TCPIdleTimeout: time.Minute}, forwardTo(up.Addr))
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for c := range 3 { // 3 clients × 4 busy connections: the pool is full
@@ -922,11 +817,11 @@ func TestTCPBusyClientsCannotKeepANewOneOut(t *testing.T) {
 		}
 	}
 	defer func() { close(stop); wg.Wait() }()
-	waitFor(t, "the pool full", func() bool { return testutil.ToFloat64(s.metrics.tcpConns) == 12 })
+	waitFor(t, "the pool full", func() bool { return promtest.ToFloat64(s.metrics.tcpConns) == 12 })
 	if _, err := dialFrom(t, "127.0.0.50", s.addr, "a.test."); err != nil {
 		t.Fatalf("a new client with the pool full of busy connections: %v", err)
 	}
-	if n := testutil.ToFloat64(s.metrics.tcpEvicted); n != 1 {
+	if n := promtest.ToFloat64(s.metrics.tcpEvicted); n != 1 {
 		t.Errorf("tcp evicted %v, want 1", n)
 	}
 }
@@ -934,7 +829,7 @@ func TestTCPBusyClientsCannotKeepANewOneOut(t *testing.T) {
 // A client outside the allow list is closed at accept: it holds no slot.
 func TestTCPOutsideTheAllowListIsClosedAtAccept(t *testing.T) {
 	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1"))
-	s := startServer(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}, forwardTo(up.addr))
+	s := startServer(t, Config{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}, forwardTo(up.Addr))
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}, Timeout: 2 * time.Second}
 	nc, err := d.Dial("tcp", s.addr)
 	if err != nil {
@@ -947,7 +842,7 @@ func TestTCPOutsideTheAllowListIsClosedAtAccept(t *testing.T) {
 	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Fatal("a client outside the allow list holds an open connection")
 	}
-	if n := testutil.ToFloat64(s.metrics.tcpRejected); n != 1 {
+	if n := promtest.ToFloat64(s.metrics.tcpRejected); n != 1 {
 		t.Errorf("tcp rejected %v, want 1", n)
 	}
 	if _, err := dialFrom(t, "127.0.0.1", s.addr, "a.test."); err != nil {

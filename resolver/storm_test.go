@@ -61,7 +61,7 @@ func TestIdenticalMissesShareOneUpstreamQuery(t *testing.T) {
 		<-release
 		zone(t, "hot.test. 60 IN A 192.0.2.7")(w, r)
 	})
-	s := startServer(t, Config{}, forwardTo(up.addr))
+	s := startServer(t, Config{}, forwardTo(up.Addr))
 	var once sync.Once
 	unblock := func() { once.Do(func() { close(release) }) }
 	t.Cleanup(unblock) // runs before the server's shutdown, even on failure
@@ -91,7 +91,7 @@ func TestIdenticalMissesShareOneUpstreamQuery(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i == 0 {
-			waitFor(t, "the leader", func() bool { return up.queries.Load() == 1 })
+			waitFor(t, "the leader", func() bool { return up.Queries.Load() == 1 })
 		} else if i%100 == 0 || i == n-1 {
 			want := float64(i)
 			waitFor(t, "coalesced waiters", func() bool { return testutil.ToFloat64(s.metrics.coalesced) == want })
@@ -116,7 +116,7 @@ func TestIdenticalMissesShareOneUpstreamQuery(t *testing.T) {
 		}
 		delete(ids, r.Id)
 	}
-	if got := up.queries.Load(); got != 1 {
+	if got := up.Queries.Load(); got != 1 {
 		t.Errorf("upstream got %d queries for %d identical misses, want 1", got, n)
 	}
 }
@@ -127,7 +127,7 @@ func TestWaiterCapAnswersAtOnce(t *testing.T) {
 		<-release
 		zone(t, "hot.test. 60 IN A 192.0.2.7")(w, r)
 	})
-	s := startServer(t, Config{MaxWaiters: 2}, forwardTo(up.addr))
+	s := startServer(t, Config{MaxWaiters: 2}, forwardTo(up.Addr))
 	t.Cleanup(func() { close(release) })
 	for i := 0; i < 2; i++ { // the leader and one waiter
 		go func() {

@@ -100,7 +100,7 @@ func TestTruncationIsTheSameFromUpstreamAndFromTheCache(t *testing.T) {
 		}
 		z(w, r)
 	})
-	g, err := upstream.NewGroup(upstream.GroupConfig{Name: "test", Zones: []string{"."}, Addrs: []string{up.addr}}, nil, nil)
+	g, err := upstream.NewGroup(upstream.GroupConfig{Name: "test", Zones: []string{"."}, Addrs: []string{up.Addr}}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

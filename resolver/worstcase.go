@@ -20,7 +20,7 @@ const (
 	// tcpConnBytes is one client TCP connection with a query outstanding:
 	// its goroutine's stack, read and reply buffers (measured: 7.5 KiB).
 	tcpConnBytes = 10 << 10
-	// walkBytes is one autopath walk: the pod's query (at most
+	// walkBytes is one search walk (walk.go): the client's query (at most
 	// maxKeptQuery, without padding) and its unpacked form, the names to
 	// walk and the answer to the first one, beyond the waiting query or
 	// slot its current step takes. A walk lives only while a step waits
@@ -58,7 +58,7 @@ func WorstCase(cfg Config) Memory {
 		TCP:     int64(cfg.TCPMaxConns) * tcpConnBytes,
 		UDP:     int64(len(cfg.Listen)*cfg.UDPSockets) * udpSocketBytes,
 	}
-	if cfg.Autopath != nil {
+	if cfg.Walker != nil {
 		m.Walks = int64(cfg.MaxWaiters+cfg.MaxInflight) * walkBytes
 	}
 	return m

@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string) error {
 		return &usageError{err}
 	}
 	srvCfg := serverConfig(cfg)
-	kube.wire(&srvCfg, cfg)
+	srvCfg.Local, srvCfg.Walker = kube.stages(cfg, reg, log)
 	srv, err := resolver.New(srvCfg, c, fwd, log, reg)
 	if err != nil {
 		return &usageError{err}
@@ -228,7 +228,7 @@ func run(ctx context.Context, args []string) error {
 func logMemoryBounds(log *zap.Logger, cfg config.Config, goLimit int64) {
 	sc := serverConfig(cfg)
 	if cfg.Autopath && cfg.KubeOn() {
-		sc.Autopath = &resolver.AutopathConfig{} // counted as it may be on
+		sc.Walker = search.Autopath{} // counted as it may be on
 	}
 	worst := resolver.WorstCase(sc)
 	cacheBytes := cfg.CacheSize + cache.Overhead(cacheConfig(cfg))
@@ -294,19 +294,7 @@ func serverConfig(cfg config.Config) resolver.Config {
 		// 0 in the config means "never serve stale on a slow upstream".
 		StaleAnswerTimeout: staleTimeout(cfg.StaleAnswerTimeout),
 		PrefetchMinHits:    uint32(cfg.PrefetchMinHits),
-		Search:             searchConfig(cfg),
 		HandOverWait:       cfg.HandoverWait,
-	}
-}
-
-// searchConfig is the search stage's configuration, nil when it is off.
-func searchConfig(cfg config.Config) *resolver.SearchConfig {
-	if !cfg.SearchEnabled {
-		return nil
-	}
-	return &resolver.SearchConfig{
-		Rules:       search.New(cfg.ClusterDomains, cfg.SearchExtraZones),
-		NegativeTTL: cfg.SearchNegativeTTL,
 	}
 }
 

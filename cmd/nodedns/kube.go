@@ -71,18 +71,23 @@ func startKube(ctx context.Context, cfg config.Config, c *cache.Cache, current *
 	return k, nil
 }
 
-// wire gives the resolver the view: existence for the search stage, the
-// pods of this node for autopath.
-func (k *kube) wire(sc *resolver.Config, cfg config.Config) {
-	if k == nil {
-		return
+// stages are the resolver's Kubernetes knowledge (package search): the
+// search stage, which answers on the node the names a cluster cannot have
+// (refined by the view's existence when there is a view), and, with the
+// view, search walks for the pods of this node (autopath).
+func (k *kube) stages(cfg config.Config, reg prometheus.Registerer, log *zap.Logger) (local []resolver.Middleware, walker resolver.Walker) {
+	rules := search.New(cfg.ClusterDomains, cfg.SearchExtraZones)
+	if cfg.SearchEnabled {
+		sc := search.StageConfig{Rules: rules, NegativeTTL: cfg.SearchNegativeTTL, Log: log, Registerer: reg}
+		if k != nil {
+			sc.View = k.view
+		}
+		local = append(local, search.Stage(sc))
 	}
-	if sc.Search != nil {
-		sc.Search.View = k.view
+	if k != nil && cfg.Autopath && cfg.NodeName != "" {
+		walker = search.Autopath{Pods: k.view, Rules: rules}
 	}
-	if cfg.Autopath && cfg.NodeName != "" {
-		sc.Autopath = &resolver.AutopathConfig{Pods: k.view, Rules: search.New(cfg.ClusterDomains, cfg.SearchExtraZones)}
-	}
+	return local, walker
 }
 
 // setEndpoints gives the cluster DNS Service's ready endpoints to the

@@ -1,4 +1,4 @@
-package resolver
+package search
 
 import (
 	"net"
@@ -9,48 +9,34 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/nodedns/nodedns/search"
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // podsAt is a fixed set of pods by address.
-type podsAt map[netip.Addr]*search.PodDNS
+type podsAt map[netip.Addr]*PodDNS
 
-func (p podsAt) Pod(a netip.Addr) (*search.PodDNS, bool) {
+func (p podsAt) Pod(a netip.Addr) (*PodDNS, bool) {
 	d, ok := p[a]
 	return d, ok
 }
 
-var shopPod = &search.PodDNS{Namespace: "shop", Ndots: 5,
+var shopPod = &PodDNS{Namespace: "shop", Ndots: 5,
 	Search: []string{"shop.svc.cluster.local.", "svc.cluster.local.", "cluster.local.", "node.example."}}
 
-// askFrom sends m over UDP from the loopback address src.
-func askFrom(t *testing.T, src, addr string, m *dns.Msg) *dns.Msg {
+// startAutopath starts a node with a view of the cluster and autopath for
+// a pod at 127.0.0.1, forwarding to a zone.
+func startAutopath(t *testing.T, records ...string) (*node, *testutil.Upstream) {
 	t.Helper()
-	c := &dns.Client{Net: "udp", Timeout: 3 * time.Second,
-		Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(src)}}}
-	r, _, err := c.Exchange(m, addr)
-	if err != nil {
-		t.Fatalf("from %s: %s: %v", src, m.Question[0].Name, err)
-	}
-	return r
-}
-
-// startAutopath starts a server with the search stage, a view of the
-// cluster and autopath for a pod at 127.0.0.1, forwarding to a zone.
-func startAutopath(t *testing.T, records ...string) (*testServer, *fakeUpstream) {
-	t.Helper()
-	up := startUpstream(t, zone(t, records...))
+	up := testutil.StartUpstream(t, testutil.Zone(t, records...))
 	v := &viewOf{ns: map[string]bool{"shop": true, "default": true}, svcs: map[string]bool{"shop/web": true}}
 	v.synced.Store(true)
-	sc := withSearch("cluster.local")
-	sc.View = v
-	s := startServer(t, Config{Search: sc, Autopath: &AutopathConfig{
-		Pods:  podsAt{netip.MustParseAddr("127.0.0.1"): shopPod},
-		Rules: sc.Rules,
-	}}, forwardTo(up.addr))
-	return s, up
+	return startNode(t, nodeOf{view: v, pods: podsAt{netip.MustParseAddr("127.0.0.1"): shopPod}}, forwardTo(up.Addr)), up
+}
+
+func (n *node) walks(t *testing.T, result string) float64 {
+	t.Helper()
+	return testutil.Metric(t, n.reg, "nodedns_autopath_total", "result", result)
 }
 
 // The first query of a pod's search walk for an external name is answered
@@ -63,8 +49,8 @@ func TestAutopathAnswersTheWalkInOneRoundTrip(t *testing.T) {
 	s, up := startAutopath(t, "api.example.com. 300 IN A 192.0.2.1")
 	first := "api.example.com.shop.svc.cluster.local."
 	for round := range 2 {
-		before := up.queries.Load()
-		r := askFrom(t, "127.0.0.1", s.addr, query(first, dns.TypeA))
+		before := up.Queries.Load()
+		r := testutil.ExchangeFrom(t, "127.0.0.1", s.addr, testutil.Query(first, dns.TypeA))
 		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 2 {
 			t.Fatalf("round %d: %v", round, r)
 		}
@@ -82,19 +68,19 @@ func TestAutopathAnswersTheWalkInOneRoundTrip(t *testing.T) {
 		if round == 1 {
 			want = 0
 		}
-		if got := up.queries.Load() - before; got != want {
+		if got := up.Queries.Load() - before; got != want {
 			t.Errorf("round %d: the upstream saw %d queries, want %d", round, got, want)
 		}
 	}
-	if n := testutil.ToFloat64(s.metrics.autopath[walkFound]); n != 2 {
+	if n := s.walks(t, "found"); n != 2 {
 		t.Errorf("autopath{found} = %v, want 2", n)
 	}
 	// Another client gets the plain denial, from the cache.
-	before := up.queries.Load()
-	if r := askFrom(t, "127.0.0.2", s.addr, query(first, dns.TypeA)); r.Rcode != dns.RcodeNameError || len(r.Answer) != 0 {
+	before := up.Queries.Load()
+	if r := testutil.ExchangeFrom(t, "127.0.0.2", s.addr, testutil.Query(first, dns.TypeA)); r.Rcode != dns.RcodeNameError || len(r.Answer) != 0 {
 		t.Errorf("another client: %v, want the plain NXDOMAIN", r)
 	}
-	if up.queries.Load() != before {
+	if up.Queries.Load() != before {
 		t.Error("another client's query went upstream")
 	}
 }
@@ -111,7 +97,7 @@ func TestAutopathWalkSemantics(t *testing.T) {
 
 	// "web.shop": web.shop.shop.svc... is denied (no Service "shop"), then
 	// web.shop.svc.cluster.local exists.
-	r := askFrom(t, "127.0.0.1", s.addr, query("web.shop.shop.svc.cluster.local.", dns.TypeA))
+	r := testutil.ExchangeFrom(t, "127.0.0.1", s.addr, testutil.Query("web.shop.shop.svc.cluster.local.", dns.TypeA))
 	if len(r.Answer) != 2 || r.Answer[0].(*dns.CNAME).Target != "web.shop.svc.cluster.local." {
 		t.Errorf("web.shop: %v, want a CNAME to web.shop.svc.cluster.local.", r)
 	}
@@ -119,35 +105,35 @@ func TestAutopathWalkSemantics(t *testing.T) {
 	// "web": the first expansion is the Service itself: a plain answer
 	// (the A record went by the fast path, cached by the walk above; the
 	// AAAA, not cached yet, is a NODATA from upstream: it exists).
-	r = askFrom(t, "127.0.0.1", s.addr, query("web.shop.svc.cluster.local.", dns.TypeA))
+	r = testutil.ExchangeFrom(t, "127.0.0.1", s.addr, testutil.Query("web.shop.svc.cluster.local.", dns.TypeA))
 	if len(r.Answer) != 1 || r.Answer[0].Header().Rrtype != dns.TypeA {
 		t.Errorf("web: %v, want the plain A record", r)
 	}
-	r = askFrom(t, "127.0.0.1", s.addr, query("web.shop.svc.cluster.local.", dns.TypeAAAA))
+	r = testutil.ExchangeFrom(t, "127.0.0.1", s.addr, testutil.Query("web.shop.svc.cluster.local.", dns.TypeAAAA))
 	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 || len(r.Ns) != 1 {
 		t.Errorf("web AAAA: %v, want the plain NODATA", r)
 	}
 
 	// Nothing exists: NXDOMAIN, then the pod's own walk costs nothing.
-	r = askFrom(t, "127.0.0.1", s.addr, query("nothing.example.shop.svc.cluster.local.", dns.TypeAAAA))
+	r = testutil.ExchangeFrom(t, "127.0.0.1", s.addr, testutil.Query("nothing.example.shop.svc.cluster.local.", dns.TypeAAAA))
 	if r.Rcode != dns.RcodeNameError {
 		t.Fatalf("nothing.example: %v, want NXDOMAIN", r)
 	}
-	before := up.queries.Load()
+	before := up.Queries.Load()
 	for _, d := range shopPod.Search[1:] {
-		if r := askFrom(t, "127.0.0.1", s.addr, query("nothing.example."+d, dns.TypeAAAA)); r.Rcode != dns.RcodeNameError {
+		if r := testutil.ExchangeFrom(t, "127.0.0.1", s.addr, testutil.Query("nothing.example."+d, dns.TypeAAAA)); r.Rcode != dns.RcodeNameError {
 			t.Errorf("nothing.example.%s: %v", d, r)
 		}
 	}
-	if r := askFrom(t, "127.0.0.1", s.addr, query("nothing.example.", dns.TypeAAAA)); r.Rcode != dns.RcodeNameError {
+	if r := testutil.ExchangeFrom(t, "127.0.0.1", s.addr, testutil.Query("nothing.example.", dns.TypeAAAA)); r.Rcode != dns.RcodeNameError {
 		t.Errorf("nothing.example.: %v", r)
 	}
-	if got := up.queries.Load() - before; got != 0 {
+	if got := up.Queries.Load() - before; got != 0 {
 		t.Errorf("the pod's own walk after the node's sent %d queries upstream, want 0", got)
 	}
-	for result, want := range map[int]float64{walkFound: 1, walkExists: 1, walkNone: 1} {
-		if n := testutil.ToFloat64(s.metrics.autopath[result]); n != want {
-			t.Errorf("autopath{%s} = %v, want %v", walkResultNames[result], n, want)
+	for _, result := range []string{"found", "exists", "none"} {
+		if n := s.walks(t, result); n != 1 {
+			t.Errorf("autopath{%s} = %v, want 1", result, n)
 		}
 	}
 }
@@ -158,42 +144,38 @@ func TestAutopathWalkSemantics(t *testing.T) {
 // plain answer, so that its own walk meets the failure as it would
 // without nodedns.
 func TestAutopathLeavesAlone(t *testing.T) {
-	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+	up := testutil.StartUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
 		if strings.HasSuffix(r.Question[0].Name, ".node.example.") {
 			m := new(dns.Msg)
 			m.SetRcode(r, dns.RcodeServerFailure)
 			_ = w.WriteMsg(m)
 			return
 		}
-		zone(t, "api.example.com. 300 IN A 192.0.2.1")(w, r)
+		testutil.Zone(t, "api.example.com. 300 IN A 192.0.2.1")(w, r)
 	})
 	v := &viewOf{ns: map[string]bool{"shop": true}}
 	v.synced.Store(true)
-	sc := withSearch("cluster.local")
-	sc.View = v
-	s := startServer(t, Config{Search: sc, Autopath: &AutopathConfig{
-		Pods: podsAt{netip.MustParseAddr("127.0.0.1"): shopPod}, Rules: sc.Rules,
-	}}, forwardTo(up.addr))
+	s := startNode(t, nodeOf{view: v, pods: podsAt{netip.MustParseAddr("127.0.0.1"): shopPod}}, forwardTo(up.Addr))
 
-	do := query("api.example.com.shop.svc.cluster.local.", dns.TypeA)
+	do := testutil.Query("api.example.com.shop.svc.cluster.local.", dns.TypeA)
 	do.SetEdns0(1232, true)
-	if r := askFrom(t, "127.0.0.1", s.addr, do); r.Rcode != dns.RcodeNameError {
+	if r := testutil.ExchangeFrom(t, "127.0.0.1", s.addr, do); r.Rcode != dns.RcodeNameError {
 		t.Errorf("with DO: %v, want the plain NXDOMAIN", r)
 	}
-	if r := askFrom(t, "127.0.0.1", s.addr, query("api.example.com.svc.cluster.local.", dns.TypeA)); r.Rcode != dns.RcodeNameError {
+	if r := testutil.ExchangeFrom(t, "127.0.0.1", s.addr, testutil.Query("api.example.com.svc.cluster.local.", dns.TypeA)); r.Rcode != dns.RcodeNameError {
 		t.Errorf("a later name of the walk: %v, want the plain NXDOMAIN", r)
 	}
-	if r := askFrom(t, "127.0.0.1", s.addr, query("kubernetes.default.svc.cluster.local.shop.svc.cluster.local.", dns.TypeA)); r.Rcode != dns.RcodeNameError {
+	if r := testutil.ExchangeFrom(t, "127.0.0.1", s.addr, testutil.Query("kubernetes.default.svc.cluster.local.shop.svc.cluster.local.", dns.TypeA)); r.Rcode != dns.RcodeNameError {
 		t.Errorf("a cluster name's expansion: %v, want the plain NXDOMAIN", r)
 	}
 	// The node domain fails: the walk stops, the pod gets its name's NXDOMAIN.
-	if r := askFrom(t, "127.0.0.1", s.addr, query("api.example.com.shop.svc.cluster.local.", dns.TypeAAAA)); r.Rcode != dns.RcodeNameError || len(r.Answer) != 0 {
+	if r := testutil.ExchangeFrom(t, "127.0.0.1", s.addr, testutil.Query("api.example.com.shop.svc.cluster.local.", dns.TypeAAAA)); r.Rcode != dns.RcodeNameError || len(r.Answer) != 0 {
 		t.Errorf("a walk through a failing name: %v, want the plain NXDOMAIN", r)
 	}
-	if n := testutil.ToFloat64(s.metrics.autopath[walkAborted]); n != 1 {
+	if n := s.walks(t, "aborted"); n != 1 {
 		t.Errorf("autopath{aborted} = %v, want 1", n)
 	}
-	if n := testutil.ToFloat64(s.metrics.autopath[walkFound]) + testutil.ToFloat64(s.metrics.autopath[walkNone]); n != 0 {
+	if n := s.walks(t, "found") + s.walks(t, "none"); n != 0 {
 		t.Errorf("%v walks found or denied something, want 0", n)
 	}
 }
@@ -212,7 +194,7 @@ func TestAutopathConcurrentWalks(t *testing.T) {
 			for range 5 {
 				c := &dns.Client{Net: "udp", Timeout: 3 * time.Second,
 					Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP("127.0.0.1")}}}
-				r, _, err := c.Exchange(query(name+"shop.svc.cluster.local.", dns.TypeA), s.addr)
+				r, _, err := c.Exchange(testutil.Query(name+"shop.svc.cluster.local.", dns.TypeA), s.addr)
 				if err != nil {
 					t.Error(err)
 					return
@@ -225,39 +207,4 @@ func TestAutopathConcurrentWalks(t *testing.T) {
 		})
 	}
 	wg.Wait()
-}
-
-// A pod's query padded to 4 KiB (RFC 7830) walks like any other, its
-// copy kept without the padding, so that a walk costs what WorstCase
-// says; and WorstCase counts walks when autopath is on.
-func TestAutopathKeepsACompactQuery(t *testing.T) {
-	s, _ := startAutopath(t, "api.example.com. 300 IN A 192.0.2.1")
-	m := query("api.example.com.shop.svc.cluster.local.", dns.TypeA)
-	m.SetEdns0(1232, false)
-	m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_PADDING{Padding: make([]byte, 3900)})
-	if b, _ := m.Pack(); len(b) < 3900 {
-		t.Fatalf("padded query of %d bytes", len(b))
-	}
-	r := askFrom(t, "127.0.0.1", s.addr, m)
-	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 2 {
-		t.Fatalf("padded query: %v", r)
-	}
-	// What a walk keeps of that query.
-	pkt, _ := m.Pack()
-	kept, req, ok := keepForWalk(pkt, m)
-	if !ok || len(kept) > maxKeptQuery {
-		t.Errorf("a padded query is kept at %d bytes (ok %v), want at most %d", len(kept), ok, maxKeptQuery)
-	}
-	if ok {
-		for _, o := range req.IsEdns0().Option {
-			if _, pad := o.(*dns.EDNS0_PADDING); pad {
-				t.Error("the unpacked query a walk keeps still has its padding")
-			}
-		}
-	}
-	with := WorstCase(Config{Listen: []string{"127.0.0.1:53"}, Autopath: &AutopathConfig{}})
-	without := WorstCase(Config{Listen: []string{"127.0.0.1:53"}})
-	if with.Walks == 0 || without.Walks != 0 || with.Total() <= without.Total() {
-		t.Errorf("WorstCase walks: %v with autopath, %v without", with, without)
-	}
 }

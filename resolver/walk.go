@@ -10,42 +10,37 @@ import (
 
 	"github.com/nodedns/nodedns/cache"
 	"github.com/nodedns/nodedns/dnswire"
-	"github.com/nodedns/nodedns/search"
+	"github.com/nodedns/nodedns/reply"
 )
 
-// Autopath finishes a pod's search walk on the node. A pod with ndots:5
-// looking up api.example.com asks api.example.com.<ns>.svc.<cd> first,
-// then each other search domain, then the name itself: four round trips
-// for A and four for AAAA, one after the other. When nodedns knows the
-// pod's search list (the Kubernetes view: a ClusterFirst pod of this node
-// with kubelet's defaults), the first of those queries starts the same
-// walk here: each name is answered from the cache or the search stage
-// where it can be (a denial costs nothing), forwarded where it must be,
-// and the first that exists ends the walk. The pod gets, for its first
-// query, a CNAME from the name it asked to the one that exists, and that
-// name's records: it stops there. If none exists it gets the plain
-// NXDOMAIN, and its own walk that follows is answered from what the walk
-// here cached.
+// A search walk, finished on the node (autopath). A client with ndots:5
+// looking up api.example.com asks api.example.com.<first search domain>
+// first, then each other search domain, then the name itself: four round
+// trips for A and four for AAAA, one after the other. When a Walker knows
+// the client's search list (package search does, for a pod of this node,
+// from the Kubernetes view), the first of those queries starts the same
+// walk here: each name is answered from the cache or a local stage where
+// it can be (a denial costs nothing), forwarded where it must be, and the
+// first that exists ends the walk. The client gets, for its first query, a
+// CNAME from the name it asked to the one that exists, and that name's
+// records: it stops there. If none exists it gets the plain NXDOMAIN, and
+// its own walk that follows is answered from what the walk here cached.
 //
 // The answer depends on who asks: it is never cached or shared with
 // another client's query (each walk is its own), and a denial in the cache
-// is not served to a pod that walks by the fast path (fast.go hands it
-// here). Queries with DO or CD get plain answers: a CNAME made here cannot
-// be signed.
+// is not served to a client that walks by the fast path (handle.go hands
+// it here). Queries with DO or CD get plain answers: a CNAME made here
+// cannot be signed.
 
-// PodLookup says what nodedns knows of the pod at an address.
-type PodLookup interface {
-	// Pod returns the DNS set-up of the pod at addr; ok is false when
-	// nodedns does not know its search list.
-	Pod(addr netip.Addr) (p *search.PodDNS, ok bool)
-}
-
-// AutopathConfig turns autopath on.
-type AutopathConfig struct {
-	Pods PodLookup
-	// Rules are the cluster domains' shape rules: a name under a cluster
-	// domain is never walked (its expansions are all denials).
-	Rules *search.Rules
+// Walker knows the search lists of some clients.
+type Walker interface {
+	// Knows reports whether the client's search list is known, so that its
+	// queries may start walks. The fast path asks it: it must be cheap.
+	Knows(client netip.Addr) bool
+	// Walk returns the names the client's stub resolver would ask in turn
+	// for qname, qname first; ok is false when it would not walk (qname is
+	// not the first name of a walk, or every later name is a sure denial).
+	Walk(client netip.Addr, qname string) (names []string, ok bool)
 }
 
 // Results of a walk, for nodedns_autopath_total.
@@ -62,7 +57,7 @@ var walkResultNames = [numWalkResults]string{"found", "none", "exists", "aborted
 func newAutopathMetrics(reg prometheus.Registerer) [numWalkResults]prometheus.Counter {
 	v := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "nodedns_autopath_total",
-		Help: "Search walks nodedns finished for a pod's first query, by result (found: answered with a CNAME to the name that exists; none; exists: the first name itself; aborted: a failure or the deadline, answered plainly).",
+		Help: "Search walks nodedns finished for a client's first query, by result (found: answered with a CNAME to the name that exists; none; exists: the first name itself; aborted: a failure or the deadline, answered plainly).",
 	}, []string{"result"})
 	var out [numWalkResults]prometheus.Counter
 	for i, r := range walkResultNames {
@@ -77,47 +72,38 @@ func newAutopathMetrics(reg prometheus.Registerer) [numWalkResults]prometheus.Co
 // walks reports whether queries from src may start a walk, before the
 // query is read in full: the fast path and dispatch ask it.
 func (s *Server) walks(src netip.AddrPort) bool {
-	if s.cfg.Autopath == nil {
-		return false
-	}
-	_, ok := s.cfg.Autopath.Pods.Pod(src.Addr())
-	return ok
+	return s.cfg.Walker != nil && s.cfg.Walker.Knows(src.Addr())
 }
 
-// walk is one search walk on behalf of a pod's query.
+// walk is one search walk on behalf of a client's query.
 type walk struct {
 	s      *Server
-	client *waiter  // the pod's query
+	client *waiter  // the client's query
 	req    *dns.Msg // the same, unpacked
-	names  []string // what the pod would ask, in order; names[0] is what it asked
+	names  []string // what the client would ask, in order; names[0] is what it asked
 	i      int      // the name being asked
 	plain  Answer   // the answer to names[0] (a denial once i > 0)
 	ttl    uint32   // the shortest TTL of the denials walked past
-	// deadline ends the walk: the pod's query gets the plain answer when
+	// deadline ends the walk: the client's query gets the plain answer when
 	// a name is still to be asked then. The names forwarded count their
-	// time from the pod's query, as its own would.
+	// time from the client's query, as its own would.
 	deadline time.Time
 }
 
 // startWalk starts a walk for req when it is the first query of a search
-// walk by a pod whose search list nodedns knows; false leaves the query
-// to the plain path.
+// walk by a client whose search list the Walker knows; false leaves the
+// query to the plain path.
 func (s *Server) startWalk(w *worker, imm *waiter, req *dns.Msg, write func([]byte)) bool {
-	ap := s.cfg.Autopath
-	pod, ok := ap.Pods.Pod(imm.src.Addr())
-	if !ok || req.CheckingDisabled || len(req.Question) != 1 {
+	if req.CheckingDisabled || len(req.Question) != 1 {
 		return false
 	}
 	if opt := req.IsEdns0(); opt != nil && opt.Do() {
 		return false
 	}
 	q := req.Question[0]
-	name, rest, ok := pod.Walk(q.Name)
-	if !ok {
+	names, ok := s.cfg.Walker.Walk(imm.src.Addr(), q.Name)
+	if !ok || len(names) < 2 {
 		return false
-	}
-	if _, _, cluster := ap.Rules.Domain(name + "."); cluster {
-		return false // kubernetes.default.svc.cluster.local with ndots:5: its expansions are all denials
 	}
 	kept, req, ok := keepForWalk(imm.pkt, req)
 	if !ok {
@@ -127,7 +113,7 @@ func (s *Server) startWalk(w *worker, imm *waiter, req *dns.Msg, write func([]by
 		s:        s,
 		client:   &waiter{pkt: kept, src: imm.src, proto: imm.proto, write: write, start: imm.start},
 		req:      req,
-		names:    append([]string{q.Name}, rest...),
+		names:    names,
 		ttl:      ^uint32(0),
 		deadline: imm.start.Add(s.tun.Load().requestTimeout),
 	}
@@ -136,7 +122,7 @@ func (s *Server) startWalk(w *worker, imm *waiter, req *dns.Msg, write func([]by
 	return true
 }
 
-// keepForWalk is what a walk keeps of the pod's query while it runs, as a
+// keepForWalk is what a walk keeps of the client's query while it runs, as a
 // waiting query does: without EDNS padding, at most maxKeptQuery bytes,
 // and unpacked from that copy; ok is false for a query too large to walk,
 // which takes the plain path.
@@ -167,7 +153,7 @@ func (wk *walk) next() {
 		}
 		sub, pkt, key, ok := wk.query(wk.names[wk.i])
 		if !ok {
-			continue // too long a name: the pod skips it too
+			continue // too long a name: the client skips it too
 		}
 		ans, err := s.local.Resolve(s.ctx, &Request{Msg: sub, Key: key, Client: wk.client.src, Proto: "tcp"})
 		if err != nil {
@@ -185,7 +171,7 @@ func (wk *walk) next() {
 	wk.finish(walkNone, Answer{})
 }
 
-// query builds the query for one name of the walk: the pod's, with the
+// query builds the query for one name of the walk: the client's, with the
 // name replaced.
 func (wk *walk) query(name string) (*dns.Msg, []byte, []byte, bool) {
 	sub := wk.req.Copy()
@@ -203,8 +189,8 @@ func (wk *walk) query(name string) (*dns.Msg, []byte, []byte, bool) {
 	return sub, pkt, key, true
 }
 
-// forward sends one name of the walk upstream, as a query of the pod's
-// own (admitted and shared like the pod's others); the answer resumes the
+// forward sends one name of the walk upstream, as a query of the client's
+// own (admitted and shared like the client's others); the answer resumes the
 // walk.
 func (wk *walk) forward(name string, pkt, key []byte) {
 	s := wk.s
@@ -236,7 +222,7 @@ func (wk *walk) take(ans Answer, pkt []byte) bool {
 	rcode := ans.rcode()
 	switch {
 	case wk.i == 0 && rcode != dns.RcodeNameError:
-		wk.finish(walkExists, ans) // the pod's own name: its plain answer
+		wk.finish(walkExists, ans) // the client's own name: its plain answer
 		return false
 	case wk.i == 0:
 		wk.plain = ans
@@ -249,41 +235,21 @@ func (wk *walk) take(ans Answer, pkt []byte) bool {
 		wk.finish(walkFound, Answer{Msg: wk.cname(found)})
 		return false
 	case rcode != dns.RcodeNameError:
-		wk.finish(walkAborted, Answer{}) // the pod's own walk will meet it
+		wk.finish(walkAborted, Answer{}) // the client's own walk will meet it
 		return false
 	}
 	wk.ttl = min(wk.ttl, wk.s.denialTTL(ans))
 	return true
 }
 
-// cname is the pod's answer when names[i] exists: a CNAME from the name
+// cname is the client's answer when names[i] exists: a CNAME from the name
 // it asked to that one, then that name's answer. The CNAME lives no longer
 // than the denials it stands for.
 func (wk *walk) cname(found *dns.Msg) *dns.Msg {
-	m := new(dns.Msg)
-	m.SetReply(wk.req)
-	m.RecursionAvailable = true
-	ttl := wk.ttl
-	for _, rr := range found.Answer {
-		ttl = min(ttl, rr.Header().Ttl)
-	}
-	for _, rr := range found.Ns {
-		ttl = min(ttl, rr.Header().Ttl)
-	}
-	m.Answer = append([]dns.RR{&dns.CNAME{
-		Hdr:    dns.RR_Header{Name: wk.names[0], Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: ttl},
-		Target: dns.Fqdn(wk.names[wk.i]),
-	}}, found.Answer...)
-	m.Ns = found.Ns
-	for _, rr := range found.Extra {
-		if rr.Header().Rrtype != dns.TypeOPT {
-			m.Extra = append(m.Extra, rr)
-		}
-	}
-	return m
+	return reply.CNAME(wk.req, wk.names[wk.i], wk.ttl, found)
 }
 
-// finish answers the pod: with ans, or with the plain answer to its own
+// finish answers the client: with ans, or with the plain answer to its own
 // name when ans is empty.
 func (wk *walk) finish(result int, ans Answer) {
 	s := wk.s
@@ -296,7 +262,7 @@ func (wk *walk) finish(result int, ans Answer) {
 		ans = wk.plain
 	}
 	if ans.Entry == nil && ans.Msg == nil {
-		s.answerError(wk.client, dns.RcodeServerFailure) // aborted before the pod's own name was answered
+		s.answerError(wk.client, dns.RcodeServerFailure) // aborted before the client's own name was answered
 		return
 	}
 	s.answer(wk.client, ans)
