@@ -269,7 +269,10 @@ func (wk *walk) finish(result int, ans Answer) {
 }
 
 // msgOf unpacks an answer to the query pkt, with its TTLs as a client
-// would get them now.
+// would get them now. A cache entry holds only its wire form, which the
+// renderer writes; a walk that found a name (once per name and client
+// search list, then cached) pays for unpacking it rather than the cache
+// keeping a second form of every entry.
 func (s *Server) msgOf(ans Answer, pkt []byte) (*dns.Msg, error) {
 	if ans.Entry == nil {
 		return ans.Msg, nil
