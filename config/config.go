@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 	"sigs.k8s.io/yaml"
 
+	"github.com/nodedns/nodedns/cache"
 	"github.com/nodedns/nodedns/resolver"
 	"github.com/nodedns/nodedns/upstream"
 )
@@ -117,99 +118,75 @@ type ShutdownFile struct {
 	HandoverWait string `json:"handover_wait,omitempty"`
 }
 
-// Config is the checked, typed result. Each field's key tag names it as
-// the config file does (errors and reload logs use it); reload tags the
-// fields a SIGHUP changes while serving ("live"); any other field changes
-// only with a restart, and a reload that changes it says so (Diff).
+// Config is the checked, typed result: the settings of each package in
+// that package's own type (the resolver's, the cache's, each upstream
+// group's), which the daemon hands over as they are, and the daemon's own.
+// settings.go names each one by its config file key and says whether a
+// reload applies it while serving.
 type Config struct {
-	Listen         []string       `key:"listen"`
-	HTTPListen     string         `key:"http_listen"`
-	Allow          []netip.Prefix `key:"allow" reload:"live"` // nil: the resolver's default
-	LogLevel       string         `key:"log_level" reload:"live"`
-	LogFormat      string         `key:"log_format"`
-	QueryLogSample float64        `key:"query_log_sample" reload:"live"`
+	// Server holds listen, allow, query_log_sample, the server section and
+	// shutdown.handover_wait. Its Local and Walker are not settings: the
+	// daemon sets them from the search and kube sections.
+	Server resolver.Config
+	// Cache holds the cache section but the snapshot.
+	Cache cache.Config
+	// Upstreams are the upstream groups; the group whose zones include "."
+	// gets every name no other group serves. LoopToken is set by the
+	// daemon.
+	Upstreams []upstream.GroupConfig
 
-	CacheSize        int64         `key:"cache.size"`
-	CacheMaxEntries  int           `key:"cache.max_entries"` // 0: chosen from the size
-	CacheShards      int           `key:"cache.shards"`      // 0: chosen from the size
-	CacheMinTTL      time.Duration `key:"cache.min_ttl" reload:"live"`
-	CacheMaxTTL      time.Duration `key:"cache.max_ttl" reload:"live"`
-	CacheNegativeTTL time.Duration `key:"cache.negative_ttl" reload:"live"`
-	CacheServFailTTL time.Duration `key:"cache.servfail_ttl" reload:"live"`
-	CacheServeStale  time.Duration `key:"cache.serve_stale" reload:"live"`
-	// CacheSnapshot is "" for none; CacheSnapshotInterval 0 saves only at
-	// shutdown and when a new process asks.
-	CacheSnapshot         string        `key:"cache.snapshot"`
-	CacheSnapshotInterval time.Duration `key:"cache.snapshot_interval"`
+	HTTPListen       string
+	LogLevel         string
+	LogFormat        string
+	PprofListen      string
+	MemoryLimitRatio float64 // 0: off
 
-	UDPSockets           int           `key:"server.udp_sockets"` // 0: GOMAXPROCS
-	MaxUDPSize           int           `key:"server.max_udp_size"`
-	TCPMaxConns          int           `key:"server.tcp_max_conns"`
-	TCPMaxConnsPerClient int           `key:"server.tcp_max_conns_per_client"`
-	TCPIdleTimeout       time.Duration `key:"server.tcp_idle_timeout" reload:"live"`
-	MaxInflight          int           `key:"server.max_inflight"`
-	MaxQueueWait         time.Duration `key:"server.max_queue_wait" reload:"live"`
-	RequestTimeout       time.Duration `key:"server.request_timeout" reload:"live"`
-	StaleAnswerTimeout   time.Duration `key:"server.stale_answer_timeout" reload:"live"` // 0: off
-	PrefetchMinHits      int           `key:"server.prefetch_min_hits" reload:"live"`    // 0: off
-	MaxWaiters           int           `key:"server.max_waiters"`
+	// Snapshot is the cache snapshot file, "" for none; SnapshotInterval 0
+	// saves it only at shutdown and when a new process asks.
+	Snapshot         string
+	SnapshotInterval time.Duration
 
-	PprofListen      string  `key:"pprof_listen"`
-	MemoryLimitRatio float64 `key:"memory_limit_ratio" reload:"live"` // 0: off
-
-	Upstreams []Group `key:"upstreams" reload:"live"`
-
-	SearchEnabled     bool          `key:"search.enabled"`
-	ClusterDomains    []string      `key:"search.cluster_domains"`
-	SearchNegativeTTL time.Duration `key:"search.negative_ttl"` // 0: its answers are not cached
-	SearchExtraZones  []string      `key:"search.extra_zones"`
+	SearchEnabled     bool
+	ClusterDomains    []string
+	SearchNegativeTTL time.Duration // 0: its answers are not cached
+	SearchExtraZones  []string
 
 	// Kube is "auto", "true" or "false": whether to keep a view of the
-	// cluster (KubeOn says what auto means here).
-	Kube           string   `key:"kube.enabled"`
-	Kubeconfig     string   `key:"kube.kubeconfig"`  // "": in-cluster
-	NodeName       string   `key:"kube.node_name"`   // "": $NODE_NAME
-	KubeDNSService string   `key:"kube.dns_service"` // "": no endpoint discovery
-	Autopath       bool     `key:"kube.autopath"`    //
-	NodeSearch     []string `key:"kube.node_search"` // nil: resolv.conf's search list
+	// cluster (KubeOn says what auto means).
+	Kube           string
+	Kubeconfig     string   // "": in-cluster
+	NodeName       string   // "": $NODE_NAME
+	KubeDNSService string   // "": no endpoint discovery
+	Autopath       bool     //
+	NodeSearch     []string // nil: resolv.conf's search list
 
-	Lameduck        time.Duration `key:"shutdown.lameduck" reload:"live"`
-	ShutdownTimeout time.Duration `key:"shutdown.timeout" reload:"live"`
-	// HandoverWait is how long a stopping nodedns waits for a new one to
-	// serve its addresses before it stops without handing them over; 0
-	// hands over only to one already serving.
-	HandoverWait time.Duration `key:"shutdown.handover_wait"`
+	Lameduck        time.Duration
+	ShutdownTimeout time.Duration
 
 	// The node's networking (package nodenet); SkipTeardown is read at
 	// shutdown, so a reload changes it.
-	SetupInterface    bool          `key:"setup.interface"`
-	InterfaceName     string        `key:"setup.interface_name"`
-	SetupRules        bool          `key:"setup.rules"`
-	SetupRulesBackend string        `key:"setup.rules_backend"` // auto, iptables, nftables
-	SetupInterval     time.Duration `key:"setup.interval"`      // 0: no re-check
-	SkipTeardown      bool          `key:"setup.skip_teardown" reload:"live"`
+	SetupInterface    bool
+	InterfaceName     string
+	SetupRules        bool
+	SetupRulesBackend string        // auto, iptables, nftables
+	SetupInterval     time.Duration // 0: no re-check
+	SkipTeardown      bool
 	// FailOpen is in effect with SetupRules only.
-	FailOpen      bool          `key:"setup.fail_open"`
-	FailOpenAfter time.Duration `key:"setup.fail_open_after"`
+	FailOpen      bool
+	FailOpenAfter time.Duration
 
 	// ConfigFile is the path given with --config, "" for none.
-	ConfigFile string `key:"-"`
+	ConfigFile string
+
+	// forceTCPSet says, for each group of Upstreams, that force_tcp was
+	// given; if not, a group serving a cluster domain defaults to TCP
+	// (defaultForceTCP).
+	forceTCPSet []bool
 }
 
-// Group is one checked upstream group.
-type Group struct {
-	Name           string
-	Zones          []string
-	Servers        []string
-	ForceTCP       bool
-	Timeout        time.Duration
-	MaxFails       int
-	HealthInterval time.Duration
-	MaxInflight    int
-	// forceTCPSet says ForceTCP was given; if not, a group serving a
-	// cluster domain defaults to TCP (defaultForceTCP).
-	forceTCPSet bool
-}
+// NoStaleAnswer is server.stale_answer_timeout 0 as the resolver takes it:
+// a client waits for the upstream's answer or failure, never a stale one.
+const NoStaleAnswer = -1
 
 // Defaults returns the built-in settings: a resolver that works on a fresh
 // machine without root (loopback, port 5353) and forwards to the host's
@@ -217,32 +194,28 @@ type Group struct {
 // The server's settings come from resolver.Defaults and the groups' from
 // package upstream: each default has one source.
 func Defaults() Config {
-	r := resolver.Defaults()
+	srv := resolver.Defaults()
+	srv.Listen = []string{"127.0.0.1:5353"}
+	srv.Allow = nil // the resolver's default, not spelt out in a reload's diff
 	return Config{
-		Listen:                []string{"127.0.0.1:5353"},
-		HTTPListen:            "127.0.0.1:9253",
-		LogLevel:              "info",
-		LogFormat:             "json",
-		CacheSize:             32 << 20,
-		CacheMaxTTL:           time.Hour,
-		CacheNegativeTTL:      time.Minute,
-		CacheServFailTTL:      2 * time.Second,
-		CacheServeStale:       time.Hour,
-		MaxUDPSize:            int(r.MaxUDPSize),
-		TCPMaxConns:           r.TCPMaxConns,
-		TCPMaxConnsPerClient:  r.TCPMaxConnsPerClient,
-		TCPIdleTimeout:        r.TCPIdleTimeout,
-		MaxInflight:           r.MaxInflight,
-		MaxQueueWait:          r.MaxQueueWait,
-		RequestTimeout:        r.RequestTimeout,
-		StaleAnswerTimeout:    r.StaleAnswerTimeout,
-		PrefetchMinHits:       int(r.PrefetchMinHits),
-		MaxWaiters:            r.MaxWaiters,
-		ShutdownTimeout:       5 * time.Second,
-		CacheSnapshotInterval: 5 * time.Minute,
-		MemoryLimitRatio:      0.9,
-		SearchEnabled:         true,
-		ClusterDomains:        []string{"cluster.local"},
+		Server: srv,
+		Cache: cache.Config{
+			MaxBytes: 32 << 20,
+			Policy: cache.Policy{
+				MaxTTL:      time.Hour,
+				NegativeTTL: time.Minute,
+				ServFailTTL: 2 * time.Second,
+				ServeStale:  time.Hour,
+			},
+		},
+		HTTPListen:       "127.0.0.1:9253",
+		LogLevel:         "info",
+		LogFormat:        "json",
+		ShutdownTimeout:  5 * time.Second,
+		SnapshotInterval: 5 * time.Minute,
+		MemoryLimitRatio: 0.9,
+		SearchEnabled:    true,
+		ClusterDomains:   []string{"cluster.local"},
 		// The TTL of CoreDNS's kubernetes plugin: a Service created a
 		// moment after a denial resolves within it.
 		SearchNegativeTTL: 5 * time.Second,
@@ -267,7 +240,7 @@ func Defaults() Config {
 func defaultForceTCP(c *Config) {
 	for i := range c.Upstreams {
 		g := &c.Upstreams[i]
-		if g.forceTCPSet {
+		if c.forceTCPSet[i] {
 			continue
 		}
 		for _, z := range g.Zones {
@@ -295,11 +268,17 @@ func (c Config) KubeOn() bool {
 }
 
 // defaultGroup is a group with the per-group defaults of package upstream.
-func defaultGroup() Group {
-	return Group{
+func defaultGroup() upstream.GroupConfig {
+	return upstream.GroupConfig{
 		Timeout: upstream.DefaultTimeout, MaxFails: upstream.DefaultMaxFails,
 		HealthInterval: upstream.DefaultHealthInterval, MaxInflight: upstream.DefaultMaxInflight,
 	}
+}
+
+// addGroup appends a group; forceTCP says force_tcp was given for it.
+func (c *Config) addGroup(g upstream.GroupConfig, forceTCP bool) {
+	c.Upstreams = append(c.Upstreams, g)
+	c.forceTCPSet = append(c.forceTCPSet, forceTCP)
 }
 
 // ErrHelp is returned when -h or --help was asked for.
@@ -404,47 +383,48 @@ func fieldErr(field string, err error) error { return &fieldError{field: field, 
 
 func apply(c *Config, f *File) error {
 	if len(f.Listen) > 0 {
-		c.Listen = f.Listen
+		c.Server.Listen = f.Listen
 	}
 	setStr(&c.HTTPListen, f.HTTPListen)
 	setStr(&c.LogLevel, f.LogLevel)
 	setStr(&c.LogFormat, f.LogFormat)
 	if f.QueryLogSample != nil {
-		c.QueryLogSample = *f.QueryLogSample
+		c.Server.QueryLogSample = *f.QueryLogSample
 	}
 	if len(f.Allow) > 0 {
 		p, err := parsePrefixes(f.Allow)
 		if err != nil {
 			return fieldErr("allow", err)
 		}
-		c.Allow = p
+		c.Server.Allow = p
 	}
 	var err error
 	if f.Cache.Size != "" {
-		if c.CacheSize, err = ParseSize(f.Cache.Size); err != nil {
+		if c.Cache.MaxBytes, err = ParseSize(f.Cache.Size); err != nil {
 			return fieldErr("cache.size", err)
 		}
 	}
-	setInt(&c.CacheMaxEntries, f.Cache.MaxEntries)
-	setInt(&c.CacheShards, f.Cache.Shards)
+	setInt(&c.Cache.MaxEntries, f.Cache.MaxEntries)
+	setInt(&c.Cache.Shards, f.Cache.Shards)
+	var stale time.Duration = -2 // not given
 	for _, d := range []struct {
 		field string
 		s     string
 		dst   *time.Duration
 	}{
-		{"cache.min_ttl", f.Cache.MinTTL, &c.CacheMinTTL},
-		{"cache.max_ttl", f.Cache.MaxTTL, &c.CacheMaxTTL},
-		{"cache.negative_ttl", f.Cache.NegativeTTL, &c.CacheNegativeTTL},
-		{"cache.servfail_ttl", f.Cache.ServFailTTL, &c.CacheServFailTTL},
-		{"cache.serve_stale", f.Cache.ServeStale, &c.CacheServeStale},
-		{"server.stale_answer_timeout", f.Server.StaleAnswerTimeout, &c.StaleAnswerTimeout},
-		{"server.tcp_idle_timeout", f.Server.TCPIdleTimeout, &c.TCPIdleTimeout},
-		{"server.request_timeout", f.Server.RequestTimeout, &c.RequestTimeout},
-		{"server.max_queue_wait", f.Server.MaxQueueWait, &c.MaxQueueWait},
+		{"cache.min_ttl", f.Cache.MinTTL, &c.Cache.Policy.MinTTL},
+		{"cache.max_ttl", f.Cache.MaxTTL, &c.Cache.Policy.MaxTTL},
+		{"cache.negative_ttl", f.Cache.NegativeTTL, &c.Cache.Policy.NegativeTTL},
+		{"cache.servfail_ttl", f.Cache.ServFailTTL, &c.Cache.Policy.ServFailTTL},
+		{"cache.serve_stale", f.Cache.ServeStale, &c.Cache.Policy.ServeStale},
+		{"server.stale_answer_timeout", f.Server.StaleAnswerTimeout, &stale},
+		{"server.tcp_idle_timeout", f.Server.TCPIdleTimeout, &c.Server.TCPIdleTimeout},
+		{"server.request_timeout", f.Server.RequestTimeout, &c.Server.RequestTimeout},
+		{"server.max_queue_wait", f.Server.MaxQueueWait, &c.Server.MaxQueueWait},
 		{"shutdown.lameduck", f.Shutdown.Lameduck, &c.Lameduck},
 		{"shutdown.timeout", f.Shutdown.Timeout, &c.ShutdownTimeout},
-		{"shutdown.handover_wait", f.Shutdown.HandoverWait, &c.HandoverWait},
-		{"cache.snapshot_interval", f.Cache.SnapshotInterval, &c.CacheSnapshotInterval},
+		{"shutdown.handover_wait", f.Shutdown.HandoverWait, &c.Server.HandOverWait},
+		{"cache.snapshot_interval", f.Cache.SnapshotInterval, &c.SnapshotInterval},
 		{"search.negative_ttl", f.Search.NegativeTTL, &c.SearchNegativeTTL},
 	} {
 		if d.s == "" {
@@ -454,15 +434,26 @@ func apply(c *Config, f *File) error {
 			return fieldErr(d.field, err)
 		}
 	}
-	setInt(&c.UDPSockets, f.Server.UDPSockets)
-	setInt(&c.MaxUDPSize, f.Server.MaxUDPSize)
-	setInt(&c.TCPMaxConns, f.Server.TCPMaxConns)
-	setInt(&c.TCPMaxConnsPerClient, f.Server.TCPMaxConnsPerClient)
-	setInt(&c.MaxInflight, f.Server.MaxInflight)
-	setInt(&c.PrefetchMinHits, f.Server.PrefetchMinHits)
-	setInt(&c.MaxWaiters, f.Server.MaxWaiters)
+	if stale != -2 {
+		c.Server.StaleAnswerTimeout = staleAnswerTimeout(stale)
+	}
+	setInt(&c.Server.UDPSockets, f.Server.UDPSockets)
+	setInt(&c.Server.TCPMaxConns, f.Server.TCPMaxConns)
+	setInt(&c.Server.TCPMaxConnsPerClient, f.Server.TCPMaxConnsPerClient)
+	setInt(&c.Server.MaxInflight, f.Server.MaxInflight)
+	setInt(&c.Server.MaxWaiters, f.Server.MaxWaiters)
+	if n := f.Server.MaxUDPSize; n != nil {
+		if c.Server.MaxUDPSize, err = udpSize(*n); err != nil {
+			return fieldErr("server.max_udp_size", err)
+		}
+	}
+	if n := f.Server.PrefetchMinHits; n != nil {
+		if c.Server.PrefetchMinHits, err = hits(*n); err != nil {
+			return fieldErr("server.prefetch_min_hits", err)
+		}
+	}
 	setStr(&c.PprofListen, f.PprofListen)
-	setStr(&c.CacheSnapshot, f.Cache.Snapshot)
+	setStr(&c.Snapshot, f.Cache.Snapshot)
 	if f.Search.Enabled != nil {
 		c.SearchEnabled = *f.Search.Enabled
 	}
@@ -495,16 +486,41 @@ func apply(c *Config, f *File) error {
 		if err != nil {
 			return fieldErr(fmt.Sprintf("upstreams[%d].%s", i, err.(*fieldError).field), err.(*fieldError).err)
 		}
-		c.Upstreams = append(c.Upstreams, grp)
+		c.addGroup(grp, g.ForceTCP != nil)
 	}
 	return nil
 }
 
-func group(g GroupFile) (Group, error) {
+// staleAnswerTimeout is server.stale_answer_timeout as the resolver takes
+// it: 0 turns stale answers to a slow upstream off.
+func staleAnswerTimeout(d time.Duration) time.Duration {
+	if d == 0 {
+		return NoStaleAnswer
+	}
+	return d
+}
+
+// udpSize checks server.max_udp_size.
+func udpSize(n int) (uint16, error) {
+	if n < 512 || n > 65535 {
+		return 0, fmt.Errorf("%d is not between 512 and 65535", n)
+	}
+	return uint16(n), nil
+}
+
+// hits checks server.prefetch_min_hits (0: no prefetching).
+func hits(n int) (uint32, error) {
+	if n < 0 || n > 1<<30 {
+		return 0, fmt.Errorf("%d is not between 0 and 2^30", n)
+	}
+	return uint32(n), nil
+}
+
+func group(g GroupFile) (upstream.GroupConfig, error) {
 	out := defaultGroup()
-	out.Name, out.Zones, out.Servers = g.Name, g.Zones, g.Servers
+	out.Name, out.Zones, out.Addrs = g.Name, g.Zones, g.Servers
 	if g.ForceTCP != nil {
-		out.ForceTCP, out.forceTCPSet = *g.ForceTCP, true
+		out.ForceTCP = *g.ForceTCP
 	}
 	if g.MaxInflight != nil {
 		if *g.MaxInflight < 1 {

@@ -49,14 +49,14 @@ upstreams:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen[0] != "127.0.0.1:1053" {
-		t.Errorf("listen %v: the file should win over the default", c.Listen)
+	if c.Server.Listen[0] != "127.0.0.1:1053" {
+		t.Errorf("listen %v: the file should win over the default", c.Server.Listen)
 	}
-	if c.CacheSize != 16<<20 {
-		t.Errorf("cache size %d: the flag should win over the file", c.CacheSize)
+	if c.Cache.MaxBytes != 16<<20 {
+		t.Errorf("cache size %d: the flag should win over the file", c.Cache.MaxBytes)
 	}
-	if c.CacheNegativeTTL != 30*time.Second || c.CacheMaxTTL != time.Hour {
-		t.Errorf("negative %v max %v", c.CacheNegativeTTL, c.CacheMaxTTL)
+	if c.Cache.Policy.NegativeTTL != 30*time.Second || c.Cache.Policy.MaxTTL != time.Hour {
+		t.Errorf("negative %v max %v", c.Cache.Policy.NegativeTTL, c.Cache.Policy.MaxTTL)
 	}
 	if len(c.Upstreams) != 2 {
 		t.Fatalf("upstreams %+v: want the cluster group and a default from resolv.conf", c.Upstreams)
@@ -64,7 +64,7 @@ upstreams:
 	if g := c.Upstreams[0]; !g.ForceTCP || g.Timeout != upstream.DefaultTimeout || g.Name != "cluster.local" {
 		t.Errorf("cluster group %+v", g)
 	}
-	if g := c.Upstreams[1]; g.Servers[0] != "192.0.2.53:53" || g.Zones[0] != "." {
+	if g := c.Upstreams[1]; g.Addrs[0] != "192.0.2.53:53" || g.Zones[0] != "." {
 		t.Errorf("default group %+v", g)
 	}
 }
@@ -76,7 +76,7 @@ func TestUpstreamFlagReplacesTheRootGroupServers(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := c.Upstreams[0]
-	if len(c.Upstreams) != 1 || strings.Join(g.Servers, ",") != "127.0.0.3:5300,[::1]:53" || !g.ForceTCP || g.Timeout != 3*time.Second {
+	if len(c.Upstreams) != 1 || strings.Join(g.Addrs, ",") != "127.0.0.3:5300,[::1]:53" || !g.ForceTCP || g.Timeout != 3*time.Second {
 		t.Errorf("got %+v", c.Upstreams)
 	}
 }
@@ -224,13 +224,74 @@ func TestDiff(t *testing.T) {
 	if want := []string{"cache.size", "log_format"}; !slices.Equal(restart, want) {
 		t.Errorf("restart %v, want %v", restart, want)
 	}
-	// Every field has a key: none can change unseen.
-	ty := reflect.TypeOf(Config{})
-	for i := range ty.NumField() {
-		if ty.Field(i).Tag.Get("key") == "" {
-			t.Errorf("Config.%s has no key tag", ty.Field(i).Name)
+}
+
+// Every field of Config, down to the fields of the packages' own types,
+// is a setting with a key, once: none can change unseen by Diff, and none
+// is left out of Applied.
+func TestEverySettingHasAKey(t *testing.T) {
+	type field struct {
+		addr uintptr
+		typ  reflect.Type
+	}
+	var c Config
+	keyed := map[field]string{}
+	for _, s := range settings {
+		v := reflect.ValueOf(s.at(&c))
+		f := field{v.Pointer(), v.Elem().Type()}
+		if other, dup := keyed[f]; dup {
+			t.Errorf("%s and %s are the same field", s.key, other)
+		}
+		keyed[f] = s.key
+	}
+	// Not settings: set by the daemon, or what Parse keeps for itself.
+	skip := map[string]bool{"Local": true, "Walker": true, "ConfigFile": true, "forceTCPSet": true}
+	var walk func(v reflect.Value, path string)
+	walk = func(v reflect.Value, path string) {
+		for i := range v.NumField() {
+			sf, fv := v.Type().Field(i), v.Field(i)
+			if skip[sf.Name] {
+				continue
+			}
+			if sf.Type.Kind() == reflect.Struct {
+				walk(fv, path+sf.Name+".")
+				continue
+			}
+			if _, ok := keyed[field{fv.Addr().Pointer(), sf.Type}]; !ok {
+				t.Errorf("Config.%s%s has no key in settings", path, sf.Name)
+			}
 		}
 	}
+	walk(reflect.ValueOf(&c).Elem(), "")
+	// And every key is one the file has.
+	fk := map[string]bool{}
+	for _, k := range fileKeysDotted(reflect.TypeOf(File{}), "") {
+		fk[k] = true
+	}
+	for _, s := range settings {
+		if !fk[s.key] {
+			t.Errorf("setting %s is not a config file key", s.key)
+		}
+	}
+}
+
+// fileKeysDotted lists the config file's keys as settings name them
+// (cache.size), not descending into the upstream groups.
+func fileKeysDotted(t reflect.Type, prefix string) []string {
+	var keys []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		if f.Type.Kind() == reflect.Struct {
+			keys = append(keys, fileKeysDotted(f.Type, prefix+name+".")...)
+			continue
+		}
+		keys = append(keys, prefix+name)
+	}
+	return keys
 }
 
 // The --upstream-* flags apply to the default group, also when it comes
@@ -242,7 +303,7 @@ func TestUpstreamFlagsApplyToTheGroupFromResolvConf(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := c.Upstreams[0]
-	if g.Servers[0] != "192.0.2.53:53" || g.Timeout != 700*time.Millisecond || !g.ForceTCP || g.MaxInflight != 42 {
+	if g.Addrs[0] != "192.0.2.53:53" || g.Timeout != 700*time.Millisecond || !g.ForceTCP || g.MaxInflight != 42 {
 		t.Errorf("default group %+v", g)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodedns/nodedns/upstream"
 )
 
 // flagDef is one command-line flag: its name, what it sets, and how.
@@ -50,10 +52,10 @@ func floatFlag(dst func(*Config) *float64) func(*Config, string) error {
 }
 
 // forRootGroups applies a --upstream-* flag to the group that serves ".".
-func forRootGroups(c *Config, f func(*Group)) {
+func forRootGroups(c *Config, f func(g *upstream.GroupConfig, i int)) {
 	for i := range c.Upstreams {
 		if hasRoot(c.Upstreams[i].Zones) {
-			f(&c.Upstreams[i])
+			f(&c.Upstreams[i], i)
 		}
 	}
 }
@@ -63,7 +65,7 @@ var ResolvConf = "/etc/resolv.conf"
 
 var flagDefs = []flagDef{
 	{name: "listen", usage: "IP:port[,IP:port...] to serve DNS on, over UDP and TCP (default 127.0.0.1:5353)",
-		apply: func(c *Config, v string) error { c.Listen = splitList(v); return nil }},
+		apply: func(c *Config, v string) error { c.Server.Listen = splitList(v); return nil }},
 	{name: "upstream", usage: "servers for the default zone \".\", IP[:port][,...] (default: the nameservers of /etc/resolv.conf)",
 		apply: func(c *Config, v string) error { return setDefaultUpstream(c, splitList(v)) }},
 	{name: "upstream-force-tcp", isBool: true, usage: "talk TCP, over reused connections, to the default zone's servers",
@@ -72,56 +74,67 @@ var flagDefs = []flagDef{
 			if err != nil {
 				return fmt.Errorf("%q is not a boolean", v)
 			}
-			forRootGroups(c, func(g *Group) { g.ForceTCP, g.forceTCPSet = b, true })
+			forRootGroups(c, func(g *upstream.GroupConfig, i int) { g.ForceTCP, c.forceTCPSet[i] = b, true })
 			return nil
 		}},
 	{name: "upstream-timeout", usage: "per-try timeout of the default zone's servers (default 1.5s)",
 		apply: func(c *Config, v string) error {
 			d, err := parseDuration(v)
-			forRootGroups(c, func(g *Group) { g.Timeout = d })
+			forRootGroups(c, func(g *upstream.GroupConfig, _ int) { g.Timeout = d })
 			return err
 		}},
 	{name: "http-listen", usage: "IP:port for /metrics, /health and /ready; empty to disable (default 127.0.0.1:9253)",
 		apply: func(c *Config, v string) error { c.HTTPListen = v; return nil }},
 	{name: "allow", usage: "client networks answered, CIDR[,CIDR...]; others get REFUSED (default: loopback, RFC 1918, link-local, ULA)",
-		apply: func(c *Config, v string) (err error) { c.Allow, err = parsePrefixes(splitList(v)); return err }},
+		apply: func(c *Config, v string) (err error) { c.Server.Allow, err = parsePrefixes(splitList(v)); return err }},
 	{name: "log-level", usage: "debug, info, warn or error (default info)",
 		apply: func(c *Config, v string) error { c.LogLevel = v; return nil }},
 	{name: "log-format", usage: "json or console (default json)",
 		apply: func(c *Config, v string) error { c.LogFormat = v; return nil }},
 	{name: "query-log-sample", usage: "fraction of queries to log at info level, 0 to 1 (default 0)",
-		apply: floatFlag(func(c *Config) *float64 { return &c.QueryLogSample })},
+		apply: floatFlag(func(c *Config) *float64 { return &c.Server.QueryLogSample })},
 	{name: "cache-size", usage: "cache memory bound, e.g. 32MiB (default 32MiB)",
-		apply: func(c *Config, v string) (err error) { c.CacheSize, err = ParseSize(v); return err }},
+		apply: func(c *Config, v string) (err error) { c.Cache.MaxBytes, err = ParseSize(v); return err }},
 	{name: "cache-max-entries", usage: "cache entry bound (default: cache-size / 160)",
-		apply: intFlag(func(c *Config) *int { return &c.CacheMaxEntries })},
+		apply: intFlag(func(c *Config) *int { return &c.Cache.MaxEntries })},
 	{name: "cache-shards", usage: "independently locked cache shards, a power of two (default 256)",
-		apply: intFlag(func(c *Config) *int { return &c.CacheShards })},
+		apply: intFlag(func(c *Config) *int { return &c.Cache.Shards })},
 	{name: "cache-min-ttl", usage: "lower bound on the TTL of cached positive answers (default 0s)",
-		apply: durationFlag(func(c *Config) *time.Duration { return &c.CacheMinTTL })},
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.Cache.Policy.MinTTL })},
 	{name: "cache-max-ttl", usage: "upper bound on the TTL of cached positive answers (default 1h)",
-		apply: durationFlag(func(c *Config) *time.Duration { return &c.CacheMaxTTL })},
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.Cache.Policy.MaxTTL })},
 	{name: "cache-negative-ttl", usage: "upper bound on caching NXDOMAIN and NODATA (default 1m)",
-		apply: durationFlag(func(c *Config) *time.Duration { return &c.CacheNegativeTTL })},
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.Cache.Policy.NegativeTTL })},
 	{name: "cache-servfail-ttl", usage: "how long an upstream SERVFAIL is cached, 0 to never (default 2s)",
-		apply: durationFlag(func(c *Config) *time.Duration { return &c.CacheServFailTTL })},
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.Cache.Policy.ServFailTTL })},
 	{name: "serve-stale", usage: "keep expired entries this long to answer when upstreams fail or are slow, 0 to never (default 1h)",
-		apply: durationFlag(func(c *Config) *time.Duration { return &c.CacheServeStale })},
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.Cache.Policy.ServeStale })},
 	{name: "stale-answer-timeout", usage: "how long a client waits for the upstream before getting a stale answer (default 1.8s)",
-		apply: durationFlag(func(c *Config) *time.Duration { return &c.StaleAnswerTimeout })},
+		apply: func(c *Config, v string) error {
+			d, err := parseDuration(v)
+			c.Server.StaleAnswerTimeout = staleAnswerTimeout(d)
+			return err
+		}},
 	{name: "prefetch-min-hits", usage: "hits an entry needs before it is refreshed shortly before it expires, 0 to never (default 2)",
-		apply: intFlag(func(c *Config) *int { return &c.PrefetchMinHits })},
+		apply: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%q is not an integer", v)
+			}
+			c.Server.PrefetchMinHits, err = hits(n)
+			return err
+		}},
 	{name: "max-waiters", usage: "cap on queries waiting for an upstream answer (for a slot or an identical resolution), shared fairly between clients (default 10000)",
-		apply: intFlag(func(c *Config) *int { return &c.MaxWaiters })},
+		apply: intFlag(func(c *Config) *int { return &c.Server.MaxWaiters })},
 	{name: "max-queue-wait", usage: "how long a miss may wait for a resolution slot before it is answered stale or SERVFAIL (default 1s)",
-		apply: durationFlag(func(c *Config) *time.Duration { return &c.MaxQueueWait })},
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.Server.MaxQueueWait })},
 	{name: "upstream-max-inflight", usage: "cap on queries in flight to each server of the default zone (default 500)",
 		apply: func(c *Config, v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil {
 				return fmt.Errorf("%q is not an integer", v)
 			}
-			forRootGroups(c, func(g *Group) { g.MaxInflight = n })
+			forRootGroups(c, func(g *upstream.GroupConfig, _ int) { g.MaxInflight = n })
 			return nil
 		}},
 	{name: "memory-limit-ratio", usage: "share of the cgroup memory limit given to the Go runtime when GOMEMLIMIT is unset (default 0.9)",
@@ -129,19 +142,26 @@ var flagDefs = []flagDef{
 	{name: "pprof-listen", usage: "IP:port serving net/http/pprof for profiling; empty disables it (default empty)",
 		apply: func(c *Config, v string) error { c.PprofListen = v; return nil }},
 	{name: "udp-sockets", usage: "SO_REUSEPORT UDP sockets (and readers) per listen address (default GOMAXPROCS)",
-		apply: intFlag(func(c *Config) *int { return &c.UDPSockets })},
+		apply: intFlag(func(c *Config) *int { return &c.Server.UDPSockets })},
 	{name: "max-udp-size", usage: "EDNS UDP payload size advertised and largest UDP reply (default 1232)",
-		apply: intFlag(func(c *Config) *int { return &c.MaxUDPSize })},
+		apply: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%q is not an integer", v)
+			}
+			c.Server.MaxUDPSize, err = udpSize(n)
+			return err
+		}},
 	{name: "tcp-max-conns", usage: "cap on open client TCP connections (default 250)",
-		apply: intFlag(func(c *Config) *int { return &c.TCPMaxConns })},
+		apply: intFlag(func(c *Config) *int { return &c.Server.TCPMaxConns })},
 	{name: "tcp-max-conns-per-client", usage: "cap on open TCP connections of one client address; at the cap its idlest one makes room (default 8)",
-		apply: intFlag(func(c *Config) *int { return &c.TCPMaxConnsPerClient })},
+		apply: intFlag(func(c *Config) *int { return &c.Server.TCPMaxConnsPerClient })},
 	{name: "tcp-idle-timeout", usage: "close client TCP connections idle this long (default 10s)",
-		apply: durationFlag(func(c *Config) *time.Duration { return &c.TCPIdleTimeout })},
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.Server.TCPIdleTimeout })},
 	{name: "max-inflight", usage: "cap on resolutions in flight to the upstreams; beyond it misses wait for a slot, served round-robin between clients (default 500)",
-		apply: intFlag(func(c *Config) *int { return &c.MaxInflight })},
+		apply: intFlag(func(c *Config) *int { return &c.Server.MaxInflight })},
 	{name: "request-timeout", usage: "overall deadline for resolving a miss from its arrival, across the wait for a slot and upstream tries (default 4s)",
-		apply: durationFlag(func(c *Config) *time.Duration { return &c.RequestTimeout })},
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.Server.RequestTimeout })},
 	{name: "search", isBool: true, usage: "answer on the node the names under the cluster domains that cannot exist (default true)",
 		apply: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
@@ -181,11 +201,11 @@ var flagDefs = []flagDef{
 			return nil
 		}},
 	{name: "cache-snapshot", usage: "file the cache is saved to (at shutdown, periodically, and when a new process asks) and loaded from at start, so that restarts and upgrades keep it; empty for none (default empty)",
-		apply: func(c *Config, v string) error { c.CacheSnapshot = v; return nil }},
+		apply: func(c *Config, v string) error { c.Snapshot = v; return nil }},
 	{name: "cache-snapshot-interval", usage: "also save the cache snapshot this often, 0 for only at shutdown and on request (default 5m)",
-		apply: durationFlag(func(c *Config) *time.Duration { return &c.CacheSnapshotInterval })},
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.SnapshotInterval })},
 	{name: "handover-wait", usage: "on SIGTERM, how long to wait for a new process to serve the listen addresses before stopping without handing them over (default 0s: hand over only to one already serving)",
-		apply: durationFlag(func(c *Config) *time.Duration { return &c.HandoverWait })},
+		apply: durationFlag(func(c *Config) *time.Duration { return &c.Server.HandOverWait })},
 	{name: "setup-interface", isBool: true, usage: "create the interface holding the listen addresses: a dummy link, or the addresses on lo where the kernel has none (default false)",
 		apply: boolFlag(func(c *Config) *bool { return &c.SetupInterface })},
 	{name: "interface-name", usage: "name of the dummy link --setup-interface creates; lo puts the addresses on lo (default nodedns0)",
@@ -286,12 +306,12 @@ func setDefaultUpstream(c *Config, servers []string) error {
 	}
 	for i := range c.Upstreams {
 		if hasRoot(c.Upstreams[i].Zones) {
-			c.Upstreams[i].Servers = servers
+			c.Upstreams[i].Addrs = servers
 			return nil
 		}
 	}
 	g := defaultGroup()
-	g.Name, g.Zones, g.Servers = "default", []string{"."}, servers
-	c.Upstreams = append(c.Upstreams, g)
+	g.Name, g.Zones, g.Addrs = "default", []string{"."}, servers
+	c.addGroup(g, false)
 	return nil
 }

@@ -84,7 +84,7 @@ func validateSetup(c *Config) error {
 	if !c.SetupInterface && !c.SetupRules {
 		return nil
 	}
-	for _, l := range c.Listen {
+	for _, l := range c.Server.Listen {
 		if ap, err := netip.ParseAddrPort(l); err == nil && ap.Addr().IsUnspecified() {
 			return fmt.Errorf("listen: %s is a wildcard: setup.interface and setup.rules need the addresses to set up", l)
 		}

@@ -19,10 +19,10 @@ import (
 // off must be at least 1; three sizes are chosen for you at 0
 // (cache.max_entries, cache.shards, server.udp_sockets).
 func validate(c *Config) error {
-	if len(c.Listen) == 0 {
+	if len(c.Server.Listen) == 0 {
 		return errors.New("listen: no address given")
 	}
-	for _, a := range c.Listen {
+	for _, a := range c.Server.Listen {
 		if _, err := netip.ParseAddrPort(a); err != nil {
 			return fmt.Errorf("listen: %q is not IP:port (IPv6 as [::1]:53)", a)
 		}
@@ -42,29 +42,26 @@ func validate(c *Config) error {
 	default:
 		return fmt.Errorf("log_format: %q is not json or console", c.LogFormat)
 	}
-	if c.QueryLogSample < 0 || c.QueryLogSample > 1 {
-		return fmt.Errorf("query_log_sample: %v is not between 0 and 1", c.QueryLogSample)
+	srv, pol := &c.Server, &c.Cache.Policy
+	if srv.QueryLogSample < 0 || srv.QueryLogSample > 1 {
+		return fmt.Errorf("query_log_sample: %v is not between 0 and 1", srv.QueryLogSample)
 	}
-	if c.CacheSize < 64<<10 {
-		return fmt.Errorf("cache.size: %d bytes is below the minimum of 64KiB", c.CacheSize)
+	if c.Cache.MaxBytes < 64<<10 {
+		return fmt.Errorf("cache.size: %d bytes is below the minimum of 64KiB", c.Cache.MaxBytes)
 	}
-	if c.CacheShards < 0 || c.CacheShards&(c.CacheShards-1) != 0 {
-		return fmt.Errorf("cache.shards: %d is not a power of two", c.CacheShards)
+	if c.Cache.Shards < 0 || c.Cache.Shards&(c.Cache.Shards-1) != 0 {
+		return fmt.Errorf("cache.shards: %d is not a power of two", c.Cache.Shards)
 	}
-	if c.CacheMaxTTL > 0 && c.CacheMinTTL > c.CacheMaxTTL {
-		return fmt.Errorf("cache.min_ttl: %v is above cache.max_ttl %v", c.CacheMinTTL, c.CacheMaxTTL)
-	}
-	if c.MaxUDPSize < 512 || c.MaxUDPSize > 65535 {
-		return fmt.Errorf("server.max_udp_size: %d is not between 512 and 65535", c.MaxUDPSize)
+	if pol.MaxTTL > 0 && pol.MinTTL > pol.MaxTTL {
+		return fmt.Errorf("cache.min_ttl: %v is above cache.max_ttl %v", pol.MinTTL, pol.MaxTTL)
 	}
 	for _, n := range []struct {
 		field  string
 		v, min int
 	}{
-		{"cache.max_entries", c.CacheMaxEntries, 0}, {"server.udp_sockets", c.UDPSockets, 0},
-		{"server.prefetch_min_hits", c.PrefetchMinHits, 0},
-		{"server.tcp_max_conns", c.TCPMaxConns, 1}, {"server.tcp_max_conns_per_client", c.TCPMaxConnsPerClient, 1},
-		{"server.max_inflight", c.MaxInflight, 1}, {"server.max_waiters", c.MaxWaiters, 1},
+		{"cache.max_entries", c.Cache.MaxEntries, 0}, {"server.udp_sockets", srv.UDPSockets, 0},
+		{"server.tcp_max_conns", srv.TCPMaxConns, 1}, {"server.tcp_max_conns_per_client", srv.TCPMaxConnsPerClient, 1},
+		{"server.max_inflight", srv.MaxInflight, 1}, {"server.max_waiters", srv.MaxWaiters, 1},
 	} {
 		if n.v < n.min {
 			return fmt.Errorf("%s: %d is below %d", n.field, n.v, n.min)
@@ -73,13 +70,13 @@ func validate(c *Config) error {
 	for _, d := range []struct {
 		field string
 		v     time.Duration
-	}{{"server.request_timeout", c.RequestTimeout}, {"server.tcp_idle_timeout", c.TCPIdleTimeout}} {
+	}{{"server.request_timeout", srv.RequestTimeout}, {"server.tcp_idle_timeout", srv.TCPIdleTimeout}} {
 		if d.v <= 0 {
 			return fmt.Errorf("%s: must be positive (it cannot be off)", d.field)
 		}
 	}
-	if c.MaxQueueWait <= 0 || c.MaxQueueWait >= c.RequestTimeout {
-		return fmt.Errorf("server.max_queue_wait: %v must be positive and below server.request_timeout (%v)", c.MaxQueueWait, c.RequestTimeout)
+	if srv.MaxQueueWait <= 0 || srv.MaxQueueWait >= srv.RequestTimeout {
+		return fmt.Errorf("server.max_queue_wait: %v must be positive and below server.request_timeout (%v)", srv.MaxQueueWait, srv.RequestTimeout)
 	}
 	if c.MemoryLimitRatio < 0 || c.MemoryLimitRatio > 1 {
 		return fmt.Errorf("memory_limit_ratio: %v is not between 0 (off) and 1", c.MemoryLimitRatio)
@@ -138,12 +135,12 @@ func validate(c *Config) error {
 			}
 			seen[fz] = g.Name
 		}
-		for j, s := range g.Servers {
+		for j, s := range g.Addrs {
 			a, err := upstream.ParseAddr(s)
 			if err != nil {
 				return fmt.Errorf("upstreams[%d].servers[%d]: %v", i, j, err)
 			}
-			if l, ok := ownAddress(c.Listen, a); ok {
+			if l, ok := ownAddress(c.Server.Listen, a); ok {
 				return fmt.Errorf("upstreams[%d].servers[%d]: %s is nodedns's own listen address %s: queries would loop back to it", i, j, s, l)
 			}
 		}
@@ -180,7 +177,7 @@ func ownAddress(listen []string, up string) (string, bool) {
 	return "", false
 }
 
-func anyRoot(gs []Group) bool {
+func anyRoot(gs []upstream.GroupConfig) bool {
 	for _, g := range gs {
 		if hasRoot(g.Zones) {
 			return true

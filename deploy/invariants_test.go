@@ -447,22 +447,19 @@ func checkResources(t *testing.T, d *deployment) {
 	if d.cfg.MemoryLimitRatio <= 0 || d.cfg.MemoryLimitRatio > 1 {
 		t.Fatalf("memory_limit_ratio %v: nodedns would not follow the limit", d.cfg.MemoryLimitRatio)
 	}
-	if d.cfg.UDPSockets == 0 {
+	if d.cfg.Server.UDPSockets == 0 {
 		t.Error("server.udp_sockets unset: it would be GOMAXPROCS, every core of the node without a CPU limit")
 	}
-	sc := resolver.Config{
-		Listen: d.cfg.Listen, UDPSockets: d.cfg.UDPSockets, MaxInflight: d.cfg.MaxInflight,
-		MaxWaiters: d.cfg.MaxWaiters, TCPMaxConns: d.cfg.TCPMaxConns,
-	}
+	sc := d.cfg.Server
 	if d.cfg.Autopath {
 		sc.Walker = search.Autopath{}
 	}
 	worst := resolver.WorstCase(sc)
-	cacheBytes := d.cfg.CacheSize + cache.Overhead(cache.Config{MaxBytes: d.cfg.CacheSize, MaxEntries: d.cfg.CacheMaxEntries, Shards: d.cfg.CacheShards})
+	cacheBytes := d.cfg.Cache.MaxBytes + cache.Overhead(d.cfg.Cache)
 	// At start a cache snapshot is read whole and its entries made, the
 	// file and the cache at once, before anything is served.
-	serving, loading := worst.Total(), d.cfg.CacheSize+1<<20
-	need := cacheBytes + max(serving, loading) + runtimeBytes + int64(len(d.cfg.Listen)*d.cfg.UDPSockets)*udpRcvbufBytes
+	serving, loading := worst.Total(), d.cfg.Cache.MaxBytes+1<<20
+	need := cacheBytes + max(serving, loading) + runtimeBytes + int64(len(d.cfg.Server.Listen)*d.cfg.Server.UDPSockets)*udpRcvbufBytes
 	goLimit := int64(float64(limit.Value()) * d.cfg.MemoryLimitRatio)
 	t.Logf("memory: cache %.1f MiB + bounds %.1f MiB (%v) + runtime and socket buffers = %.1f MiB, Go memory limit %.1f MiB (%s x %v)",
 		mib(cacheBytes), mib(worst.Total()), worst, mib(need), mib(goLimit), limit.String(), d.cfg.MemoryLimitRatio)
@@ -541,14 +538,14 @@ func checkNodeSetupAndUpgrade(t *testing.T, d *deployment) {
 	if !ok || !strings.HasPrefix(snap, "/var/lib/nodedns/") {
 		t.Errorf("--cache-snapshot %q: want a file in the hostPath /var/lib/nodedns, which the next pod sees", snap)
 	}
-	if c.HandoverWait <= 0 {
+	if c.Server.HandOverWait <= 0 {
 		t.Error("handover wait 0: a pod deleted on its own would stop before its replacement serves")
 	}
 	grace := int64(corev1.DefaultTerminationGracePeriodSeconds)
 	if g := d.ds.Spec.Template.Spec.TerminationGracePeriodSeconds; g != nil {
 		grace = *g
 	}
-	need := c.Lameduck + c.HandoverWait + time.Second + c.ShutdownTimeout + 5*time.Second // + draining the queued, the last snapshot
+	need := c.Lameduck + c.Server.HandOverWait + time.Second + c.ShutdownTimeout + 5*time.Second // + draining the queued, the last snapshot
 	if time.Duration(grace)*time.Second < need {
 		t.Errorf("terminationGracePeriodSeconds %d: below lameduck + handover wait + shutdown timeout + margin (%v): kubelet would kill nodedns mid-hand-over", grace, need)
 	}
@@ -572,8 +569,8 @@ func TestConfig(t *testing.T) {
 	for _, d := range workloads(t) {
 		t.Run(d.dir, func(t *testing.T) {
 			c := d.cfg
-			if !slices.Contains(c.Listen, nodeLocalIP+":53") {
-				t.Errorf("listen %v: not on %s:53, kubelet's --cluster-dns", c.Listen, nodeLocalIP)
+			if !slices.Contains(c.Server.Listen, nodeLocalIP+":53") {
+				t.Errorf("listen %v: not on %s:53, kubelet's --cluster-dns", c.Server.Listen, nodeLocalIP)
 			}
 			if !c.KubeOn() || c.Kubeconfig != "" {
 				t.Errorf("kube.enabled %q, kubeconfig %q: want the view on through the pod's service account", c.Kube, c.Kubeconfig)
@@ -584,7 +581,7 @@ func TestConfig(t *testing.T) {
 			if !c.SearchEnabled || !slices.Equal(c.ClusterDomains, []string{"cluster.local"}) {
 				t.Errorf("search %v %v", c.SearchEnabled, c.ClusterDomains)
 			}
-			var cluster *config.Group
+			var cluster *upstream.GroupConfig
 			for i, g := range c.Upstreams {
 				if slices.Contains(g.Zones, "cluster.local") {
 					cluster = &c.Upstreams[i]
@@ -598,8 +595,8 @@ func TestConfig(t *testing.T) {
 			for _, g := range c.Upstreams {
 				if slices.Contains(g.Zones, ".") {
 					root = true
-					if !slices.Equal(g.Servers, []string{"192.0.2.53:53"}) {
-						t.Errorf("group %q: servers %v, want the node's resolv.conf's", g.Name, g.Servers)
+					if !slices.Equal(g.Addrs, []string{"192.0.2.53:53"}) {
+						t.Errorf("group %q: servers %v, want the node's resolv.conf's", g.Name, g.Addrs)
 					}
 				}
 			}
@@ -644,15 +641,15 @@ func TestTransparentOverlay(t *testing.T) {
 		t.Errorf("kube-dns-upstream ports %v: want 53 over UDP and TCP", up.Spec.Ports)
 	}
 	var kubeDNS string
-	for _, l := range tr.cfg.Listen {
+	for _, l := range tr.cfg.Server.Listen {
 		if !strings.HasPrefix(l, nodeLocalIP+":") {
 			kubeDNS = l
 		}
 	}
-	if len(tr.cfg.Listen) != 2 || kubeDNS == "" || !strings.HasSuffix(kubeDNS, ":53") {
-		t.Fatalf("listen %v: want %s:53 and the kube-dns Service's address", tr.cfg.Listen, nodeLocalIP)
+	if len(tr.cfg.Server.Listen) != 2 || kubeDNS == "" || !strings.HasSuffix(kubeDNS, ":53") {
+		t.Fatalf("listen %v: want %s:53 and the kube-dns Service's address", tr.cfg.Server.Listen, nodeLocalIP)
 	}
-	clusterGroup := func(c *config.Config) *config.Group {
+	clusterGroup := func(c *config.Config) *upstream.GroupConfig {
 		for i, g := range c.Upstreams {
 			if g.Name == "cluster" {
 				return &c.Upstreams[i]
@@ -662,18 +659,18 @@ func TestTransparentOverlay(t *testing.T) {
 		return nil
 	}
 	g := clusterGroup(&tr.cfg)
-	if !slices.Equal(addrs(t, g.Servers), []string{up.Spec.ClusterIP + ":53"}) {
-		t.Errorf("cluster group servers %v, want kube-dns-upstream's %s:53", g.Servers, up.Spec.ClusterIP)
+	if !slices.Equal(addrs(t, g.Addrs), []string{up.Spec.ClusterIP + ":53"}) {
+		t.Errorf("cluster group servers %v, want kube-dns-upstream's %s:53", g.Addrs, up.Spec.ClusterIP)
 	}
-	if bg := clusterGroup(&base.cfg); !slices.Equal(addrs(t, bg.Servers), []string{kubeDNS}) {
-		t.Errorf("the base forwards the cluster domain to %v, the overlay listens on %v: they must name the same kube-dns address", bg.Servers, tr.cfg.Listen)
+	if bg := clusterGroup(&base.cfg); !slices.Equal(addrs(t, bg.Addrs), []string{kubeDNS}) {
+		t.Errorf("the base forwards the cluster domain to %v, the overlay listens on %v: they must name the same kube-dns address", bg.Addrs, tr.cfg.Server.Listen)
 	}
 	// Everything else as the base has it.
 	a, b := base.cfg, tr.cfg
 	a.ConfigFile, b.ConfigFile = "", ""
-	a.CacheSnapshot, b.CacheSnapshot = "", "" // in each test's own directory
-	b.Listen = a.Listen
-	clusterGroup(&b).Servers = clusterGroup(&a).Servers
+	a.Snapshot, b.Snapshot = "", "" // in each test's own directory
+	b.Server.Listen = a.Server.Listen
+	clusterGroup(&b).Addrs = clusterGroup(&a).Addrs
 	a.Upstreams, b.Upstreams = slices.Clone(a.Upstreams), slices.Clone(b.Upstreams)
 	if !reflect.DeepEqual(a, b) {
 		t.Errorf("the overlay's configuration differs from the base's in more than listen and the cluster group's servers:\nbase    %+v\noverlay %+v", a, b)
@@ -894,8 +891,8 @@ patches:
 	if s := d.ds.Spec.UpdateStrategy.RollingUpdate.MaxSurge; s == nil || s.String() != "10%" {
 		t.Errorf("maxSurge %v", s)
 	}
-	if d.cfg.CacheSize != 64<<20 {
-		t.Errorf("cache size %d: the replaced config file is not the one mounted", d.cfg.CacheSize)
+	if d.cfg.Cache.MaxBytes != 64<<20 {
+		t.Errorf("cache size %d: the replaced config file is not the one mounted", d.cfg.Cache.MaxBytes)
 	}
 	if n := len(all[corev1.ConfigMap](objs)); n != 1 {
 		t.Errorf("%d ConfigMaps, want the replaced one alone", n)

@@ -408,34 +408,25 @@ func (s *Server) eachConn(f func(net.Conn)) {
 	}
 }
 
-// Live holds the settings a config reload changes while serving.
-type Live struct {
-	Allow              []netip.Prefix
-	QueryLogSample     float64
-	Policy             cache.Policy
-	TCPIdleTimeout     time.Duration
-	MaxQueueWait       time.Duration
-	RequestTimeout     time.Duration
-	StaleAnswerTimeout time.Duration // negative: wait for the upstream
-	PrefetchMinHits    uint32
-}
-
-// tunables are the live settings the request path reads.
+// tunables are the live fields of Config that the request path reads, in
+// one value that Reconfigure swaps whole, so that a query sees one
+// consistent set.
 type tunables struct {
 	tcpIdleTimeout, maxQueueWait, requestTimeout, staleAnswerTimeout time.Duration
 	prefetchMinHits                                                  uint32
 }
 
-// Reconfigure applies the settings a config reload may change while
-// serving; zero durations keep the current value. Queries in flight finish
-// under the settings they started with.
-func (s *Server) Reconfigure(l Live) {
+// Reconfigure applies the settings of l that may change while serving:
+// Allow, QueryLogSample, TCPIdleTimeout, MaxQueueWait, RequestTimeout,
+// StaleAnswerTimeout and PrefetchMinHits; zero durations keep the current
+// value. The others take effect only in a new Server. Queries in flight
+// finish under the settings they started with.
+func (s *Server) Reconfigure(l Config) {
 	if len(l.Allow) == 0 {
 		l.Allow = DefaultAllow
 	}
 	s.allow.Store(&allowList{prefixes: l.Allow})
 	s.queryLogSample.Store(math.Float64bits(l.QueryLogSample))
-	s.cache.SetPolicy(l.Policy)
 	cur := *s.tun.Load()
 	keep := func(v *time.Duration, nv time.Duration) {
 		if nv != 0 {

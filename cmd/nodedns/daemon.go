@@ -57,7 +57,7 @@ func run(ctx context.Context, args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	c, err := cache.New(cacheConfig(cfg), reg)
+	c, err := cache.New(cfg.Cache, reg)
 	if err != nil {
 		return &usageError{err}
 	}
@@ -80,7 +80,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return &usageError{err}
 	}
-	srvCfg := serverConfig(cfg)
+	srvCfg := cfg.Server
 	srvCfg.Local, srvCfg.Walker = kube.stages(cfg, reg, log)
 	srv, err := resolver.New(srvCfg, c, fwd, log, reg)
 	if err != nil {
@@ -90,11 +90,11 @@ func run(ctx context.Context, args []string) error {
 	// An upgrade: another nodedns serves the addresses; this one takes its
 	// cache (snapshot.go) before serving, and it hands them over when it
 	// stops.
-	takingOver := resolver.PeersServe(cfg.Listen)
+	takingOver := resolver.PeersServe(cfg.Server.Listen)
 	if takingOver {
 		log.Info("another process serves the listen addresses: taking over from it")
 	}
-	snap := newSnapshotter(cfg.CacheSnapshot, c, cfg.CacheSize, cfg.CacheSnapshotInterval, reg, log)
+	snap := newSnapshotter(cfg.Snapshot, c, cfg.Cache.MaxBytes, cfg.SnapshotInterval, reg, log)
 	if snap != nil {
 		if takingOver {
 			snap.requestFresh()
@@ -167,13 +167,13 @@ func run(ctx context.Context, args []string) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	log.Info("nodedns started", zap.Strings("listen", cfg.Listen), zap.String("http", cfg.HTTPListen))
+	log.Info("nodedns started", zap.Strings("listen", cfg.Server.Listen), zap.String("http", cfg.HTTPListen))
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
 		case <-hup:
-			next, err := reload(upCtx, args, cfg, srv, level, &current, loopToken, upMetrics, log)
+			next, err := reload(upCtx, args, cfg, srv, c, level, &current, loopToken, upMetrics, log)
 			kube.reapply()
 			if err != nil {
 				log.Error("config reload rejected; keeping the running configuration", zap.Error(err))
@@ -201,7 +201,7 @@ func run(ctx context.Context, args []string) error {
 			log.Warn("cache snapshot not written", zap.Error(err))
 		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout+cfg.HandoverWait)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout+cfg.Server.HandOverWait)
 	defer cancel()
 	if httpSrv != nil {
 		// The HTTP port is shared with a new process during an upgrade
@@ -226,12 +226,12 @@ func run(ctx context.Context, args []string) error {
 // warns when that is more than the Go runtime's limit: the process would
 // then be collecting hard, or killed, before a bound is reached.
 func logMemoryBounds(log *zap.Logger, cfg config.Config, goLimit int64) {
-	sc := serverConfig(cfg)
+	sc := cfg.Server
 	if cfg.Autopath && cfg.KubeOn() {
 		sc.Walker = search.Autopath{} // counted as it may be on
 	}
 	worst := resolver.WorstCase(sc)
-	cacheBytes := cfg.CacheSize + cache.Overhead(cacheConfig(cfg))
+	cacheBytes := cfg.Cache.MaxBytes + cache.Overhead(cfg.Cache)
 	total := cacheBytes + worst.Total()
 	fields := []zap.Field{zap.Int64("cache_bytes", cacheBytes), zap.Int64("worst_case_bytes", total),
 		zap.Stringer("beyond_the_cache", worst)}
@@ -256,46 +256,6 @@ func newLogger(cfg config.Config, level zap.AtomicLevel) (*zap.Logger, error) {
 		zc.Encoding = "console"
 	}
 	return zc.Build()
-}
-
-func cacheConfig(cfg config.Config) cache.Config {
-	return cache.Config{
-		MaxBytes:   cfg.CacheSize,
-		MaxEntries: cfg.CacheMaxEntries,
-		Shards:     cfg.CacheShards,
-		Policy:     cachePolicy(cfg),
-	}
-}
-
-func cachePolicy(cfg config.Config) cache.Policy {
-	return cache.Policy{
-		MinTTL:      cfg.CacheMinTTL,
-		MaxTTL:      cfg.CacheMaxTTL,
-		NegativeTTL: cfg.CacheNegativeTTL,
-		ServFailTTL: cfg.CacheServFailTTL,
-		ServeStale:  cfg.CacheServeStale,
-	}
-}
-
-func serverConfig(cfg config.Config) resolver.Config {
-	return resolver.Config{
-		Listen:               cfg.Listen,
-		Allow:                cfg.Allow,
-		UDPSockets:           cfg.UDPSockets,
-		MaxUDPSize:           uint16(cfg.MaxUDPSize),
-		TCPMaxConns:          cfg.TCPMaxConns,
-		TCPMaxConnsPerClient: cfg.TCPMaxConnsPerClient,
-		TCPIdleTimeout:       cfg.TCPIdleTimeout,
-		MaxInflight:          cfg.MaxInflight,
-		MaxQueueWait:         cfg.MaxQueueWait,
-		RequestTimeout:       cfg.RequestTimeout,
-		QueryLogSample:       cfg.QueryLogSample,
-		MaxWaiters:           cfg.MaxWaiters,
-		// 0 in the config means "never serve stale on a slow upstream".
-		StaleAnswerTimeout: staleTimeout(cfg.StaleAnswerTimeout),
-		PrefetchMinHits:    uint32(cfg.PrefetchMinHits),
-		HandOverWait:       cfg.HandoverWait,
-	}
 }
 
 // forwarder hands the resolver's upstream-bound queries to the router in
@@ -347,11 +307,8 @@ func newRouter(cfg config.Config, loopToken string, m *upstream.Metrics, log *za
 		}
 	}
 	for _, gc := range cfg.Upstreams {
-		g, err := upstream.NewGroup(upstream.GroupConfig{
-			Name: gc.Name, Zones: gc.Zones, Addrs: gc.Servers, ForceTCP: gc.ForceTCP,
-			Timeout: gc.Timeout, MaxFails: gc.MaxFails, HealthInterval: gc.HealthInterval,
-			MaxInflight: gc.MaxInflight, LoopToken: loopToken,
-		}, m, log)
+		gc.LoopToken = loopToken
+		g, err := upstream.NewGroup(gc, m, log)
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -374,7 +331,7 @@ func newRouter(cfg config.Config, loopToken string, m *upstream.Metrics, log *za
 // the memory limit ratio, and the shutdown timings. The cache keeps its
 // entries. Every other change is logged by name as needing a restart. It
 // returns the configuration now in effect; on error nothing changed.
-func reload(ctx context.Context, args []string, running config.Config, srv *resolver.Server, level zap.AtomicLevel,
+func reload(ctx context.Context, args []string, running config.Config, srv *resolver.Server, c *cache.Cache, level zap.AtomicLevel,
 	current *atomic.Pointer[upstream.Router], loopToken string, m *upstream.Metrics, log *zap.Logger) (config.Config, error) {
 	cfg, err := config.Reload(args)
 	if err != nil {
@@ -393,10 +350,11 @@ func reload(ctx context.Context, args []string, running config.Config, srv *reso
 		old := current.Swap(r)
 		// Queries in flight may still use the old groups: close them once
 		// every such query has reached its deadline.
-		time.AfterFunc(running.RequestTimeout, func() { closeRouter(old) })
+		time.AfterFunc(running.Server.RequestTimeout, func() { closeRouter(old) })
 	}
 	level.SetLevel(lvl.Level())
-	srv.Reconfigure(liveConfig(cfg))
+	c.SetPolicy(cfg.Cache.Policy)
+	srv.Reconfigure(cfg.Server)
 	if slices.Contains(live, "memory_limit_ratio") {
 		applyMemoryLimit(log, cfg.MemoryLimitRatio)
 	}
@@ -405,20 +363,6 @@ func reload(ctx context.Context, args []string, running config.Config, srv *reso
 		log.Warn("settings changed in the config that take effect only after a restart", zap.Strings("settings", restart))
 	}
 	return config.Applied(running, cfg), nil
-}
-
-// liveConfig is what a reload changes in the resolver.
-func liveConfig(cfg config.Config) resolver.Live {
-	return resolver.Live{
-		Allow:              cfg.Allow,
-		QueryLogSample:     cfg.QueryLogSample,
-		Policy:             cachePolicy(cfg),
-		TCPIdleTimeout:     cfg.TCPIdleTimeout,
-		MaxQueueWait:       cfg.MaxQueueWait,
-		RequestTimeout:     cfg.RequestTimeout,
-		StaleAnswerTimeout: staleTimeout(cfg.StaleAnswerTimeout),
-		PrefetchMinHits:    uint32(cfg.PrefetchMinHits),
-	}
 }
 
 // applyMemoryLimit gives the Go runtime ratio of the container's memory
@@ -517,13 +461,6 @@ func closeRouter(r *upstream.Router) {
 	for _, g := range r.Groups() {
 		_ = g.Close()
 	}
-}
-
-func staleTimeout(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }
 
 // startPprof serves the Go profiler on its own listener, apart from the

@@ -38,7 +38,7 @@ func setupInterface(cfg config.Config, reg prometheus.Registerer, log *zap.Logge
 		return nil, nil
 	}
 	n := &nodeNet{log: log.Named("nodenet")}
-	for _, l := range cfg.Listen {
+	for _, l := range cfg.Server.Listen {
 		if ap, err := netip.ParseAddrPort(l); err == nil {
 			n.listen = append(n.listen, ap)
 		}
@@ -167,13 +167,13 @@ func fallbackTargets(cfg config.Config) []netip.AddrPort {
 	for _, g := range cfg.Upstreams {
 		for _, z := range g.Zones {
 			if strings.EqualFold(strings.TrimSuffix(z, "."), strings.TrimSuffix(zone, ".")) {
-				return parseTargets(g.Servers)
+				return parseTargets(g.Addrs)
 			}
 		}
 	}
 	for _, g := range cfg.Upstreams {
 		if slices.Contains(g.Zones, ".") {
-			return parseTargets(g.Servers)
+			return parseTargets(g.Addrs)
 		}
 	}
 	return nil
