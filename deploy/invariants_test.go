@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -836,9 +837,9 @@ func objectMeta(o any) (metav1.ObjectMeta, bool) {
 	return m, ok
 }
 
-// TestUserOverlay renders the overlay README.md shows (the image named, the
-// config file replaced, maxSurge raised) on top of the base, as a user's
-// directory outside deploy/ would.
+// TestUserOverlay renders the overlay README.md shows (the image named by
+// digest), with the config file replaced and maxSurge raised, on top of the
+// base, as a user's directory outside deploy/ would.
 func TestUserOverlay(t *testing.T) {
 	base, err := filepath.Abs("base")
 	if err != nil {
@@ -854,17 +855,11 @@ func TestUserOverlay(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg = []byte(strings.Replace(string(cfg), "size: 32MiB", "size: 64MiB", 1))
+	overlay := readmeOverlay(t)
+	overlay = strings.Replace(overlay, "../deploy/base", rel, 1)
 	files := map[string]string{
 		"config.yaml": string(cfg),
-		"kustomization.yaml": `apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - ` + rel + `
-images:
-  - name: nodedns
-    newName: registry.example/nodedns
-    newTag: v1.2.3
-configMapGenerator:
+		"kustomization.yaml": overlay + `configMapGenerator:
   - name: nodedns-config
     namespace: kube-system
     behavior: replace
@@ -885,8 +880,11 @@ patches:
 	}
 	objs := render(t, dir)
 	d := load(t, dir, objs)
-	if d.c.Image != "registry.example/nodedns:v1.2.3" {
-		t.Errorf("image %q", d.c.Image)
+	if !regexp.MustCompile(`^registry\.example/nodedns@sha256:[0-9a-f]{64}$`).MatchString(d.c.Image) {
+		t.Errorf("image %q, want the registry's name by digest", d.c.Image)
+	}
+	if d.c.ImagePullPolicy != corev1.PullIfNotPresent {
+		t.Errorf("imagePullPolicy %s", d.c.ImagePullPolicy)
 	}
 	if s := d.ds.Spec.UpdateStrategy.RollingUpdate.MaxSurge; s == nil || s.String() != "10%" {
 		t.Errorf("maxSurge %v", s)
@@ -897,4 +895,24 @@ patches:
 	if n := len(all[corev1.ConfigMap](objs)); n != 1 {
 		t.Errorf("%d ConfigMaps, want the replaced one alone", n)
 	}
+}
+
+// readmeOverlay returns the user's kustomization README.md shows, without
+// the indentation of its list item.
+func readmeOverlay(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "# my-cluster/kustomization.yaml\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("README.md shows no my-cluster/kustomization.yaml")
+	}
+	var out strings.Builder
+	for _, line := range strings.Split(strings.TrimRight(block, " \n"), "\n") {
+		out.WriteString(strings.TrimPrefix(line, "   ") + "\n")
+	}
+	return out.String()
 }
