@@ -42,6 +42,9 @@ const (
 	queryTimeout = 2 * time.Second
 	// workers per server; the servers are asked at the same time.
 	workers = 32
+	// tcpPerClient lets the workers, all from one address, keep a
+	// connection each open at once, as Unbound's incoming-num-tcp does.
+	tcpPerClient = "64"
 	// corednsRel is where tools/coredns/build.sh puts CoreDNS, under the
 	// user's cache directory ($XDG_CACHE_HOME or ~/.cache).
 	corednsRel = "nodedns/coredns-v1.15.0-k8s/coredns"
@@ -209,7 +212,7 @@ func TestDifferential(t *testing.T) {
 		func() error {
 			_, err := startProc("nodedns", nodednsBin,
 				"--listen", addr("nodedns"), "--http-listen", addr("nodedns-http"),
-				"--upstream", addr("knot"), "--log-level", "warn")
+				"--upstream", addr("knot"), "--log-level", "warn", "--tcp-max-conns-per-client", tcpPerClient)
 			return err
 		},
 		func() error {
@@ -218,7 +221,7 @@ func TestDifferential(t *testing.T) {
 			}
 			_, err := startProc("nodedns-via-unbound", nodednsBin,
 				"--listen", addr("nodedns-via-unbound"), "--http-listen", addr("nodedns-via-unbound-http"),
-				"--upstream", addr("unbound-upstream"), "--log-level", "warn")
+				"--upstream", addr("unbound-upstream"), "--log-level", "warn", "--tcp-max-conns-per-client", tcpPerClient)
 			return err
 		},
 	}

@@ -468,6 +468,38 @@ func TestTCPOneClientCannotHoldEveryConnection(t *testing.T) {
 	}
 }
 
+// A client at its cap whose connections have not sent their first query
+// yet keeps them: closing one would lose the query waiting in its socket.
+// The new connection is the one refused.
+func TestTCPClientAtItsCapKeepsConnectionsNotYetAsked(t *testing.T) {
+	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1"))
+	s := startServer(t, Config{TCPMaxConns: 10, TCPMaxConnsPerClient: 2, TCPIdleTimeout: time.Minute}, forwardTo(up.Addr))
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}}
+	var quiet []*dns.Conn
+	for range 2 {
+		c, err := d.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		quiet = append(quiet, &dns.Conn{Conn: c})
+	}
+	waitFor(t, "both connections to be accepted", func() bool { return promtest.ToFloat64(s.metrics.tcpConns) == 2 })
+	if _, err := dialFrom(t, "127.0.0.3", s.addr, "a.test."); err == nil {
+		t.Error("a third connection at a cap of two was served")
+	}
+	for i, c := range quiet {
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		err := c.WriteMsg(query("a.test.", dns.TypeA))
+		if err == nil {
+			_, err = c.ReadMsg()
+		}
+		if err != nil {
+			t.Errorf("connection %d, opened before the third: %v", i, err)
+		}
+	}
+}
+
 // A pool nearly full of idle connections makes room for a new client by
 // closing the one idle longest (RFC 7766 section 6.2.3).
 func TestTCPNearlyFullPoolClosesTheIdlestConnection(t *testing.T) {

@@ -26,7 +26,8 @@ const tcpWriteTimeout = 5 * time.Second
 type tcpConn struct {
 	net.Conn
 	client     netip.Addr
-	lastActive atomic.Int64 // UnixNano of the last query read
+	lastActive atomic.Int64 // UnixNano of the last query read, or of the accept
+	asked      atomic.Bool  // a query has been read
 	pending    atomic.Int32 // misses not yet answered
 	evicted    atomic.Bool
 	state      readerState // busy while a query is handled, for Stalled
@@ -37,6 +38,14 @@ type tcpConn struct {
 // (RFC 7766 section 6.2.3).
 func (tc *tcpConn) idleSince(t int64) bool {
 	return tc.pending.Load() == 0 && !tc.evicted.Load() && tc.lastActive.Load() <= t
+}
+
+// answered reports whether the connection has had its queries answered and
+// has none outstanding. A connection whose first query is not read yet is
+// not: its query may be waiting in the socket, and closing it would lose
+// the query rather than make room.
+func (tc *tcpConn) answered() bool {
+	return tc.asked.Load() && tc.pending.Load() == 0 && !tc.evicted.Load()
 }
 
 // close asks the connection's reader to end: it is blocked reading the
@@ -84,7 +93,7 @@ func (s *Server) serveTCP(l net.Listener) {
 }
 
 // admitConn finds room for a new connection, closing another if need be:
-// the client's own idlest one when it is at its cap; the pool's idlest one
+// the client's own idlest answered one when it is at its cap; the pool's idlest one
 // when the pool is nine tenths full, where another client's connection
 // counts as idle once it has been for a tenth of the idle timeout (at most
 // a second: a connection just opened, its first query not yet read, is
@@ -99,7 +108,7 @@ func (s *Server) admitConn(tc *tcpConn) bool {
 	}
 	now := time.Now().UnixNano()
 	if s.tcpPerClient[tc.client] >= s.cfg.TCPMaxConnsPerClient {
-		victim := s.idlest(func(o *tcpConn) bool { return o.client == tc.client && o.idleSince(now) })
+		victim := s.idlest(func(o *tcpConn) bool { return o.client == tc.client && o.answered() })
 		if victim == nil {
 			return false
 		}
@@ -220,6 +229,7 @@ func (s *Server) serveConn(tc *tcpConn) {
 			return
 		}
 		tc.lastActive.Store(time.Now().UnixNano())
+		tc.asked.Store(true)
 		tc.state.begin()
 		s.handleTCP(w, pkt, src, writeFramed, &pending, &tc.pending)
 		tc.state.end()
@@ -263,7 +273,10 @@ func (s *Server) handleTCP(w *worker, pkt []byte, src netip.AddrPort, writeFrame
 		write = func(b []byte) {
 			if once.CompareAndSwap(false, true) {
 				defer pending.Done()
-				defer npending.Add(-1)
+				// Not outstanding from here: the connection may be chosen
+				// to make room while the answer is written, and eviction
+				// only stops the next read.
+				npending.Add(-1)
 				if b != nil {
 					writeFramed(frame(b))
 				}
