@@ -85,32 +85,6 @@ type flight struct {
 	slotOwner *client
 }
 
-// Reasons a query was shed (answered at once, stale or SERVFAIL); indexes
-// into the metrics.
-const (
-	shedWaiters      = iota // no room to wait and the client holds the most
-	shedPushedOut           // displaced by a client holding fewer waiting queries
-	shedQueueTimeout        // waited max_queue_wait for a slot
-	shedShutdown            // the server is stopping
-	shedUpstreamDown        // every upstream of the name's group is down
-	shedLoop                // a forwarding loop: the query would come back
-	numShedReasons
-)
-
-var shedReasonNames = [numShedReasons]string{"waiters", "pushed_out", "queue_timeout", "shutdown", "upstream_down", "loop"}
-
-// Reasons a stale answer was served, beyond the shed reasons.
-const (
-	staleUpstreamFailed = numShedReasons + iota // upstream failed or SERVFAILed
-	staleSlowUpstream                           // no answer within StaleAnswerTimeout
-	staleRecheckReason                          // upstream failed recently: not asked again yet
-	staleBusy                                   // every slot taken: stale now rather than wait
-	numStaleReasons
-)
-
-var staleReasonNames = [numStaleReasons]string{"waiters", "pushed_out", "queue_timeout", "shutdown", "upstream_down", "loop",
-	"upstream_failed", "slow_upstream", "recheck", "busy"}
-
 // dispatch answers a query the fast path could not. pkt is the reader's
 // buffer: dispatch copies what it keeps. w.cacheable, w.key and w.stale come
 // from the fast path. write answers the query later, from another goroutine;

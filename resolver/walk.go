@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/nodedns/nodedns/cache"
@@ -41,32 +40,6 @@ type Walker interface {
 	// for qname, qname first; ok is false when it would not walk (qname is
 	// not the first name of a walk, or every later name is a sure denial).
 	Walk(client netip.Addr, qname string) (names []string, ok bool)
-}
-
-// Results of a walk, for nodedns_autopath_total.
-const (
-	walkFound   = iota // a later name exists: a CNAME to it
-	walkNone           // nothing exists: the plain NXDOMAIN
-	walkExists         // the first name itself exists: its plain answer
-	walkAborted        // a failure or the deadline: the plain answer
-	numWalkResults
-)
-
-var walkResultNames = [numWalkResults]string{"found", "none", "exists", "aborted"}
-
-func newAutopathMetrics(reg prometheus.Registerer) [numWalkResults]prometheus.Counter {
-	v := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "nodedns_autopath_total",
-		Help: "Search walks nodedns finished for a client's first query, by result (found: answered with a CNAME to the name that exists; none; exists: the first name itself; aborted: a failure or the deadline, answered plainly).",
-	}, []string{"result"})
-	var out [numWalkResults]prometheus.Counter
-	for i, r := range walkResultNames {
-		out[i] = v.WithLabelValues(r)
-	}
-	if reg != nil {
-		reg.MustRegister(v)
-	}
-	return out
 }
 
 // walks reports whether queries from src may start a walk, before the
