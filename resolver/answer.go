@@ -89,25 +89,3 @@ func (s *Server) countAndWrite(wt *waiter, out []byte, qtype uint16, rcode int) 
 		}
 	}
 }
-
-// queryForKey rebuilds the query a cache key was made from, packed, for a
-// prefetch.
-func queryForKey(key []byte, udpSize uint16) ([]byte, bool) {
-	name, qtype, qclass, do, cd, ok := dnswire.ParseKey(key)
-	if !ok {
-		return nil, false
-	}
-	qname, _, err := dns.UnpackDomainName(name, 0)
-	if err != nil {
-		return nil, false
-	}
-	m := new(dns.Msg)
-	m.SetQuestion(qname, qtype)
-	m.Question[0].Qclass = qclass
-	m.CheckingDisabled = cd
-	if do {
-		m.SetEdns0(udpSize, true)
-	}
-	b, err := m.Pack()
-	return b, err == nil
-}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -28,13 +27,6 @@ import (
 // the next queued one. Every bound is checked without waiting; a query that
 // cannot be kept is answered at once, stale if there is a stale entry,
 // SERVFAIL otherwise, and counted in nodedns_shed_total.
-
-// maxKeptQuery bounds the copy a waiting query keeps, so that room to wait
-// is bounded in bytes. A stub's query is a header, a name and an OPT record:
-// far below it; EDNS padding (RFC 7830, meaningless over plain DNS) is
-// dropped from the copy. A query larger still never waits: it runs if a
-// slot is free and is answered SERVFAIL otherwise.
-const maxKeptQuery = 512
 
 // waiter is a query waiting for a flight's answer.
 type waiter struct {
@@ -343,29 +335,6 @@ func keepWaiter(imm *waiter, write func([]byte)) (w *waiter, kept bool) {
 	w = &waiter{src: imm.src, proto: imm.proto, write: write, start: imm.start, internal: imm.internal}
 	w.pkt, kept = compactQuery(imm.pkt)
 	return w, kept
-}
-
-// compactQuery copies a query to keep while it waits, without EDNS padding,
-// or reports false when even that is larger than maxKeptQuery.
-func compactQuery(pkt []byte) ([]byte, bool) {
-	if len(pkt) <= maxKeptQuery {
-		return bytes.Clone(pkt), true
-	}
-	m := new(dns.Msg)
-	if m.Unpack(pkt) != nil {
-		return nil, false
-	}
-	if opt := m.IsEdns0(); opt != nil {
-		opt.Option = slices.DeleteFunc(opt.Option, func(o dns.EDNS0) bool {
-			_, pad := o.(*dns.EDNS0_PADDING)
-			return pad
-		})
-	}
-	b, err := m.Pack()
-	if err != nil || len(b) > maxKeptQuery {
-		return nil, false
-	}
-	return b, true
 }
 
 // addWaiter adds a charged waiter to f; flightMu is held.

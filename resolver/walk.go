@@ -95,24 +95,6 @@ func (s *Server) startWalk(w *worker, imm *waiter, req *dns.Msg, write func([]by
 	return true
 }
 
-// keepForWalk is what a walk keeps of the client's query while it runs, as a
-// waiting query does: without EDNS padding, at most maxKeptQuery bytes,
-// and unpacked from that copy; ok is false for a query too large to walk,
-// which takes the plain path.
-func keepForWalk(pkt []byte, req *dns.Msg) ([]byte, *dns.Msg, bool) {
-	kept, ok := compactQuery(pkt)
-	if !ok {
-		return nil, nil, false
-	}
-	if len(kept) != len(pkt) {
-		req = new(dns.Msg)
-		if req.Unpack(kept) != nil {
-			return nil, nil, false
-		}
-	}
-	return kept, req, true
-}
-
 // next asks the names in turn from the current one, as long as the node
 // can answer them; it returns when the walk is over or waits upstream.
 // Steps run one after the other, each resumed by the answer to the last:
