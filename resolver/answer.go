@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -16,6 +17,39 @@ import (
 var ErrLoop = errors.New("forwarding loop")
 
 func isLoop(err error) bool { return errors.Is(err, ErrLoop) }
+
+// replyTo is where the answer to a query goes that the fast path did not
+// answer. Such a query may be answered from several goroutines: its
+// reader's, a flight's leader, the stale answer timer, the sweeper, a step
+// of a walk and, after a panic, its reader's recovery. Each sends through
+// the query's replyTo, and only the first send is written: every query
+// gets one answer, whichever comes first. Every transport makes one for
+// each query it dispatches; a cache hit needs none, its reader writes it
+// as the last thing it does with the query.
+type replyTo struct {
+	sent atomic.Bool
+	// write writes the answer, from any goroutine. A nil answer ends the
+	// query without one (not even its header could be read).
+	write func([]byte)
+	// now, when not nil, writes an answer given on the reader's goroutine
+	// while the reader holds the query: the UDP reader adds it to its batch
+	// of replies, so that an answer given at once costs no system call of
+	// its own. It is dropped (nil) before the query is handed to another
+	// goroutine: when it waits in a flight (addWaiter) or walks (startWalk).
+	now func([]byte)
+}
+
+// send writes b as the query's answer, unless it has one already.
+func (r *replyTo) send(b []byte) {
+	if !r.sent.CompareAndSwap(false, true) {
+		return
+	}
+	if r.now != nil {
+		r.now(b)
+		return
+	}
+	r.write(b)
+}
 
 // shed answers a query at once because it cannot be kept or forwarded:
 // stale if an entry is there, SERVFAIL otherwise. SERVFAIL, not REFUSED or
@@ -72,10 +106,10 @@ func (s *Server) answerError(wt *waiter, rcode int) {
 }
 
 func (s *Server) countAndWrite(wt *waiter, out []byte, qtype uint16, rcode int) {
-	if wt.write == nil {
+	if wt.to == nil {
 		return
 	}
-	wt.write(out)
+	wt.to.send(out)
 	if wt.internal {
 		return
 	}

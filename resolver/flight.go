@@ -33,7 +33,7 @@ type waiter struct {
 	pkt   []byte // the query; a waiter kept past dispatch owns a copy
 	src   netip.AddrPort
 	proto int
-	write func([]byte)
+	to    *replyTo // where its answer goes, shared by every waiter of the query
 	start time.Time
 	// internal marks a query nodedns asks itself (a step of an autopath
 	// walk): it is answered like a client's, but not counted as one.
@@ -79,23 +79,17 @@ type flight struct {
 
 // dispatch answers a query the fast path could not. pkt is the reader's
 // buffer: dispatch copies what it keeps. w.cacheable, w.key and w.stale come
-// from the fast path. write answers the query later, from another goroutine;
-// immediate, when not nil, answers it now, on the reader's goroutine (the
-// UDP reader adds it to its batch of replies, so that an answer given at
-// once costs no system call of its own).
-func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, write, immediate func([]byte)) {
+// from the fast path. to is where the answer goes, from the reader's
+// goroutine or, once the query waits, from another.
+func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, to *replyTo) {
 	// Real time, not s.now (the cache's clock): deadlines and queue waits
 	// are timers.
-	imm := &waiter{pkt: pkt, src: src, proto: proto, write: write, start: time.Now()}
-	if immediate != nil {
-		imm.write = immediate
-	}
-	w.kept = false
+	imm := &waiter{pkt: pkt, src: src, proto: proto, to: to, start: time.Now()}
 	// A client whose search walk nodedns finishes must not join a plain
 	// query's flight before startWalk has seen its query.
 	walks := w.cacheable && s.walks(src)
 	if w.cacheable && !walks {
-		if v, joined := s.joinExisting(w, w.key, imm, write); joined {
+		if v, joined := s.joinExisting(w.key, imm); joined {
 			s.carryOut(imm, v)
 			return
 		}
@@ -116,7 +110,7 @@ func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, 
 		s.shed(imm, shedLoop, nil)
 		return
 	}
-	if walks && s.startWalk(w, imm, req, write) {
+	if walks && s.startWalk(imm, req) {
 		return
 	}
 	var key []byte
@@ -135,12 +129,12 @@ func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, 
 		s.answer(imm, ans)
 		return
 	}
-	s.forwardMiss(w, imm, write, key, qname)
+	s.forwardMiss(w, imm, key, qname)
 }
 
 // forwardMiss sends a query that must leave the node to admission, unless
 // forwarding it would fail at once.
-func (s *Server) forwardMiss(w *worker, imm *waiter, write func([]byte), key []byte, qname string) {
+func (s *Server) forwardMiss(w *worker, imm *waiter, key []byte, qname string) {
 	if s.checker != nil {
 		if err := s.checker.Check(qname); err != nil {
 			reason := shedUpstreamDown
@@ -155,7 +149,7 @@ func (s *Server) forwardMiss(w *worker, imm *waiter, write func([]byte), key []b
 		s.shed(imm, shedShutdown, w.stale)
 		return
 	}
-	s.admit(w, imm, write, key)
+	s.admit(w, imm, key)
 }
 
 // verdict is what admission decided for a query, under flightMu;
@@ -235,7 +229,7 @@ func fault(site string) {
 }
 
 // joinExisting adds a query to the flight for key, if there is one.
-func (s *Server) joinExisting(w *worker, key []byte, imm *waiter, write func([]byte)) (v verdict, joined bool) {
+func (s *Server) joinExisting(key []byte, imm *waiter) (v verdict, joined bool) {
 	s.flightMu.Lock()
 	defer s.unlockFlights()
 	fault("join")
@@ -243,23 +237,23 @@ func (s *Server) joinExisting(w *worker, key []byte, imm *waiter, write func([]b
 	if !ok {
 		return verdict{}, false
 	}
-	return s.join(w, f, imm, write), true
+	return s.join(f, imm), true
 }
 
 // admit starts a flight for a query that must go upstream, or queues it
 // for a slot.
-func (s *Server) admit(w *worker, imm *waiter, write func([]byte), key []byte) {
-	s.carryOut(imm, s.admitLocked(w, imm, write, key))
+func (s *Server) admit(w *worker, imm *waiter, key []byte) {
+	s.carryOut(imm, s.admitLocked(w, imm, key))
 }
 
-func (s *Server) admitLocked(w *worker, imm *waiter, write func([]byte), key []byte) verdict {
+func (s *Server) admitLocked(w *worker, imm *waiter, key []byte) verdict {
 	s.flightMu.Lock()
 	defer s.unlockFlights()
 	fault("admit")
 	if key != nil {
 		// Another reader may have started the flight since dispatch looked.
 		if f, ok := s.flights[string(key)]; ok {
-			return s.join(w, f, imm, write)
+			return s.join(f, imm)
 		}
 	}
 	f := &flight{src: imm.src, proto: imm.proto, start: imm.start, stale: w.stale}
@@ -272,7 +266,7 @@ func (s *Server) admitLocked(w *worker, imm *waiter, write func([]byte), key []b
 	if key != nil {
 		f.key = string(key)
 	}
-	kw, kept := keepWaiter(imm, write)
+	kw, kept := keepWaiter(imm)
 	var victim *waiter
 	charged := false
 	if kept {
@@ -299,7 +293,6 @@ func (s *Server) admitLocked(w *worker, imm *waiter, write func([]byte), key []b
 	if f.key != "" {
 		s.flights[f.key] = f
 	}
-	w.kept = true
 	if slot {
 		s.misses.Add(1)
 		return verdict{act: vKept, lead: f, victim: victim}
@@ -309,11 +302,11 @@ func (s *Server) admitLocked(w *worker, imm *waiter, write func([]byte), key []b
 }
 
 // join adds a query to a flight for the same key; flightMu is held.
-func (s *Server) join(w *worker, f *flight, imm *waiter, write func([]byte)) verdict {
+func (s *Server) join(f *flight, imm *waiter) verdict {
 	if f.staleServed && f.stale != nil {
 		return verdict{act: vStale, stale: f.stale, reason: staleSlowUpstream}
 	}
-	kw, kept := keepWaiter(imm, write)
+	kw, kept := keepWaiter(imm)
 	if !kept {
 		return verdict{act: vShed, reason: shedWaiters, stale: f.stale}
 	}
@@ -325,20 +318,22 @@ func (s *Server) join(w *worker, f *flight, imm *waiter, write func([]byte)) ver
 	if victim != nil {
 		s.pushOut(victim)
 	}
-	w.kept = true
 	return verdict{act: vCoalesced, victim: victim}
 }
 
 // keepWaiter makes a waiter that outlives the reader's buffer, holding a
 // compact copy of the query; kept is false for a query too large to wait.
-func keepWaiter(imm *waiter, write func([]byte)) (w *waiter, kept bool) {
-	w = &waiter{src: imm.src, proto: imm.proto, write: write, start: imm.start, internal: imm.internal}
+func keepWaiter(imm *waiter) (w *waiter, kept bool) {
+	w = &waiter{src: imm.src, proto: imm.proto, to: imm.to, start: imm.start, internal: imm.internal}
 	w.pkt, kept = compactQuery(imm.pkt)
 	return w, kept
 }
 
-// addWaiter adds a charged waiter to f; flightMu is held.
+// addWaiter adds a charged waiter to f; flightMu is held. From here on
+// the query may be answered from any goroutine: never into its reader's
+// batch.
 func (s *Server) addWaiter(f *flight, w *waiter) {
+	w.to.now = nil
 	w.flight = f
 	f.waiters = append(f.waiters, w)
 	f.live++

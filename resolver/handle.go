@@ -36,9 +36,6 @@ type worker struct {
 	// key; stale is an expired entry to fall back on, or nil.
 	cacheable bool
 	stale     *cache.Entry
-	// kept is set by dispatch once the query waits on a flight, which will
-	// answer it: a panic after that must not answer it a second time.
-	kept bool
 }
 
 func (s *Server) newWorker(outCap int) *worker {
@@ -175,11 +172,22 @@ func (s *Server) logQuery(src netip.AddrPort, proto int, name []byte, qtype uint
 		zap.String("rcode", rcodeName(rcode)), zap.Bool("cache_hit", hit), zap.Duration("duration", d))
 }
 
-// recovered records a panic while one packet was handled: the reader that
-// caught it goes on with the next packet.
-func (s *Server) recovered(p any) {
+// recoverQuery records a panic while a reader handled one query, and
+// answers the query SERVFAIL; the reader goes on with the next one. to is
+// the replyTo the query was dispatched with: the SERVFAIL goes through it,
+// and is not written when something answered the query first. When the
+// panic came before the query was dispatched, to is nil: nothing else
+// holds the query, and direct writes the answer (a nil answer when not
+// even the header can be read).
+func (s *Server) recoverQuery(p any, pkt []byte, to *replyTo, direct func([]byte)) {
 	s.metrics.panics.Inc()
 	s.log.Error("panic while handling a query; answered SERVFAIL", zap.Any("panic", p), zap.Stack("stack"))
+	out := s.servfailFor(nil, pkt)
+	if to != nil {
+		to.send(out)
+		return
+	}
+	direct(out)
 }
 
 // servfailFor appends a SERVFAIL answer to pkt to dst, echoing its question

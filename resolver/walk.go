@@ -66,7 +66,7 @@ type walk struct {
 // startWalk starts a walk for req when it is the first query of a search
 // walk by a client whose search list the Walker knows; false leaves the
 // query to the plain path.
-func (s *Server) startWalk(w *worker, imm *waiter, req *dns.Msg, write func([]byte)) bool {
+func (s *Server) startWalk(imm *waiter, req *dns.Msg) bool {
 	if req.CheckingDisabled || len(req.Question) != 1 {
 		return false
 	}
@@ -84,13 +84,14 @@ func (s *Server) startWalk(w *worker, imm *waiter, req *dns.Msg, write func([]by
 	}
 	wk := &walk{
 		s:        s,
-		client:   &waiter{pkt: kept, src: imm.src, proto: imm.proto, write: write, start: imm.start},
+		client:   &waiter{pkt: kept, src: imm.src, proto: imm.proto, to: imm.to, start: imm.start},
 		req:      req,
 		names:    names,
 		ttl:      ^uint32(0),
 		deadline: imm.start.Add(s.tun.Load().requestTimeout),
 	}
-	w.kept = true
+	// The walk answers from whichever goroutine takes its last step.
+	imm.to.now = nil
 	wk.next()
 	return true
 }
@@ -155,8 +156,8 @@ func (wk *walk) forward(name string, pkt, key []byte) {
 	}
 	// Over TCP, so that the answer is never cut to a UDP size.
 	imm := &waiter{pkt: pkt, src: wk.client.src, proto: protoTCP, start: wk.client.start, internal: true}
-	imm.write = func(out []byte) { wk.resume(out, pkt) }
-	s.forwardMiss(w, imm, imm.write, key, name)
+	imm.to = &replyTo{write: func(out []byte) { wk.resume(out, pkt) }}
+	s.forwardMiss(w, imm, key, name)
 }
 
 // resume takes the upstream's answer to the name asked and goes on.
