@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"errors"
 	"sync/atomic"
 	"time"
 
@@ -11,12 +10,6 @@ import (
 	"github.com/nodedns/nodedns/cache"
 	"github.com/nodedns/nodedns/dnswire"
 )
-
-// ErrLoop marks an error of ForwardChecker.Check that reports a forwarding
-// loop, so that the shed is counted as one.
-var ErrLoop = errors.New("forwarding loop")
-
-func isLoop(err error) bool { return errors.Is(err, ErrLoop) }
 
 // replyTo is where the answer to a query goes that the fast path did not
 // answer. Such a query may be answered from several goroutines: its
@@ -49,21 +42,6 @@ func (r *replyTo) send(b []byte) {
 		return
 	}
 	r.write(b)
-}
-
-// shed answers a query at once because it cannot be kept or forwarded:
-// stale if an entry is there, SERVFAIL otherwise. SERVFAIL, not REFUSED or
-// silence: glibc and musl both move on at once after SERVFAIL (to the next
-// server or search domain), while a drop costs the client its whole timeout
-// (5 s by default) and musl handles REFUSED like a timeout.
-func (s *Server) shed(wt *waiter, reason int, stale *cache.Entry) {
-	s.metrics.shed[reason].Inc()
-	s.shedTally.add(clientKey(wt.src))
-	if stale != nil {
-		s.answerStale(wt, stale, reason)
-		return
-	}
-	s.answerError(wt, dns.RcodeServerFailure)
 }
 
 // answer writes ans to one waiter, shaped for its own query.

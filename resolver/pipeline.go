@@ -76,8 +76,12 @@ func (f ForwarderFunc) Forward(ctx context.Context, req *dns.Msg) (*dns.Msg, err
 	return f(ctx, req)
 }
 
+// ErrLoop marks an error of ForwardChecker.Check that reports a forwarding
+// loop, so that the shed is counted as one.
+var ErrLoop = errors.New("forwarding loop")
+
 // ForwardChecker is implemented by forwarders that know, before a query is
-// admitted, that forwarding it would fail at once. dispatch then answers on
+// admitted, that forwarding it would fail at once. forward then answers on
 // the reader's goroutine, within its batch, without taking a slot.
 type ForwardChecker interface {
 	// Check returns an error when forwarding qname would fail at once:
@@ -168,13 +172,8 @@ func storeStage(c *cache.Cache, now func() time.Time) Middleware {
 			if err != nil || a.Msg == nil || req.Key == nil {
 				return a, err
 			}
-			if a.Msg.Rcode == dns.RcodeServerFailure {
-				// A failure must not replace an answer still good to serve,
-				// fresh (a failed prefetch) or stale (RFC 8767).
-				t := now().UnixNano()
-				if old, ok := c.Get(req.Key); ok && (old.Fresh(t) || c.StaleUsable(old, t)) {
-					return a, nil
-				}
+			if a.Msg.Rcode == dns.RcodeServerFailure && keepsOnFailure(c, req.Key, now().UnixNano()) {
+				return a, nil
 			}
 			return store(c, req.Key, a, now)
 		})

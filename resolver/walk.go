@@ -27,7 +27,7 @@ import (
 //
 // The answer depends on who asks: it is never cached or shared with
 // another client's query (each walk is its own), and a denial in the cache
-// is not served to a client that walks by the fast path (handle.go hands
+// is not served to a client that walks by the fast path (miss.go hands
 // it here). Queries with DO or CD get plain answers: a CNAME made here
 // cannot be signed.
 
@@ -145,19 +145,10 @@ func (wk *walk) query(name string) (*dns.Msg, []byte, []byte, bool) {
 	return sub, pkt, key, true
 }
 
-// forward sends one name of the walk upstream, as a query of the client's
-// own (admitted and shared like the client's others); the answer resumes the
+// forward sends one name of the walk upstream; its answer resumes the
 // walk.
 func (wk *walk) forward(name string, pkt, key []byte) {
-	s := wk.s
-	w := &worker{s: s, key: key, cacheable: true}
-	if e, ok := s.cache.LookupStale(key, s.now().UnixNano()); ok && !e.InStaleRecheck(s.now().UnixNano()) {
-		w.stale = e
-	}
-	// Over TCP, so that the answer is never cut to a UDP size.
-	imm := &waiter{pkt: pkt, src: wk.client.src, proto: protoTCP, start: wk.client.start, internal: true}
-	imm.to = &replyTo{write: func(out []byte) { wk.resume(out, pkt) }}
-	s.forwardMiss(w, imm, key, name)
+	wk.s.forwardStep(wk.client, name, pkt, key, &replyTo{write: func(out []byte) { wk.resume(out, pkt) }})
 }
 
 // resume takes the upstream's answer to the name asked and goes on.
