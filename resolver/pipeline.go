@@ -11,6 +11,7 @@ import (
 
 	"github.com/nodedns/nodedns/cache"
 	"github.com/nodedns/nodedns/reply"
+	"github.com/nodedns/nodedns/upstream"
 )
 
 // Request is one client query on its way through the pipeline. It is built
@@ -62,8 +63,8 @@ func (f HandlerFunc) Resolve(ctx context.Context, req *Request) (Answer, error) 
 // Middleware wraps a stage around the next one.
 type Middleware func(next Handler) Handler
 
-// Forwarder sends a query to the upstream that serves its name.
-// cmd/nodedns adapts upstream.Router to it.
+// Forwarder sends a query to the upstream that serves its name;
+// upstream.Forwarder is the one nodedns uses.
 type Forwarder interface {
 	Forward(ctx context.Context, req *dns.Msg) (*dns.Msg, error)
 }
@@ -77,8 +78,9 @@ func (f ForwarderFunc) Forward(ctx context.Context, req *dns.Msg) (*dns.Msg, err
 }
 
 // ErrLoop marks an error of ForwardChecker.Check that reports a forwarding
-// loop, so that the shed is counted as one.
-var ErrLoop = errors.New("forwarding loop")
+// loop, so that the shed is counted as one. It is package upstream's: its
+// groups report their loops with it.
+var ErrLoop = upstream.ErrLoop
 
 // ForwardChecker is implemented by forwarders that know, before a query is
 // admitted, that forwarding it would fail at once. forward then answers on
