@@ -363,7 +363,11 @@ func (s *Server) admit(m *miss) verdict {
 	return verdict{act: vQueued, victim: victim}
 }
 
-// join adds a query to a flight for the same key; flightMu is held.
+// join makes a query wait for a flight for the same key; flightMu is
+// held. Once the flight's waiters got the stale answer because the
+// upstream is slow, later queries get it at once. Otherwise the query
+// waits when there is room (charge may push out the newest waiting query
+// of the client that holds the most), and is shed when there is none.
 func (s *Server) join(f *flight, imm *waiter) verdict {
 	if f.staleServed && f.stale != nil {
 		return verdict{act: vStale, stale: f.stale, reason: staleSlowUpstream}
