@@ -57,9 +57,9 @@ type udpBatchReader struct {
 	nrecv, nsend, sent int
 	rerr               syscall.Errno
 	recvFn, sendFn     func(fd uintptr) bool
-	// cur is the datagram being dispatched, to where its answer goes;
-	// immediate is queueCurrent, bound once so that passing it does not
-	// allocate.
+	// cur is the datagram being dispatched and to, while it is, where its
+	// answer goes (nil otherwise); immediate is queueCurrent, bound once so
+	// that passing it does not allocate.
 	cur       int
 	to        *replyTo
 	immediate func([]byte)
@@ -133,7 +133,6 @@ func (r *udpBatchReader) loop() {
 // the datagram gets SERVFAIL and the reader (and the node's DNS) goes on.
 func (r *udpBatchReader) handle(i int) {
 	defer r.recoverPacket(i)
-	r.to = nil
 	s := r.s
 	h := &r.rhdr[i]
 	if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
@@ -155,6 +154,7 @@ func (r *udpBatchReader) handle(i int) {
 		r.cur = i
 		r.to = &replyTo{now: r.immediate, write: func(b []byte) { s.writeUDP(conn, b, src) }}
 		s.dispatch(r.w, pkt, src, protoUDP, r.to)
+		r.to = nil
 	}
 }
 
@@ -165,9 +165,10 @@ func (r *udpBatchReader) recoverPacket(i int) {
 	if p == nil {
 		return
 	}
-	r.cur = i
+	to := r.to
+	r.to, r.cur = nil, i
 	pkt := r.in[i*udpInSlot : i*udpInSlot+int(r.rhdr[i].Len)]
-	r.s.recoverQuery(p, pkt, r.to, r.immediate)
+	r.s.recoverQuery(p, pkt, to, r.immediate)
 }
 
 // queue adds the reply to datagram i to the send batch. out is usually in
