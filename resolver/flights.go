@@ -32,7 +32,7 @@ type waiter struct {
 	internal bool
 
 	flight *flight
-	done   bool // answered before its flight ended (pushed out); guarded by flightMu
+	done   bool // taken out of its flight before it ended (pushed out); guarded by flightMu
 	// client, cnext and cprev account the waiter to its client (fair.go);
 	// guarded by flightMu.
 	client       *client

@@ -44,8 +44,9 @@ import (
 //     the client that holds the most.
 //  6. A flight (lead, run): one upstream resolution on a leader goroutine,
 //     within the request timeout; the stale answer goes to its waiters
-//     when the upstream is slow or fails; a leader that finishes takes the
-//     next queued flight of the next client in turn (handOff).
+//     when the upstream is slow or fails, and a SERVFAIL never replaces an
+//     entry still good to serve (keepsOnFailure); a leader that finishes
+//     takes the next queued flight of the next client in turn (handOff).
 //  7. Waiting too long (expireQueued, every 10 ms from the sweeper) and
 //     stopping (dropQueued): the query is shed.
 //  8. Prefetch (prefetch): started by a hit in step 1, and only while the
@@ -563,8 +564,9 @@ func (s *Server) dropQueued() {
 
 // prefetch refreshes a fresh entry that is still in use shortly before it
 // expires, in the background, so that hot names never miss. It runs only
-// when the forward stage is idle (fair.idle): prefetching never delays a
-// client's miss. e.BeginRefresh has been called.
+// when the forward stage is idle, at most half its slots in use and no
+// miss waiting for one (fair.idle): prefetching never delays a client's
+// miss. e.BeginRefresh has been called.
 func (s *Server) prefetch(e *cache.Entry) {
 	query, ok := queryForKey(e.Key(), s.cfg.MaxUDPSize)
 	if !ok {
