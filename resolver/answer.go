@@ -1,7 +1,7 @@
 package resolver
 
 import (
-	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -11,25 +11,37 @@ import (
 	"github.com/nodedns/nodedns/dnswire"
 )
 
-// ErrLoop marks an error of ForwardChecker.Check that reports a forwarding
-// loop, so that the shed is counted as one.
-var ErrLoop = errors.New("forwarding loop")
+// replyTo is where the answer to a query goes that the fast path did not
+// answer. Such a query may be answered from several goroutines: its
+// reader's, a flight's leader, the stale answer timer, the sweeper, a step
+// of a walk and, after a panic, its reader's recovery. Each sends through
+// the query's replyTo, and only the first send is written: every query
+// gets one answer, whichever comes first. Every transport makes one for
+// each query it dispatches; a cache hit needs none, its reader writes it
+// as the last thing it does with the query.
+type replyTo struct {
+	sent atomic.Bool
+	// write writes the answer, from any goroutine. A nil answer ends the
+	// query without one (not even its header could be read).
+	write func([]byte)
+	// now, when not nil, writes an answer given on the reader's goroutine
+	// while the reader holds the query: the UDP reader adds it to its batch
+	// of replies, so that an answer given at once costs no system call of
+	// its own. It is dropped (nil) before the query is handed to another
+	// goroutine: when it waits in a flight (addWaiter) or walks (startWalk).
+	now func([]byte)
+}
 
-func isLoop(err error) bool { return errors.Is(err, ErrLoop) }
-
-// shed answers a query at once because it cannot be kept or forwarded:
-// stale if an entry is there, SERVFAIL otherwise. SERVFAIL, not REFUSED or
-// silence: glibc and musl both move on at once after SERVFAIL (to the next
-// server or search domain), while a drop costs the client its whole timeout
-// (5 s by default) and musl handles REFUSED like a timeout.
-func (s *Server) shed(wt *waiter, reason int, stale *cache.Entry) {
-	s.metrics.shed[reason].Inc()
-	s.shedTally.add(clientKey(wt.src))
-	if stale != nil {
-		s.answerStale(wt, stale, reason)
+// send writes b as the query's answer, unless it has one already.
+func (r *replyTo) send(b []byte) {
+	if !r.sent.CompareAndSwap(false, true) {
 		return
 	}
-	s.answerError(wt, dns.RcodeServerFailure)
+	if r.now != nil {
+		r.now(b)
+		return
+	}
+	r.write(b)
 }
 
 // answer writes ans to one waiter, shaped for its own query.
@@ -72,10 +84,10 @@ func (s *Server) answerError(wt *waiter, rcode int) {
 }
 
 func (s *Server) countAndWrite(wt *waiter, out []byte, qtype uint16, rcode int) {
-	if wt.write == nil {
+	if wt.to == nil {
 		return
 	}
-	wt.write(out)
+	wt.to.send(out)
 	if wt.internal {
 		return
 	}
@@ -88,26 +100,4 @@ func (s *Server) countAndWrite(wt *waiter, out []byte, qtype uint16, rcode int) 
 			s.logQuery(wt.src, wt.proto, q.Name, q.QType, rcode, false, d)
 		}
 	}
-}
-
-// queryForKey rebuilds the query a cache key was made from, packed, for a
-// prefetch.
-func queryForKey(key []byte, udpSize uint16) ([]byte, bool) {
-	name, qtype, qclass, do, cd, ok := dnswire.ParseKey(key)
-	if !ok {
-		return nil, false
-	}
-	qname, _, err := dns.UnpackDomainName(name, 0)
-	if err != nil {
-		return nil, false
-	}
-	m := new(dns.Msg)
-	m.SetQuestion(qname, qtype)
-	m.Question[0].Qclass = qclass
-	m.CheckingDisabled = cd
-	if do {
-		m.SetEdns0(udpSize, true)
-	}
-	b, err := m.Pack()
-	return b, err == nil
 }

@@ -53,11 +53,11 @@ func handleSync(s *Server, w *worker, pkt []byte, src netip.AddrPort) [][]byte {
 	case actReply:
 		replies = append(replies, out)
 	case actMiss:
-		s.dispatch(w, pkt, src, protoUDP, func(b []byte) {
+		s.dispatch(w, pkt, src, protoUDP, &replyTo{write: func(b []byte) {
 			mu.Lock()
 			replies = append(replies, append([]byte(nil), b...))
 			mu.Unlock()
-		}, nil)
+		}})
 		s.misses.Wait()
 	}
 	mu.Lock()

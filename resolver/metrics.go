@@ -16,6 +16,58 @@ const (
 
 var protoNames = [numProtos]string{"udp", "tcp"}
 
+// Reasons a query was shed (answered at once, stale or SERVFAIL); indexes
+// into the metrics.
+const (
+	shedWaiters      = iota // no room to wait and the client holds the most
+	shedPushedOut           // displaced by a client holding fewer waiting queries
+	shedQueueTimeout        // waited max_queue_wait for a slot
+	shedShutdown            // the server is stopping
+	shedUpstreamDown        // every upstream of the name's group is down
+	shedLoop                // a forwarding loop: the query would come back
+	numShedReasons
+)
+
+var shedReasonNames = [numShedReasons]string{"waiters", "pushed_out", "queue_timeout", "shutdown", "upstream_down", "loop"}
+
+// Reasons a stale answer was served, beyond the shed reasons.
+const (
+	staleUpstreamFailed = numShedReasons + iota // upstream failed or SERVFAILed
+	staleSlowUpstream                           // no answer within StaleAnswerTimeout
+	staleRecheckReason                          // upstream failed recently: not asked again yet
+	staleBusy                                   // every slot taken: stale now rather than wait
+	numStaleReasons
+)
+
+var staleReasonNames = [numStaleReasons]string{"waiters", "pushed_out", "queue_timeout", "shutdown", "upstream_down", "loop",
+	"upstream_failed", "slow_upstream", "recheck", "busy"}
+
+// Results of a walk, for nodedns_autopath_total.
+const (
+	walkFound   = iota // a later name exists: a CNAME to it
+	walkNone           // nothing exists: the plain NXDOMAIN
+	walkExists         // the first name itself exists: its plain answer
+	walkAborted        // a failure or the deadline: the plain answer
+	numWalkResults
+)
+
+var walkResultNames = [numWalkResults]string{"found", "none", "exists", "aborted"}
+
+func newAutopathMetrics(reg prometheus.Registerer) [numWalkResults]prometheus.Counter {
+	v := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nodedns_autopath_total",
+		Help: "Search walks nodedns finished for a client's first query, by result (found: answered with a CNAME to the name that exists; none; exists: the first name itself; aborted: a failure or the deadline, answered plainly).",
+	}, []string{"result"})
+	var out [numWalkResults]prometheus.Counter
+	for i, r := range walkResultNames {
+		out[i] = v.WithLabelValues(r)
+	}
+	if reg != nil {
+		reg.MustRegister(v)
+	}
+	return out
+}
+
 // qtypeLabels are the query types that get their own label value; every
 // other type is counted as "other", so a client cannot create series at will.
 var qtypeLabels = []uint16{

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nodedns/nodedns/cache"
 	"github.com/nodedns/nodedns/reply"
+	"github.com/nodedns/nodedns/upstream"
 )
 
 // Request is one client query on its way through the pipeline. It is built
@@ -62,8 +63,8 @@ func (f HandlerFunc) Resolve(ctx context.Context, req *Request) (Answer, error) 
 // Middleware wraps a stage around the next one.
 type Middleware func(next Handler) Handler
 
-// Forwarder sends a query to the upstream that serves its name.
-// cmd/nodedns adapts upstream.Router to it.
+// Forwarder sends a query to the upstream that serves its name;
+// upstream.Forwarder is the one nodedns uses.
 type Forwarder interface {
 	Forward(ctx context.Context, req *dns.Msg) (*dns.Msg, error)
 }
@@ -76,8 +77,13 @@ func (f ForwarderFunc) Forward(ctx context.Context, req *dns.Msg) (*dns.Msg, err
 	return f(ctx, req)
 }
 
+// ErrLoop marks an error of ForwardChecker.Check that reports a forwarding
+// loop, so that the shed is counted as one. It is package upstream's: its
+// groups report their loops with it.
+var ErrLoop = upstream.ErrLoop
+
 // ForwardChecker is implemented by forwarders that know, before a query is
-// admitted, that forwarding it would fail at once. dispatch then answers on
+// admitted, that forwarding it would fail at once. forward then answers on
 // the reader's goroutine, within its batch, without taking a slot.
 type ForwardChecker interface {
 	// Check returns an error when forwarding qname would fail at once:
@@ -168,13 +174,8 @@ func storeStage(c *cache.Cache, now func() time.Time) Middleware {
 			if err != nil || a.Msg == nil || req.Key == nil {
 				return a, err
 			}
-			if a.Msg.Rcode == dns.RcodeServerFailure {
-				// A failure must not replace an answer still good to serve,
-				// fresh (a failed prefetch) or stale (RFC 8767).
-				t := now().UnixNano()
-				if old, ok := c.Get(req.Key); ok && (old.Fresh(t) || c.StaleUsable(old, t)) {
-					return a, nil
-				}
+			if a.Msg.Rcode == dns.RcodeServerFailure && keepsOnFailure(c, req.Key, now().UnixNano()) {
+				return a, nil
 			}
 			return store(c, req.Key, a, now)
 		})

@@ -86,38 +86,3 @@ func (s *Server) entryOf(ans Answer) (*cache.Entry, error) {
 	}
 	return cache.NewTransient(ans.Msg, s.now())
 }
-
-// checkRequest returns the error RCODE for a query nodedns answers without
-// resolving it, and false for a query it resolves. RFC 8906: every query
-// gets an answer, never silence.
-func checkRequest(req *dns.Msg) (int, bool) {
-	switch {
-	case req.Opcode != dns.OpcodeQuery:
-		return dns.RcodeNotImplemented, true
-	case len(req.Question) != 1:
-		return dns.RcodeFormatError, true
-	}
-	opts := 0
-	for _, rr := range req.Extra {
-		if rr.Header().Rrtype == dns.TypeOPT {
-			opts++
-		}
-	}
-	if opts > 1 {
-		return dns.RcodeFormatError, true // RFC 6891 section 6.1.1
-	}
-	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {
-		return dns.RcodeBadVers, true // RFC 6891 section 6.1.3
-	}
-	if req.Question[0].Qclass != dns.ClassINET {
-		// CHAOS, Hesiod, NONE, ANY and unassigned classes: a cluster's DNS
-		// serves none of them, and forwarding one gets silence from some
-		// upstreams.
-		return dns.RcodeRefused, true
-	}
-	switch req.Question[0].Qtype {
-	case dns.TypeAXFR, dns.TypeIXFR:
-		return dns.RcodeRefused, true // a cache has no zones to transfer
-	}
-	return 0, false
-}

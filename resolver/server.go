@@ -162,7 +162,7 @@ type Server struct {
 	local, remote  Handler        // the two halves of the miss pipeline (chain)
 	checker        ForwardChecker // nil when the forwarder has no checks
 	log            *zap.Logger
-	// crash ends the process after a panic with flightMu held (flight.go).
+	// crash ends the process after a panic with flightMu held (flights.go).
 	crash     func(any)
 	metrics   *metrics
 	shedTally *shedTally

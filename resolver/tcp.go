@@ -240,25 +240,19 @@ func (s *Server) serveConn(tc *tcpConn) {
 // miss when it resolves. A panic is caught here, per query: the query gets
 // SERVFAIL and the connection goes on.
 func (s *Server) handleTCP(w *worker, pkt []byte, src netip.AddrPort, writeFramed func([]byte), pending *sync.WaitGroup, npending *atomic.Int32) {
-	var write func([]byte)
-	answered := false
+	var to *replyTo
 	defer func() {
 		if p := recover(); p != nil {
-			s.recovered(p)
-			switch {
-			case write != nil:
-				write(s.servfailFor(nil, pkt)) // a no-op if dispatch answered
-			case !answered:
-				if out := s.servfailFor(nil, pkt); out != nil {
-					writeFramed(frame(out))
+			s.recoverQuery(p, pkt, to, func(b []byte) {
+				if b != nil {
+					writeFramed(frame(b))
 				}
-			}
+			})
 		}
 	}()
 	out, act := w.fast(pkt, src, protoTCP, w.out[:2])
 	switch act {
 	case actReply:
-		answered = true
 		binary.BigEndian.PutUint16(out, uint16(len(out)-2))
 		writeFramed(out)
 		if cap(out) > 4096 {
@@ -266,23 +260,20 @@ func (s *Server) handleTCP(w *worker, pkt []byte, src netip.AddrPort, writeFrame
 		}
 		w.out = out[:0]
 	case actMiss:
-		// Answered exactly once, from whichever goroutine resolves it.
-		var once atomic.Bool
+		// Its one answer, from whichever goroutine gives it, ends it.
 		pending.Add(1)
 		npending.Add(1)
-		write = func(b []byte) {
-			if once.CompareAndSwap(false, true) {
-				defer pending.Done()
-				// Not outstanding from here: the connection may be chosen
-				// to make room while the answer is written, and eviction
-				// only stops the next read.
-				npending.Add(-1)
-				if b != nil {
-					writeFramed(frame(b))
-				}
+		to = &replyTo{write: func(b []byte) {
+			defer pending.Done()
+			// Not outstanding from here: the connection may be chosen to
+			// make room while the answer is written, and eviction only
+			// stops the next read.
+			npending.Add(-1)
+			if b != nil {
+				writeFramed(frame(b))
 			}
-		}
-		s.dispatch(w, pkt, src, protoTCP, write, nil)
+		}}
+		s.dispatch(w, pkt, src, protoTCP, to)
 	}
 }
 

@@ -57,9 +57,11 @@ type udpBatchReader struct {
 	nrecv, nsend, sent int
 	rerr               syscall.Errno
 	recvFn, sendFn     func(fd uintptr) bool
-	// cur is the datagram being dispatched; immediate is queueCurrent,
-	// bound once so that passing it does not allocate.
+	// cur is the datagram being dispatched and to, while it is, where its
+	// answer goes (nil otherwise); immediate is queueCurrent, bound once so
+	// that passing it does not allocate.
 	cur       int
+	to        *replyTo
 	immediate func([]byte)
 }
 
@@ -130,8 +132,7 @@ func (r *udpBatchReader) loop() {
 // hit, to the miss pipeline otherwise. A panic is caught here, per packet:
 // the datagram gets SERVFAIL and the reader (and the node's DNS) goes on.
 func (r *udpBatchReader) handle(i int) {
-	defer r.recoverPacket(i, r.nsend)
-	r.w.kept = false
+	defer r.recoverPacket(i)
 	s := r.s
 	h := &r.rhdr[i]
 	if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
@@ -151,26 +152,23 @@ func (r *udpBatchReader) handle(i int) {
 	case actMiss:
 		conn := r.conn
 		r.cur = i
-		s.dispatch(r.w, pkt, src, protoUDP, func(b []byte) { s.writeUDP(conn, b, src) }, r.immediate)
+		r.to = &replyTo{now: r.immediate, write: func(b []byte) { s.writeUDP(conn, b, src) }}
+		s.dispatch(r.w, pkt, src, protoUDP, r.to)
+		r.to = nil
 	}
 }
 
-// recoverPacket answers datagram i SERVFAIL after a panic, unless its answer
-// is already in the batch (nsend grew past sent) or waits on a flight.
-func (r *udpBatchReader) recoverPacket(i, sent int) {
+// recoverPacket answers datagram i SERVFAIL after a panic (recoverQuery):
+// into the batch, unless the query was dispatched and has its replyTo.
+func (r *udpBatchReader) recoverPacket(i int) {
 	p := recover()
 	if p == nil {
 		return
 	}
-	r.s.recovered(p)
-	if r.nsend > sent || r.w.kept {
-		return
-	}
+	to := r.to
+	r.to, r.cur = nil, i
 	pkt := r.in[i*udpInSlot : i*udpInSlot+int(r.rhdr[i].Len)]
-	slot := r.out[i*r.outSlot : i*r.outSlot : (i+1)*r.outSlot]
-	if out := r.s.servfailFor(slot, pkt); len(out) > 0 {
-		r.queue(i, out)
-	}
+	r.s.recoverQuery(p, pkt, to, r.immediate)
 }
 
 // queue adds the reply to datagram i to the send batch. out is usually in
@@ -185,9 +183,12 @@ func (r *udpBatchReader) queue(i int, out []byte) {
 	r.nsend++
 }
 
-// queueCurrent is dispatch's immediate answer to datagram r.cur: copied
-// into its reply slot and sent with the batch.
+// queueCurrent is an answer to datagram r.cur given on the reader's
+// goroutine: copied into its reply slot and sent with the batch.
 func (r *udpBatchReader) queueCurrent(b []byte) {
+	if len(b) == 0 {
+		return
+	}
 	slot := r.out[r.cur*r.outSlot : r.cur*r.outSlot : (r.cur+1)*r.outSlot]
 	r.queue(r.cur, append(slot, b...))
 }

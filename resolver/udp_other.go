@@ -27,9 +27,6 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 	defer s.readers.Done()
 	w := s.newWorker(dnswire.MaxUDPReply)
 	in := make([]byte, 65535)
-	write := func(dst netip.AddrPort) func([]byte) {
-		return func(b []byte) { s.writeUDP(conn, b, dst) }
-	}
 	state := &readerState{name: "udp " + conn.LocalAddr().String(), goid: goid()}
 	s.udpReaders.add(state)
 	defer s.udpReaders.remove(state)
@@ -43,31 +40,25 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 			continue
 		}
 		state.begin()
-		s.handleUDP(w, conn, in[:n], src, write)
+		s.handleUDP(w, conn, in[:n], src)
 		state.end()
 	}
 }
 
 // handleUDP answers one datagram; a panic is caught here, per packet.
-func (s *Server) handleUDP(w *worker, conn *net.UDPConn, pkt []byte, src netip.AddrPort, write func(netip.AddrPort) func([]byte)) {
-	answered := false
+func (s *Server) handleUDP(w *worker, conn *net.UDPConn, pkt []byte, src netip.AddrPort) {
+	var to *replyTo
 	defer func() {
 		if p := recover(); p != nil {
-			s.recovered(p)
-			if !answered && !w.kept {
-				if out := s.servfailFor(nil, pkt); out != nil {
-					s.writeUDP(conn, out, src)
-				}
-			}
+			s.recoverQuery(p, pkt, to, func(b []byte) { s.writeUDP(conn, b, src) })
 		}
 	}()
-	w.kept = false
 	out, act := w.fast(pkt, src, protoUDP, w.out[:0])
 	switch act {
 	case actReply:
-		answered = true
 		s.writeUDP(conn, out, src)
 	case actMiss:
-		s.dispatch(w, pkt, src, protoUDP, write(src), nil)
+		to = &replyTo{write: func(b []byte) { s.writeUDP(conn, b, src) }}
+		s.dispatch(w, pkt, src, protoUDP, to)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/nodedns/nodedns/cache"
@@ -28,7 +27,7 @@ import (
 //
 // The answer depends on who asks: it is never cached or shared with
 // another client's query (each walk is its own), and a denial in the cache
-// is not served to a client that walks by the fast path (handle.go hands
+// is not served to a client that walks by the fast path (miss.go hands
 // it here). Queries with DO or CD get plain answers: a CNAME made here
 // cannot be signed.
 
@@ -41,32 +40,6 @@ type Walker interface {
 	// for qname, qname first; ok is false when it would not walk (qname is
 	// not the first name of a walk, or every later name is a sure denial).
 	Walk(client netip.Addr, qname string) (names []string, ok bool)
-}
-
-// Results of a walk, for nodedns_autopath_total.
-const (
-	walkFound   = iota // a later name exists: a CNAME to it
-	walkNone           // nothing exists: the plain NXDOMAIN
-	walkExists         // the first name itself exists: its plain answer
-	walkAborted        // a failure or the deadline: the plain answer
-	numWalkResults
-)
-
-var walkResultNames = [numWalkResults]string{"found", "none", "exists", "aborted"}
-
-func newAutopathMetrics(reg prometheus.Registerer) [numWalkResults]prometheus.Counter {
-	v := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "nodedns_autopath_total",
-		Help: "Search walks nodedns finished for a client's first query, by result (found: answered with a CNAME to the name that exists; none; exists: the first name itself; aborted: a failure or the deadline, answered plainly).",
-	}, []string{"result"})
-	var out [numWalkResults]prometheus.Counter
-	for i, r := range walkResultNames {
-		out[i] = v.WithLabelValues(r)
-	}
-	if reg != nil {
-		reg.MustRegister(v)
-	}
-	return out
 }
 
 // walks reports whether queries from src may start a walk, before the
@@ -93,7 +66,7 @@ type walk struct {
 // startWalk starts a walk for req when it is the first query of a search
 // walk by a client whose search list the Walker knows; false leaves the
 // query to the plain path.
-func (s *Server) startWalk(w *worker, imm *waiter, req *dns.Msg, write func([]byte)) bool {
+func (s *Server) startWalk(imm *waiter, req *dns.Msg) bool {
 	if req.CheckingDisabled || len(req.Question) != 1 {
 		return false
 	}
@@ -111,33 +84,16 @@ func (s *Server) startWalk(w *worker, imm *waiter, req *dns.Msg, write func([]by
 	}
 	wk := &walk{
 		s:        s,
-		client:   &waiter{pkt: kept, src: imm.src, proto: imm.proto, write: write, start: imm.start},
+		client:   &waiter{pkt: kept, src: imm.src, proto: imm.proto, to: imm.to, start: imm.start},
 		req:      req,
 		names:    names,
 		ttl:      ^uint32(0),
 		deadline: imm.start.Add(s.tun.Load().requestTimeout),
 	}
-	w.kept = true
+	// The walk answers from whichever goroutine takes its last step.
+	imm.to.now = nil
 	wk.next()
 	return true
-}
-
-// keepForWalk is what a walk keeps of the client's query while it runs, as a
-// waiting query does: without EDNS padding, at most maxKeptQuery bytes,
-// and unpacked from that copy; ok is false for a query too large to walk,
-// which takes the plain path.
-func keepForWalk(pkt []byte, req *dns.Msg) ([]byte, *dns.Msg, bool) {
-	kept, ok := compactQuery(pkt)
-	if !ok {
-		return nil, nil, false
-	}
-	if len(kept) != len(pkt) {
-		req = new(dns.Msg)
-		if req.Unpack(kept) != nil {
-			return nil, nil, false
-		}
-	}
-	return kept, req, true
 }
 
 // next asks the names in turn from the current one, as long as the node
@@ -189,19 +145,10 @@ func (wk *walk) query(name string) (*dns.Msg, []byte, []byte, bool) {
 	return sub, pkt, key, true
 }
 
-// forward sends one name of the walk upstream, as a query of the client's
-// own (admitted and shared like the client's others); the answer resumes the
+// forward sends one name of the walk upstream; its answer resumes the
 // walk.
 func (wk *walk) forward(name string, pkt, key []byte) {
-	s := wk.s
-	w := &worker{s: s, key: key, cacheable: true}
-	if e, ok := s.cache.LookupStale(key, s.now().UnixNano()); ok && !e.InStaleRecheck(s.now().UnixNano()) {
-		w.stale = e
-	}
-	// Over TCP, so that the answer is never cut to a UDP size.
-	imm := &waiter{pkt: pkt, src: wk.client.src, proto: protoTCP, start: wk.client.start, internal: true}
-	imm.write = func(out []byte) { wk.resume(out, pkt) }
-	s.forwardMiss(w, imm, imm.write, key, name)
+	wk.s.forwardStep(wk.client, name, pkt, key, &replyTo{write: func(out []byte) { wk.resume(out, pkt) }})
 }
 
 // resume takes the upstream's answer to the name asked and goes on.

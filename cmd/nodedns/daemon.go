@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -18,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -74,7 +72,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	var current atomic.Pointer[upstream.Router]
 	current.Store(router)
-	fwd := &forwarder{router: &current, loopToken: loopToken}
+	fwd := upstream.NewForwarder(&current, loopToken)
 
 	kube, err := startKube(upCtx, cfg, c, &current, reg, log)
 	if err != nil {
@@ -258,28 +256,10 @@ func newLogger(cfg config.Config, level zap.AtomicLevel) (*zap.Logger, error) {
 	return zc.Build()
 }
 
-// forwarder hands the resolver's upstream-bound queries to the router in
-// use (swapped on SIGHUP).
-type forwarder struct {
-	router    *atomic.Pointer[upstream.Router]
-	loopToken string
-}
-
-func (f *forwarder) Forward(ctx context.Context, req *dns.Msg) (*dns.Msg, error) {
-	return f.router.Load().Route(req.Question[0].Name).Exchange(ctx, req)
-}
-
-func (f *forwarder) Check(qname string) error {
-	err := f.router.Load().Check(qname)
-	if errors.Is(err, upstream.ErrLoop) {
-		return fmt.Errorf("%w: %w", resolver.ErrLoop, err)
-	}
-	return err
-}
-
-func (f *forwarder) IsLoopProbe(qname string, src netip.Addr) bool {
-	return f.router.Load().IsLoopProbe(qname, f.loopToken, src)
-}
+// The resolver forwards through upstream.Forwarder and finds its checks
+// by a type assertion at run time: this keeps their signatures those of
+// resolver.ForwardChecker.
+var _ resolver.ForwardChecker = (*upstream.Forwarder)(nil)
 
 // buildRouter builds and starts the upstream groups of cfg.
 func buildRouter(ctx context.Context, cfg config.Config, loopToken string, m *upstream.Metrics, log *zap.Logger) (*upstream.Router, error) {
