@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -10,8 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,154 +20,42 @@ import (
 // where a skip would hide a missing proof.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	_, ipErr := exec.LookPath("ip")
-	_, getentErr := exec.LookPath("getent")
-	if os.Geteuid() == 0 && ipErr == nil && getentErr == nil {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("CI must run the end-to-end tests: they need root, ip and getent")
-	}
-	t.Skip("needs root, ip (iproute2) and getent")
+	testutil.RequireRoot(t, "ip", "getent")
 }
 
-func run(t *testing.T, name string, args ...string) string {
+// newNetns makes a network namespace whose processes get resolvConf as
+// their resolv.conf, with an address besides loopback (192.0.2.1), which
+// getaddrinfo needs.
+func newNetns(t *testing.T, resolvConf string) *testutil.Netns {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// netns is a network namespace with its loopback and one veth pair up, and
-// its own resolv.conf for `ip netns exec`.
-type netns struct{ name string }
-
-// netnsSeq numbers the namespaces of one test binary.
-var netnsSeq atomic.Int32
-
-func newNetns(t *testing.T, resolvConf string) *netns {
-	t.Helper()
-	n := &netns{name: fmt.Sprintf("nodedns-e2e-%d-%d", os.Getpid(), netnsSeq.Add(1))}
-	run(t, "ip", "netns", "add", n.name)
-	t.Cleanup(func() {
-		_ = exec.Command("ip", "netns", "delete", n.name).Run()
-		_ = os.RemoveAll(filepath.Join("/etc/netns", n.name))
-	})
-	run(t, "ip", "-n", n.name, "link", "set", "lo", "up")
-	// getaddrinfo (AI_ADDRCONFIG) returns nothing on a host with no address
-	// but loopback: give the namespace one, on a veth pair that stays inside
-	// it. Nothing is sent to that address.
-	run(t, "ip", "-n", n.name, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
-	run(t, "ip", "-n", n.name, "addr", "add", "192.0.2.1/24", "dev", "v0")
-	run(t, "ip", "-n", n.name, "link", "set", "v0", "up")
-	run(t, "ip", "-n", n.name, "link", "set", "v1", "up")
-	dir := filepath.Join("/etc/netns", n.name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(resolvConf), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	n := testutil.NewNetns(t, "nodedns-e2e")
+	n.AddAddress(t, "192.0.2.1/24")
+	n.SetResolvConf(t, resolvConf)
 	return n
 }
 
-func (n *netns) exec(t *testing.T, args ...string) string {
+// terminate sends SIGTERM (`ip netns exec` execs nodedns in place) and
+// waits for the process to exit; its output is complete afterwards.
+func terminate(t *testing.T, p *testutil.Process) {
 	t.Helper()
-	return run(t, "ip", append([]string{"netns", "exec", n.name}, args...)...)
-}
-
-// execStdin runs a command in the namespace with stdin.
-func (n *netns) execStdin(t *testing.T, stdin string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	if err := p.Stop(20 * time.Second); err != nil {
+		t.Fatalf("nodedns did not stop within 20 s of SIGTERM:\n%s", p.Out)
 	}
-	return string(out)
 }
 
-// proc is a process a test started in a namespace.
-type proc struct {
-	cmd  *exec.Cmd
-	out  bytes.Buffer
-	once sync.Once
-}
-
-// stop kills the process (by its PID: `ip netns exec` execs it in place)
-// and waits for it.
-func (p *proc) stop() {
-	p.once.Do(func() {
-		_ = p.cmd.Process.Kill()
-		_ = p.cmd.Wait()
-	})
-}
-
-// start runs a long-lived process inside the namespace and stops it at
-// the end of the test, if it has not been stopped before.
-func (n *netns) start(t *testing.T, logName string, args ...string) *proc {
+// signal sends sig to the process.
+func signal(t *testing.T, p *testutil.Process, sig syscall.Signal) {
 	t.Helper()
-	p := &proc{cmd: exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...)}
-	dieWithTest(p.cmd)
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	if err := p.cmd.Start(); err != nil {
+	if err := p.Cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", logName, p.out.String())
-		}
-	})
-	return p
-}
-
-// waitDNS waits until something answers DNS on 127.0.0.1:port inside the
-// namespace.
-func (n *netns) waitDNS(t *testing.T, port string) { t.Helper(); n.waitDNSAt(t, "127.0.0.1", port) }
-
-// setResolvConf replaces the resolv.conf `ip netns exec` gives the
-// namespace's processes.
-func (n *netns) setResolvConf(t *testing.T, content string) {
-	t.Helper()
-	if err := os.WriteFile(filepath.Join("/etc/netns", n.name, "resolv.conf"), []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// waitDNSAt waits until something answers DNS on ip:port inside the
-// namespace.
-func (n *netns) waitDNSAt(t *testing.T, ip, port string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := exec.Command("ip", "netns", "exec", n.name, "dig", "@"+ip, "-p", port,
-			"+time=1", "+tries=1", "+short", "ready.probe.", "TXT").Run()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing answers DNS on port %s in %s", port, n.name)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func buildNodedns(t *testing.T) string {
-	t.Helper()
-	return testutil.Binary(t, "./cmd/nodedns")
 }
 
 func buildCoreDNS(t *testing.T) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "../tools/coredns/build.sh").Output()
+	out, err := exec.CommandContext(ctx, testutil.Path(t, "tools/coredns/build.sh")).Output()
 	if err != nil {
 		t.Fatalf("building CoreDNS: %v", err)
 	}
@@ -223,9 +109,9 @@ test:1053 {
 }
 
 // metric reads one sample from nodedns's metrics inside the namespace.
-func metric(t *testing.T, n *netns, series string) float64 {
+func metric(t *testing.T, n *testutil.Netns, series string) float64 {
 	t.Helper()
-	out := n.exec(t, "curl", "-s", "http://127.0.0.1:9253/metrics")
+	out := n.Exec(t, "curl", "-s", "http://127.0.0.1:9253/metrics")
 	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` ([0-9.e+]+)$`)
 	m := re.FindStringSubmatch(out)
 	if m == nil {
@@ -241,14 +127,14 @@ func metric(t *testing.T, n *netns, series string) float64 {
 func TestGlibcThroughNodednsToCoreDNS(t *testing.T) {
 	requireRoot(t)
 	coredns := buildCoreDNS(t)
-	nodedns := buildNodedns(t)
+	nodedns := testutil.Binary(t, "./cmd/nodedns")
 	corefile := writeClusterDNS(t, externalZone)
 	n := newNetns(t, "nameserver 127.0.0.1\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 attempts:1 timeout:2\n")
-	n.start(t, "coredns", coredns, "-conf", corefile)
-	n.waitDNS(t, "1053")
-	n.start(t, "nodedns", nodedns, "--listen", "127.0.0.1:53", "--http-listen", "127.0.0.1:9253",
+	n.Start(t, "coredns", coredns, "-conf", corefile)
+	n.WaitDNS(t, "127.0.0.1", "1053")
+	n.Start(t, "nodedns", nodedns, "--listen", "127.0.0.1:53", "--http-listen", "127.0.0.1:9253",
 		"--upstream", "127.0.0.1:1053", "--log-level", "warn")
-	n.waitDNS(t, "53")
+	n.WaitDNS(t, "127.0.0.1", "53")
 
 	tests := []struct {
 		name, want string
@@ -261,14 +147,14 @@ func TestGlibcThroughNodednsToCoreDNS(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			out := n.exec(t, "getent", "ahostsv4", tc.name)
+			out := n.Exec(t, "getent", "ahostsv4", tc.name)
 			if !strings.Contains(out, tc.want) {
 				t.Errorf("getent ahostsv4 %s:\n%s\nwant %s", tc.name, out, tc.want)
 			}
 		})
 	}
 	// A name that exists nowhere fails cleanly (exit status 2 from getent).
-	if err := exec.Command("ip", "netns", "exec", n.name, "getent", "ahostsv4", "nope.invalid").Run(); err == nil {
+	if err := exec.Command("ip", "netns", "exec", n.Name, "getent", "ahostsv4", "nope.invalid").Run(); err == nil {
 		t.Error("getent resolved a name that does not exist")
 	}
 
@@ -281,7 +167,7 @@ func TestGlibcThroughNodednsToCoreDNS(t *testing.T) {
 	}
 	hitsBefore := metric(t, n, "nodedns_cache_hits_total")
 	for _, tc := range tests {
-		n.exec(t, "getent", "ahostsv4", tc.name)
+		n.Exec(t, "getent", "ahostsv4", tc.name)
 	}
 	after := metric(t, n, upstreamSeries) + metric(t, n, `nodedns_upstream_requests_total{rcode="NXDOMAIN",upstream="127.0.0.1:1053"}`)
 	if after != before {
