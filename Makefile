@@ -35,7 +35,7 @@ help:
 	@echo "make deploy       regenerate deploy/nodedns.yaml from the kustomize base deploy/base"
 	@echo "make image        the container image (Dockerfile), built offline and reproducibly with buildah into $(BIN)/nodedns-image.oci.tar"
 	@echo "make test         everything CI checks: vet, staticcheck, govulncheck, go test -race, the end-to-end tests, memory bounds, conformance, a 1-minute soak, short fuzzing"
-	@echo "make conformance  nodedns vs Unbound (and CoreDNS) on a test zone served by Knot; summary in conformance/testdata/out/"
+	@echo "make conformance  nodedns vs Unbound (and CoreDNS) on a test zone served by Knot; summary in test/conformance/testdata/out/"
 	@echo "make soak         10 minutes of hits, misses, storms and upstream faults: memory and goroutines stay flat (SOAK=30m for longer)"
 	@echo "make fuzz         each fuzz target for FUZZTIME runs (default $(FUZZTIME); FUZZTIME=2000000x fuzzes longer)"
 	@echo "make bench        Go benchmarks of the hot path, then the side-by-side suite (see bench/README.md)"
@@ -57,7 +57,7 @@ deploy:
 # The image of the Dockerfile, built offline with Debian's buildah (vfs
 # storage in a temporary directory under $(BIN), removed after), the binary
 # built here with the Dockerfile's flags; the same commit gives the same
-# digest (image/build.sh; image/image_test.go runs it from the image).
+# digest (image/build.sh; test/image/image_test.go runs it from the image).
 image:
 	VERSION=$(VERSION) GO=$(GO) ./image/build.sh $(BIN)/nodedns-image.oci.tar
 
@@ -95,10 +95,10 @@ vulncheck:
 
 # The packages under the race detector: every one but the integration
 # tests, which drive the real binaries (built without it) from outside.
-INTEGRATION := ./e2e ./image ./deploy
+INTEGRATION := ./test/e2e ./test/image ./deploy
 unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -skip '^TestDifferential$$' \
-		$$($(GO) list ./... | grep -v -e /e2e$$ -e /image$$ -e /deploy$$)
+		$$($(GO) list ./... | grep -v -e /test/e2e$$ -e /test/image$$ -e /deploy$$)
 
 # The end-to-end tests (network namespaces, the control plane, the image):
 # real binaries and real peers, driven from outside.
@@ -111,14 +111,14 @@ integration: tools
 tests:
 	$(MAKE) --no-print-directory -j2 --output-sync=target unit integration
 
-# The differential conformance test (conformance/README.md): nodedns, and
-# CoreDNS when built, against Unbound, all forwarding to Knot DNS on
-# loopback. A difference not in conformance/known-differences.txt fails,
-# unless CONFORMANCE_STRICT=0.
+# The differential conformance test (test/conformance/README.md):
+# nodedns, and CoreDNS when built, against Unbound, all forwarding to Knot
+# DNS on loopback. A difference not in
+# test/conformance/known-differences.txt fails, unless CONFORMANCE_STRICT=0.
 CONFORMANCE_STRICT ?= 1
 conformance: tools
 	NODEDNS_CONFORMANCE_STRICT=$(CONFORMANCE_STRICT) NODEDNS_CONFORMANCE_REQUIRE=1 \
-		$(STATIC) $(GO) test -count=1 -timeout 10m -run '^TestDifferential$$' -v ./conformance
+		$(STATIC) $(GO) test -count=1 -timeout 10m -run '^TestDifferential$$' -v ./test/conformance
 
 # The soak runs the real binary under hits, misses, storms and upstream
 # faults, and checks that memory and goroutines stay flat. Without the race

@@ -10,6 +10,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/nodedns/nodedns/internal/loopnet"
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // testServer is a miekg/dns server on loopback (UDP and TCP on one port)
@@ -126,22 +127,9 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	if maxq == 0 {
 		maxq = -1
 	}
-	var started sync.WaitGroup
-	servers := []*dns.Server{
-		{PacketConn: pc, Handler: h},
-		{Listener: countingListener{l, &s.conns}, Handler: h, MaxTCPQueries: maxq},
-	}
-	for _, srv := range servers {
-		started.Add(1)
-		srv.NotifyStartedFunc = started.Done
-		go func() { _ = srv.ActivateAndServe() }()
-	}
-	started.Wait()
-	t.Cleanup(func() {
-		for _, srv := range servers {
-			_ = srv.Shutdown()
-		}
-	})
+	testutil.Serve(t,
+		&dns.Server{PacketConn: pc, Handler: h},
+		&dns.Server{Listener: countingListener{l, &s.conns}, Handler: h, MaxTCPQueries: maxq})
 	return s
 }
 

@@ -8,41 +8,27 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // sourceServer answers A queries over UDP and records the source addresses
 // it saw.
 func sourceServer(t *testing.T) (addr string, sources func() []string) {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
 	seen := map[string]bool{}
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			q := new(dns.Msg)
-			if q.Unpack(buf[:n]) != nil {
-				continue
-			}
+	u := testutil.StartUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		if from, ok := w.RemoteAddr().(*net.UDPAddr); ok {
 			mu.Lock()
-			seen[from.Addr().String()] = true
+			seen[from.IP.String()] = true
 			mu.Unlock()
-			m := new(dns.Msg)
-			m.SetReply(q)
-			if out, err := m.Pack(); err == nil {
-				_, _ = c.WriteToUDPAddrPort(out, from)
-			}
 		}
-	}()
-	t.Cleanup(func() { c.Close() })
-	return c.LocalAddr().String(), func() []string {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		_ = w.WriteMsg(m)
+	})
+	return u.Addr, func() []string {
 		mu.Lock()
 		defer mu.Unlock()
 		var out []string

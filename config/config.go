@@ -235,7 +235,7 @@ func Defaults() Config {
 // defaultForceTCP gives a group that serves a cluster domain TCP with
 // reused connections unless force_tcp says otherwise, as NodeLocal
 // DNSCache does: over UDP each miss is a fresh socket and a conntrack entry
-// on the node (e2e/conntrack_test.go: 497 entries for 500 misses, 0 over
+// on the node (test/e2e/conntrack_test.go: 497 entries for 500 misses, 0 over
 // TCP).
 func defaultForceTCP(c *Config) {
 	for i := range c.Upstreams {

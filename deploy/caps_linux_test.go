@@ -5,16 +5,16 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // Capability numbers (linux/capability.h).
@@ -61,86 +61,38 @@ func (s secContext) setprivArgs() []string {
 	return append(args, "--")
 }
 
-var netnsSeq atomic.Int32
-
 // netnsDaemon is nodedns in a network namespace of the test's own.
 type netnsDaemon struct {
-	ns   string
+	*testutil.Process
+	ns   *testutil.Netns
 	http string
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *syncBuffer
-}
-
-// requireRoot skips t unless it runs as root (network namespaces,
-// setpriv); under CI, which runs as root, it fails instead.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("needs root (network namespaces, capabilities), as CI has")
-	}
-	t.Skip("needs root (network namespaces, capabilities)")
 }
 
 // startInNetns starts nodedns in a new network namespace with the
 // security context s, serving 169.254.20.10:53 with the DaemonSet's node
 // set-up (the interface and the rules) and HTTP on the namespace's
 // loopback. It returns once nodedns serves HTTP, or with the process gone
-// (d.exited reports it).
+// (d.Exited reports it).
 func startInNetns(t *testing.T, s secContext, bin string, extra ...string) *netnsDaemon {
 	t.Helper()
-	d := &netnsDaemon{ns: fmt.Sprintf("nodedns-deploy-%d-%d", os.Getpid(), netnsSeq.Add(1)), http: "127.0.0.1:9253", log: &syncBuffer{}}
-	run := func(args ...string) {
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("ip", "netns", "add", d.ns)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", d.ns).Run() })
-	run("ip", "-n", d.ns, "link", "set", "lo", "up")
-	args := append([]string{"ip", "netns", "exec", d.ns}, s.setprivArgs()...)
-	args = append(args, bin, "--listen="+nodeLocalIP+":53", "--http-listen="+d.http,
+	d := &netnsDaemon{ns: testutil.NewNetns(t, "nodedns-deploy"), http: "127.0.0.1:9253"}
+	args := append(s.setprivArgs(), bin, "--listen="+nodeLocalIP+":53", "--http-listen="+d.http,
 		"--upstream=127.0.0.1:5399", "--kube=false", "--setup-interface", "--setup-rules", "--setup-interval=1s")
-	d.cmd = exec.Command(args[0], append(args[1:], extra...)...)
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	d.cmd.SysProcAttr = sysProcAttr()
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d.done = make(chan struct{})
-	go func() { _ = d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		_ = d.cmd.Process.Kill() // ip netns exec and setpriv exec in place: the PID is nodedns's
-		<-d.done
-		if t.Failed() {
-			t.Logf("nodedns's log:\n%s", d.log.String())
-		}
-	})
+	// ip netns exec and setpriv exec in place: the PID is nodedns's.
+	d.Process = d.ns.Start(t, "nodedns", append(args, extra...)...)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := d.get("/health"); err == nil {
 			return d
 		}
 		select {
-		case <-d.done:
+		case <-d.Done():
 			return d
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("nodedns in %s did not serve /health in 30 s:\n%s", d.ns, d.log.String())
+			t.Fatalf("nodedns in %s did not serve /health in 30 s:\n%s", d.ns.Name, d.Out.String())
 		}
-	}
-}
-
-func (d *netnsDaemon) exited() bool {
-	select {
-	case <-d.done:
-		return true
-	default:
-		return false
 	}
 }
 
@@ -148,13 +100,13 @@ func (d *netnsDaemon) exited() bool {
 // curl: a Go dialer's socket would be made on another thread, in the
 // test's own namespace).
 func (d *netnsDaemon) get(path string) ([]byte, error) {
-	return exec.Command("ip", "netns", "exec", d.ns, "curl", "-sf", "--max-time", "5", "http://"+d.http+path).Output()
+	return d.ns.Command("curl", "-sf", "--max-time", "5", "http://"+d.http+path).Output()
 }
 
 // capEff returns the effective capabilities of the daemon's process.
 func (d *netnsDaemon) capEff(t *testing.T) uint64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.Cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +151,7 @@ func publicBinary(t *testing.T, caps []corev1.Capability) string {
 		t.Fatal(err)
 	}
 	dst := filepath.Join(dir, "nodedns")
-	src, err := os.Open(binary(t))
+	src, err := os.Open(testutil.Binary(t, "./cmd/nodedns"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,15 +186,15 @@ func publicBinary(t *testing.T, caps []corev1.Capability) string {
 // NET_BIND_SERVICE capability) and the interface and conntrack rules
 // (NET_ADMIN).
 func TestCapabilities(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t, "ip", "setpriv", "curl")
 	d := load(t, "base", render(t, "base"))
 	manifest := fromManifest(t, d)
 	want := capMask(t, manifest.caps)
 
 	t.Run("as the DaemonSet runs it: root, only the two capabilities", func(t *testing.T) {
 		nd := startInNetns(t, manifest, publicBinary(t, nil))
-		if nd.exited() {
-			t.Fatalf("nodedns exited:\n%s", nd.log.String())
+		if nd.Exited() {
+			t.Fatalf("nodedns exited:\n%s", nd.Out.String())
 		}
 		if got := nd.capEff(t); got != want {
 			t.Errorf("effective capabilities %#x, want exactly %#x (%v)", got, want, manifest.caps)
@@ -257,21 +209,21 @@ func TestCapabilities(t *testing.T) {
 		s := manifest
 		s.uid = 65532
 		nd := startInNetns(t, s, publicBinary(t, nil))
-		if !nd.exited() {
+		if !nd.Exited() {
 			t.Fatalf("nodedns runs as a non-root user with no file capabilities (effective %#x): the claim in the DaemonSet's comment is wrong", nd.capEff(t))
 		}
-		if !strings.Contains(nd.log.String(), "not permitted") && !strings.Contains(nd.log.String(), "permission denied") {
-			t.Errorf("nodedns failed for another reason than a missing capability:\n%s", nd.log.String())
+		if !strings.Contains(nd.Out.String(), "not permitted") && !strings.Contains(nd.Out.String(), "permission denied") {
+			t.Errorf("nodedns failed for another reason than a missing capability:\n%s", nd.Out.String())
 		}
-		t.Logf("as uid 65532: %s", lastLine(nd.log.String()))
+		t.Logf("as uid 65532: %s", lastLine(nd.Out.String()))
 	})
 
 	t.Run("non-root with file capabilities on the binary: the alternative", func(t *testing.T) {
 		s := manifest
 		s.uid = 65532
 		nd := startInNetns(t, s, publicBinary(t, manifest.caps))
-		if nd.exited() {
-			t.Fatalf("nodedns exited:\n%s", nd.log.String())
+		if nd.Exited() {
+			t.Fatalf("nodedns exited:\n%s", nd.Out.String())
 		}
 		if got := nd.capEff(t); got != want {
 			t.Errorf("effective capabilities %#x, want %#x", got, want)
@@ -322,8 +274,8 @@ func setupSeries(t *testing.T) series {
 	}
 	d := load(t, "base", render(t, "base"))
 	nd := startInNetns(t, fromManifest(t, d), publicBinary(t, nil))
-	if nd.exited() {
-		t.Fatalf("nodedns exited:\n%s", nd.log.String())
+	if nd.Exited() {
+		t.Fatalf("nodedns exited:\n%s", nd.Out.String())
 	}
 	waitMetric(t, nd, "nodedns_setup_rules_in_place", 1)
 	b, err := nd.get("/metrics")

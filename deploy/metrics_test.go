@@ -6,18 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,7 +21,6 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/nodedns/nodedns/internal/kubetest"
-	"github.com/nodedns/nodedns/internal/loopnet"
 	"github.com/nodedns/nodedns/internal/testutil"
 )
 
@@ -336,22 +331,12 @@ func keys(m map[string]bool) []string {
 	return out
 }
 
-// binary builds cmd/nodedns once per test binary.
-func binary(t *testing.T) string {
-	t.Helper()
-	return testutil.Binary(t, "./cmd/nodedns")
-}
-
 // upstreamServer is a DNS server on loopback for nodedns to forward to:
 // SERVFAIL for servfail.test., an A record for any other A question, an
 // empty NOERROR otherwise.
 func upstreamServer(t *testing.T) string {
 	t.Helper()
-	uc, tl, err := loopnet.Loopback()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+	return testutil.StartUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		switch {
@@ -363,95 +348,25 @@ func upstreamServer(t *testing.T) string {
 			m.Answer = append(m.Answer, rr)
 		}
 		_ = w.WriteMsg(m)
-	})
-	us := &dns.Server{PacketConn: uc, Handler: h}
-	ts := &dns.Server{Listener: tl, Handler: h}
-	go func() { _ = us.ActivateAndServe() }()
-	go func() { _ = ts.ActivateAndServe() }()
-	t.Cleanup(func() { _ = us.Shutdown(); _ = ts.Shutdown() })
-	return uc.LocalAddr().String()
-}
-
-// freePort returns a loopback port free for UDP and TCP a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	uc, tl, err := loopnet.Loopback()
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := uc.LocalAddr().(*net.UDPAddr).Port
-	uc.Close()
-	tl.Close()
-	return port
+	}).Addr
 }
 
 // daemon is a nodedns process the test started.
-type daemon struct {
-	dns, http string
-	cmd       *exec.Cmd
-	log       *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+type daemon struct{ *testutil.Daemon }
 
 // startDaemon runs nodedns on loopback ports with args, and waits until it
-// serves HTTP. It is killed (by its PID) when the test ends.
-func startDaemon(t *testing.T, args ...string) *daemon {
+// serves HTTP /health.
+func startDaemon(t *testing.T, args ...string) daemon {
 	t.Helper()
-	d := &daemon{
-		dns:  netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freePort(t))).String(),
-		http: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freePort(t))).String(),
-		log:  &syncBuffer{},
-	}
-	d.cmd = exec.Command(binary(t), append([]string{"--listen=" + d.dns, "--http-listen=" + d.http}, args...)...)
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	d.cmd.SysProcAttr = sysProcAttr()
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = d.cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = d.cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("nodedns's log:\n%s", d.log.String())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + d.http + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return d
-			}
-		}
-		select {
-		case <-done:
-			t.Fatalf("nodedns exited: %v\n%s", d.cmd.ProcessState, d.log.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nodedns did not serve /health in 30 s:\n%s", d.log.String())
-		}
-	}
+	d := testutil.StartDaemon(t, args...)
+	testutil.WaitHTTP(t, "http://"+d.HTTP+"/health", 30*time.Second)
+	return daemon{d}
 }
 
 // scrape returns the daemon's /metrics.
-func (d *daemon) scrape(t *testing.T) series {
+func (d daemon) scrape(t *testing.T) series {
 	t.Helper()
-	resp, err := http.Get("http://" + d.http + "/metrics")
+	resp, err := http.Get("http://" + d.HTTP + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,9 +379,9 @@ func (d *daemon) scrape(t *testing.T) series {
 }
 
 // value returns the value of the one sample of name with the labels.
-func (d *daemon) value(t *testing.T, name string, labels map[string]string) (float64, bool) {
+func (d daemon) value(t *testing.T, name string, labels map[string]string) (float64, bool) {
 	t.Helper()
-	resp, err := http.Get("http://" + d.http + "/metrics")
+	resp, err := http.Get("http://" + d.HTTP + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -491,12 +406,12 @@ func (d *daemon) value(t *testing.T, name string, labels map[string]string) (flo
 }
 
 // query asks the daemon name (type A) and returns the rcode.
-func (d *daemon) query(t *testing.T, name string) int {
+func (d daemon) query(t *testing.T, name string) int {
 	t.Helper()
 	m := new(dns.Msg)
 	m.SetQuestion(name, dns.TypeA)
 	c := &dns.Client{Timeout: 5 * time.Second}
-	r, _, err := c.Exchange(m, d.dns)
+	r, _, err := c.Exchange(m, d.DNS)
 	if err != nil {
 		t.Fatalf("query %s: %v", name, err)
 	}
@@ -535,8 +450,8 @@ func TestNodednsWithTheManifests(t *testing.T) {
 				t.Errorf("nodedns_kube_view_api_errors_total{resource=%q} = %v", r, v)
 			}
 		}
-		if strings.Contains(d.log.String(), "forbidden") {
-			t.Errorf("the API server refused something:\n%s", d.log.String())
+		if strings.Contains(d.Out.String(), "forbidden") {
+			t.Errorf("the API server refused something:\n%s", d.Out.String())
 		}
 	})
 

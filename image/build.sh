@@ -16,7 +16,7 @@
 #    the image config, its history, the files in the layer, the archive.
 #
 # Same source, VERSION and SOURCE_DATE_EPOCH: the same image digest, and
-# the same archive byte for byte (image/image_test.go builds twice and
+# the same archive byte for byte (test/image/image_test.go builds twice and
 # compares). Prints the archive, its image name and its manifest digest.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

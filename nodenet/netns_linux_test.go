@@ -6,55 +6,28 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/vishvananda/netlink"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netns"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
-// The tests below run the package in a network namespace of their own:
-// the test's goroutine locks its thread and moves it into a new namespace
-// (the thread is never unlocked, so it ends with the test instead of
-// going back to the pool). Commands it runs (ip, iptables, nft) inherit
+// The tests below run the package in a network namespace of their own
+// (testutil.EnterNewNetns): the test's goroutine stays in it, on a thread
+// that ends with the test. Commands it runs (ip, iptables, nft) inherit
 // the namespace, which is how the tests read back what the package did.
 
-// enterNetns moves the test's thread into a fresh network namespace with
-// lo up. It skips without root, except under CI.
+// enterNetns moves the test's goroutine into a fresh network namespace
+// with lo up. It skips without root, ip and commands, except under CI.
 func enterNetns(t *testing.T, commands ...string) netns.NsHandle {
 	t.Helper()
-	for _, c := range append([]string{"ip"}, commands...) {
-		if _, err := exec.LookPath(c); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("CI must run the node networking tests: %s is missing (make tools installs it)", c)
-			}
-			t.Skipf("needs %s", c)
-		}
-	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI must run the node networking tests as root")
-		}
-		t.Skip("needs root for network namespaces")
-	}
-	runtime.LockOSThread() // never unlocked: see above
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	lo, err := netlink.LinkByName("lo")
-	if err == nil {
-		err = netlink.LinkSetUp(lo)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ns
+	testutil.RequireRoot(t, append([]string{"ip"}, commands...)...)
+	return testutil.EnterNewNetns(t)
 }
 
 // sh runs a command in the test's namespace and returns its output.
@@ -156,7 +129,7 @@ func TestInterface(t *testing.T) {
 			if n := counter(t, reg, "nodedns_setup_restored_total", "address"); n < 1 {
 				t.Errorf("nodedns_setup_restored_total{what=address} = %v, want at least 1", n)
 			}
-			if g := testutil.ToFloat64(s.metrics.interfaceInPlace); g != 1 {
+			if g := promtest.ToFloat64(s.metrics.interfaceInPlace); g != 1 {
 				t.Errorf("nodedns_setup_interface_in_place = %v", g)
 			}
 

@@ -14,6 +14,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/nodedns/nodedns/internal/loopnet"
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // All DNS traffic in these tests goes to servers started here on 127.0.0.1.
@@ -89,36 +92,25 @@ func startServer(t *testing.T, udp, tcp bool, h func(s *testServer, w dns.Respon
 		h(s, w, r)
 	})
 	var (
-		pc net.PacketConn
-		ln net.Listener
+		pc  net.PacketConn
+		ln  net.Listener
+		err error
 	)
-	for attempt := 0; ; attempt++ { // bounded: gives up after 20 port clashes
-		var err error
-		if tcp {
-			ln, err = net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.addr = ln.Addr().String()
-		}
-		if !udp {
-			break
-		}
-		bind := "127.0.0.1:0"
-		if tcp {
-			bind = s.addr
-		}
-		pc, err = net.ListenPacket("udp", bind)
-		if err == nil {
-			s.addr = pc.LocalAddr().String()
-			break
-		}
-		if ln != nil {
-			_ = ln.Close()
-		}
-		if attempt >= 20 {
-			t.Fatalf("could not bind UDP and TCP on one port: %v", err)
-		}
+	switch {
+	case udp && tcp:
+		pc, ln, err = loopnet.Loopback()
+	case udp:
+		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+	case tcp:
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc != nil {
+		s.addr = pc.LocalAddr().String()
+	} else {
+		s.addr = ln.Addr().String()
 	}
 	var servers []*dns.Server
 	if pc != nil {
@@ -127,17 +119,7 @@ func startServer(t *testing.T, udp, tcp bool, h func(s *testServer, w dns.Respon
 	if ln != nil {
 		servers = append(servers, &dns.Server{Listener: countingListener{ln, s}, Handler: handler})
 	}
-	for _, srv := range servers {
-		started := make(chan struct{})
-		srv.NotifyStartedFunc = func() { close(started) }
-		go func() { _ = srv.ActivateAndServe() }()
-		select {
-		case <-started:
-		case <-time.After(testWait):
-			t.Fatal("test DNS server did not start")
-		}
-		t.Cleanup(func() { _ = srv.Shutdown() })
-	}
+	testutil.Serve(t, servers...)
 	return s
 }
 

@@ -5,13 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 func TestParseErrorsNameTheFlag(t *testing.T) {
@@ -69,26 +70,18 @@ func TestParseErrorsNameTheFlag(t *testing.T) {
 	}
 }
 
+// startServer starts a DNS server on loopback that answers NXDOMAIN for
+// names starting with "nx", NOERROR with no answer for the others.
 func startServer(t *testing.T) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, NotifyStartedFunc: func() { close(started) },
-		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-			m := new(dns.Msg)
-			m.SetReply(r)
-			if strings.HasPrefix(r.Question[0].Name, "nx") {
-				m.Rcode = dns.RcodeNameError
-			}
-			_ = w.WriteMsg(m)
-		})}
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return pc.LocalAddr().String()
+	return testutil.StartUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if strings.HasPrefix(r.Question[0].Name, "nx") {
+			m.Rcode = dns.RcodeNameError
+		}
+		_ = w.WriteMsg(m)
+	}).Addr
 }
 
 func TestRunJSON(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // chaosUpstream is a real DNS server on loopback whose behaviour a test
@@ -22,13 +24,12 @@ import (
 // closed), flapping, or silent for one domain only.
 type chaosUpstream struct {
 	t       *testing.T
-	addr    string
+	Addr    string
 	mode    atomic.Value // string
 	queries atomic.Int64
 
-	mu     sync.Mutex
-	pc     net.PacketConn
-	server *dns.Server
+	mu   sync.Mutex
+	stop func() // closes the port; nil while it is closed
 }
 
 const (
@@ -57,29 +58,26 @@ func startChaosUpstream(t *testing.T) *chaosUpstream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.addr = pc.LocalAddr().String()
+	u.Addr = pc.LocalAddr().String()
 	u.serve(pc)
-	t.Cleanup(u.stop)
 	return u
 }
 
+// serve answers on pc (UDP only: a closed port is then refused at once).
 func (u *chaosUpstream) serve(pc net.PacketConn) {
-	started := make(chan struct{})
-	s := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(u.handle), NotifyStartedFunc: func() { close(started) }}
-	go func() { _ = s.ActivateAndServe() }()
-	<-started
+	stop := testutil.Serve(u.t, &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(u.handle)})
 	u.mu.Lock()
-	u.pc, u.server = pc, s
+	u.stop = stop
 	u.mu.Unlock()
 }
 
-func (u *chaosUpstream) stop() {
+func (u *chaosUpstream) close() {
 	u.mu.Lock()
-	s := u.server
-	u.server = nil
+	stop := u.stop
+	u.stop = nil
 	u.mu.Unlock()
-	if s != nil {
-		_ = s.Shutdown()
+	if stop != nil {
+		stop()
 	}
 }
 
@@ -89,9 +87,9 @@ func (u *chaosUpstream) set(mode string) {
 	old := u.mode.Swap(mode)
 	switch {
 	case mode == modeKilled:
-		u.stop()
+		u.close()
 	case old == modeKilled:
-		pc, err := net.ListenPacket("udp", u.addr)
+		pc, err := net.ListenPacket("udp", u.Addr)
 		if err != nil {
 			u.t.Fatalf("reopening the upstream's port: %v", err)
 		}
@@ -220,14 +218,14 @@ server:
   request_timeout: 1s
   max_queue_wait: 300ms
   stale_answer_timeout: 200ms
-`, up.addr))
-	d := startDaemon(t, "--config", cfg)
+`, up.Addr))
+	d := testutil.StartDaemon(t, "--config", cfg)
 	var warm []string
 	for i := range 40 {
 		warm = append(warm, fmt.Sprintf("w%d.warm.test.", i))
 	}
 	for _, n := range warm {
-		if r := ask(t, d.dnsAddr, n); answerIP(r) != expectedIP(n) {
+		if r := ask(t, d.DNS, n); answerIP(r) != expectedIP(n) {
 			t.Fatalf("warming %s: %v", n, r)
 		}
 	}
@@ -235,7 +233,7 @@ server:
 	var cur atomic.Pointer[outcome]
 	cur.Store(new(outcome))
 	stop := make(chan struct{})
-	wg := load(d.dnsAddr, 4, warm, cur.Load, stop)
+	wg := load(d.DNS, 4, warm, cur.Load, stop)
 	defer func() {
 		select {
 		case <-stop:
@@ -272,7 +270,7 @@ server:
 				}
 				m := new(dns.Msg)
 				m.SetQuestion("api.dead.test.", dns.TypeA)
-				_, _, _ = (&dns.Client{Timeout: 3 * time.Second}).Exchange(m, d.dnsAddr)
+				_, _, _ = (&dns.Client{Timeout: 3 * time.Second}).Exchange(m, d.DNS)
 			}
 		}()
 		t.Cleanup(func() { close(stopDead) })
@@ -290,10 +288,10 @@ server:
 		{"bad config on SIGHUP", func() {
 			up.set(modeOK)
 			writeFile(t, cfg, "upstreams: [{zones: [\".\"], servers: [\"nonsense\"]}]\n")
-			_ = d.cmd.Process.Signal(syscall.SIGHUP)
+			_ = d.Cmd.Process.Signal(syscall.SIGHUP)
 		}, noFailures, true},
 	}
-	healthy := fmt.Sprintf("nodedns_upstream_healthy{upstream=%q} 1", up.addr)
+	healthy := fmt.Sprintf("nodedns_upstream_healthy{upstream=%q} 1", up.Addr)
 	var total outcome
 	for _, p := range phases {
 		o := new(outcome)
@@ -320,7 +318,7 @@ server:
 	if total.right.Load() == 0 {
 		t.Error("no right answer at all")
 	}
-	d.waitLog(t, "config reload rejected")
+	waitLog(t, d, "config reload rejected")
 }
 
 // A client looking up one dead domain over and over, as glibc does (A and
@@ -329,7 +327,7 @@ server:
 func TestDaemonDeadDomainKeepsTheUpstreamInRotation(t *testing.T) {
 	up := startChaosUpstream(t)
 	up.set(modeDeadName)
-	d := startDaemon(t, "--upstream", up.addr, "--upstream-timeout", "300ms",
+	d := testutil.StartDaemon(t, "--upstream", up.Addr, "--upstream-timeout", "300ms",
 		"--request-timeout", "600ms", "--max-queue-wait", "300ms")
 	var others outcome
 	stop := make(chan struct{})
@@ -347,7 +345,7 @@ func TestDaemonDeadDomainKeepsTheUpstreamInRotation(t *testing.T) {
 			name := fmt.Sprintf("n%d.live.test.", i%50)
 			m := new(dns.Msg)
 			m.SetQuestion(name, dns.TypeA)
-			r, _, err := cl.Exchange(m, d.dnsAddr)
+			r, _, err := cl.Exchange(m, d.DNS)
 			others.classify(name, r, err)
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -360,7 +358,7 @@ func TestDaemonDeadDomainKeepsTheUpstreamInRotation(t *testing.T) {
 				defer pair.Done()
 				m := new(dns.Msg)
 				m.SetQuestion("api.dead.test.", qt)
-				_, _, _ = (&dns.Client{Timeout: 3 * time.Second}).Exchange(m, d.dnsAddr)
+				_, _, _ = (&dns.Client{Timeout: 3 * time.Second}).Exchange(m, d.DNS)
 			}()
 		}
 		pair.Wait()
@@ -371,12 +369,12 @@ func TestDaemonDeadDomainKeepsTheUpstreamInRotation(t *testing.T) {
 	if others.servfail.Load()+others.lost.Load()+others.wrong.Load() != 0 || others.right.Load() == 0 {
 		t.Errorf("the others: %s; want every answer right", &others)
 	}
-	_, metrics := httpGet(t, "http://"+d.http+"/metrics")
-	if !strings.Contains(metrics, fmt.Sprintf("nodedns_upstream_healthy{upstream=%q} 1", up.addr)) {
+	_, metrics := httpGet(t, "http://"+d.HTTP+"/metrics")
+	if !strings.Contains(metrics, fmt.Sprintf("nodedns_upstream_healthy{upstream=%q} 1", up.Addr)) {
 		t.Errorf("the upstream left rotation:\n%s", grepLines(metrics, "nodedns_upstream_healthy"))
 	}
-	if strings.Contains(d.logs.String(), "marked down") {
-		t.Errorf("the upstream was marked down:\n%s", d.logs)
+	if strings.Contains(d.Out.String(), "marked down") {
+		t.Errorf("the upstream was marked down:\n%s", d.Out)
 	}
 }
 
@@ -384,8 +382,8 @@ func TestDaemonDeadDomainKeepsTheUpstreamInRotation(t *testing.T) {
 // gets 1,000 answers from an idle upstream.
 func TestDaemonBurstFromOneAddressIsAnswered(t *testing.T) {
 	up := startChaosUpstream(t)
-	d := startDaemon(t, "--upstream", up.addr)
-	dst, _ := net.ResolveUDPAddr("udp", d.dnsAddr)
+	d := testutil.StartDaemon(t, "--upstream", up.Addr)
+	dst, _ := net.ResolveUDPAddr("udp", d.DNS)
 	const n, socks = 1000, 10
 	var got outcome
 	var wg sync.WaitGroup
@@ -437,16 +435,16 @@ func TestDaemonBurstFromOneAddressIsAnswered(t *testing.T) {
 // reported, and queries fail at once instead of circling; the upstream
 // stays in rotation.
 func TestDaemonDetectsAForwardingLoop(t *testing.T) {
-	nodedns := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	nodedns := testutil.FreeAddr(t)
 	relay := startRelay(t, nodedns)
-	d := startDaemonAt(t, nodedns, "--upstream", relay)
-	d.waitLog(t, "forwarding loop")
+	d := testutil.StartDaemonAt(t, nodedns, "--upstream", relay)
+	waitLog(t, d, "forwarding loop")
 	start := time.Now()
-	r := ask(t, d.dnsAddr, "www.example.org.")
+	r := ask(t, d.DNS, "www.example.org.")
 	if r.Rcode != dns.RcodeServerFailure || time.Since(start) > time.Second {
 		t.Errorf("in a loop: %s after %v, want SERVFAIL at once", dns.RcodeToString[r.Rcode], time.Since(start))
 	}
-	_, metrics := httpGet(t, "http://"+d.http+"/metrics")
+	_, metrics := httpGet(t, "http://"+d.HTTP+"/metrics")
 	for _, want := range []string{
 		`nodedns_upstream_loop_detected{group="default"} 1`,
 		fmt.Sprintf("nodedns_upstream_healthy{upstream=%q} 1", relay),
@@ -463,31 +461,21 @@ func TestDaemonDetectsAForwardingLoop(t *testing.T) {
 // on a node whose resolv.conf names the node-local address does.
 func startRelay(t *testing.T, target string) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+	return testutil.StartUpstream(t, func(w dns.ResponseWriter, r *dns.Msg) {
 		resp, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(r, target)
 		if err != nil {
 			return
 		}
 		_ = w.WriteMsg(resp)
-	})
-	started := make(chan struct{})
-	s := &dns.Server{PacketConn: pc, Handler: h, NotifyStartedFunc: func() { close(started) }}
-	go func() { _ = s.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() { _ = s.Shutdown() })
-	return pc.LocalAddr().String()
+	}).Addr
 }
 
 // waitMetric waits until /metrics has a line containing want.
-func waitMetric(t *testing.T, d *daemon, want string) {
+func waitMetric(t *testing.T, d *testutil.Daemon, want string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		_, m := httpGet(t, "http://"+d.http+"/metrics")
+		_, m := httpGet(t, "http://"+d.HTTP+"/metrics")
 		if strings.Contains(m, want) {
 			return
 		}

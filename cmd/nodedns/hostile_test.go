@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // Attacks a pod can make on nodedns's HTTP port, which is on the node's
@@ -31,7 +33,7 @@ func attackSource(i int) *net.TCPAddr {
 // bystanders asks a cached name over UDP and /ready over HTTP (from
 // 127.0.0.1, not an attacking address) every 20 ms until stop, and
 // reports the failures of each.
-func bystanders(t *testing.T, d *daemon, stop <-chan struct{}) (dnsFail, dnsTotal, readyFail, readyTotal *atomic.Int64, wait func()) {
+func bystanders(t *testing.T, d *testutil.Daemon, stop <-chan struct{}) (dnsFail, dnsTotal, readyFail, readyTotal *atomic.Int64, wait func()) {
 	dnsFail, dnsTotal, readyFail, readyTotal = new(atomic.Int64), new(atomic.Int64), new(atomic.Int64), new(atomic.Int64)
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -43,7 +45,7 @@ func bystanders(t *testing.T, d *daemon, stop <-chan struct{}) (dnsFail, dnsTota
 			case <-time.After(20 * time.Millisecond):
 			}
 			dnsTotal.Add(1)
-			if r, _, err := c.Exchange(query("cached.test.", dns.TypeA), d.dnsAddr); err != nil || r.Rcode != dns.RcodeSuccess {
+			if r, _, err := c.Exchange(query("cached.test.", dns.TypeA), d.DNS); err != nil || r.Rcode != dns.RcodeSuccess {
 				dnsFail.Add(1)
 			}
 		}
@@ -57,7 +59,7 @@ func bystanders(t *testing.T, d *daemon, stop <-chan struct{}) (dnsFail, dnsTota
 			case <-time.After(20 * time.Millisecond):
 			}
 			readyTotal.Add(1)
-			resp, err := hc.Get("http://" + d.http + "/ready")
+			resp, err := hc.Get("http://" + d.HTTP + "/ready")
 			if err != nil {
 				readyFail.Add(1)
 				continue
@@ -109,17 +111,17 @@ func TestHostileHTTP(t *testing.T) {
 		{"600 connections streaming header bytes", streamHeaders},
 	} {
 		t.Run(attack.name, func(t *testing.T) {
-			d := startDaemon(t, "--upstream", up.addr)
-			if r, err := exchangeDNS(d.dnsAddr, query("cached.test.", dns.TypeA)); err != nil || r.Rcode != dns.RcodeSuccess {
+			d := testutil.StartDaemon(t, "--upstream", up.Addr)
+			if r, err := exchangeDNS(d.DNS, query("cached.test.", dns.TypeA)); err != nil || r.Rcode != dns.RcodeSuccess {
 				t.Fatalf("warming the cache: %v %v", r, err)
 			}
 			time.Sleep(200 * time.Millisecond) // the GC after start-up settles
-			before := rss(t, d.cmd.Process.Pid)
+			before := rss(t, d.Cmd.Process.Pid)
 			stop := make(chan struct{})
-			peak := peakRSS(t, d.cmd.Process.Pid, stop)
+			peak := peakRSS(t, d.Cmd.Process.Pid, stop)
 			dnsFail, dnsTotal, readyFail, readyTotal, wait := bystanders(t, d, stop)
 			attackDone := make(chan struct{})
-			go func() { defer close(attackDone); attack.run(t, d.http, stop) }()
+			go func() { defer close(attackDone); attack.run(t, d.HTTP, stop) }()
 			time.Sleep(5 * time.Second)
 			close(stop)
 			wait()
@@ -227,9 +229,9 @@ func streamHeaders(t *testing.T, addr string, stop <-chan struct{}) {
 }
 
 // metricValue reads one unlabelled series from the daemon's /metrics.
-func metricValue(t *testing.T, d *daemon, name string) float64 {
+func metricValue(t *testing.T, d *testutil.Daemon, name string) float64 {
 	t.Helper()
-	_, body := httpGet(t, "http://"+d.http+"/metrics")
+	_, body := httpGet(t, "http://"+d.HTTP+"/metrics")
 	for _, line := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			var f float64

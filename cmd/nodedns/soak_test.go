@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // TestSoak runs nodedns for NODEDNS_SOAK (e.g. 1m, as make test does, or
@@ -40,22 +42,22 @@ server:
   request_timeout: 1s
   max_queue_wait: 300ms
   stale_answer_timeout: 200ms
-`, up.addr))
+`, up.Addr))
 	// A small cache, so that it is full within the first cycles (the storms
 	// fill it with their unique names): growth after that is not the cache.
-	d := startDaemon(t, "--config", cfg, "--cache-size", "4MiB")
+	d := testutil.StartDaemon(t, "--config", cfg, "--cache-size", "4MiB")
 	var warm []string
 	for i := range 200 {
 		warm = append(warm, fmt.Sprintf("w%d.warm.test.", i))
 	}
 	for _, n := range warm {
-		ask(t, d.dnsAddr, n)
+		ask(t, d.DNS, n)
 	}
 
 	var o atomic.Pointer[outcome]
 	o.Store(new(outcome))
 	stop := make(chan struct{})
-	clients := load(d.dnsAddr, 4, warm, o.Load, stop)
+	clients := load(d.DNS, 4, warm, o.Load, stop)
 	var storms sync.WaitGroup
 	defer func() {
 		close(stop)
@@ -78,11 +80,11 @@ server:
 		storms.Add(1)
 		go func() {
 			defer storms.Done()
-			storm(t, d.dnsAddr, "127.0.0.16", 5000, 2*time.Second, cycle)
+			storm(t, d.DNS, "127.0.0.16", 5000, 2*time.Second, cycle)
 		}()
 		time.Sleep(3 * time.Second)
 		storms.Wait()
-		samples = append(samples, sample{time.Since(start), rss(t, d.cmd.Process.Pid), goroutines(t, d)})
+		samples = append(samples, sample{time.Since(start), rss(t, d.Cmd.Process.Pid), goroutines(t, d)})
 	}
 	up.set(modeOK)
 	got := o.Load()
@@ -173,8 +175,8 @@ func rss(t *testing.T, pid int) int64 {
 }
 
 // goroutines returns go_goroutines from the daemon's metrics.
-func goroutines(t *testing.T, d *daemon) int {
-	_, m := httpGet(t, "http://"+d.http+"/metrics")
+func goroutines(t *testing.T, d *testutil.Daemon) int {
+	_, m := httpGet(t, "http://"+d.HTTP+"/metrics")
 	for _, l := range strings.Split(m, "\n") {
 		if v, ok := strings.CutPrefix(l, "go_goroutines "); ok {
 			n, _ := strconv.Atoi(v)

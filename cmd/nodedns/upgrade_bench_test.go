@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // The hand-over's benchmark (make bench-upgrade; not in make test): the
@@ -23,26 +25,23 @@ func TestUpgradeBench(t *testing.T) {
 	if os.Getenv("NODEDNS_UPGRADE_BENCH") == "" {
 		t.Skip("a benchmark: make bench-upgrade")
 	}
-	benchBin := filepath.Join(t.TempDir(), "nodedns-bench")
-	if out, err := exec.Command("go", "build", "-o", benchBin, "../nodedns-bench").CombinedOutput(); err != nil {
-		t.Fatalf("building nodedns-bench: %v\n%s", err, out)
-	}
+	benchBin := testutil.Binary(t, "./cmd/nodedns-bench")
 	up := startUpstream(t, "192.0.2.1")
 	snap := filepath.Join(t.TempDir(), "cache.snapshot")
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := testutil.FreeAddr(t)
 	t.Setenv("GOMAXPROCS", "1")
-	args := []string{"--upstream", up.addr, "--cache-snapshot", snap, "--handover-wait", "5s", "--prefetch-min-hits", "0"}
-	pin := func(d *daemon) {
-		if out, err := exec.Command("taskset", "-p", "-c", "0", fmt.Sprint(d.cmd.Process.Pid)).CombinedOutput(); err != nil {
+	args := []string{"--upstream", up.Addr, "--cache-snapshot", snap, "--handover-wait", "5s", "--prefetch-min-hits", "0"}
+	pin := func(d *testutil.Daemon) {
+		if out, err := exec.Command("taskset", "-p", "-c", "0", fmt.Sprint(d.Cmd.Process.Pid)).CombinedOutput(); err != nil {
 			t.Fatalf("taskset: %v %s", err, out)
 		}
 	}
-	old := startDaemonAt(t, addr, args...)
+	old := testutil.StartDaemonAt(t, addr, args...)
 	pin(old)
 	const names = 1000
 	bench := func(extra ...string) *exec.Cmd {
 		cmd := exec.Command("taskset", append([]string{"-c", "1", benchBin, "--server", addr, "--names", fmt.Sprint(names), "--zone", "upgrade.test.", "--quiet", "--json"}, extra...)...)
-		dieWithTest(cmd)
+		testutil.DieWithTest(cmd)
 		return cmd
 	}
 	if out, err := bench("--concurrency", "50", "--count", fmt.Sprint(names)).CombinedOutput(); err != nil {
@@ -51,7 +50,7 @@ func TestUpgradeBench(t *testing.T) {
 	upstreamQueries := func() int {
 		n := 0
 		for i := range names {
-			n += up.count(fmt.Sprintf("name-%d.upgrade.test.", i))
+			n += up.Count(fmt.Sprintf("name-%d.upgrade.test.", i))
 		}
 		return n
 	}
@@ -67,13 +66,13 @@ func TestUpgradeBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Second)
-	next := startDaemonAt(t, addr, args...)
+	next := testutil.StartDaemonAt(t, addr, args...)
 	pin(next)
 	time.Sleep(2 * time.Second)
-	if err := old.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := old.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-old.exited; err != nil {
+	if err := old.Wait(); err != nil {
 		t.Fatalf("the old nodedns exited with %v", err)
 	}
 	if err := load.Wait(); err != nil {

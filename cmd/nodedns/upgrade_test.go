@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // An upgrade as a DaemonSet with maxSurge does it: a new nodedns starts
@@ -24,9 +26,9 @@ import (
 func TestDaemonUpgradeLosesNoQueryAndKeepsTheCache(t *testing.T) {
 	up := startUpstream(t, "192.0.2.1")
 	snap := filepath.Join(t.TempDir(), "cache.snapshot")
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	args := []string{"--upstream", up.addr, "--cache-snapshot", snap, "--handover-wait", "5s", "--prefetch-min-hits", "0"}
-	old := startDaemonAt(t, addr, args...)
+	addr := testutil.FreeAddr(t)
+	args := []string{"--upstream", up.Addr, "--cache-snapshot", snap, "--handover-wait", "5s", "--prefetch-min-hits", "0"}
+	old := testutil.StartDaemonAt(t, addr, args...)
 	const names = 300
 	name := func(i int) string { return fmt.Sprintf("n%d.upgrade.test.", i) }
 	for i := range names {
@@ -35,7 +37,7 @@ func TestDaemonUpgradeLosesNoQueryAndKeepsTheCache(t *testing.T) {
 	upstreamQueries := func() int {
 		n := 0
 		for i := range names {
-			n += up.count(name(i))
+			n += up.Count(name(i))
 		}
 		return n
 	}
@@ -83,26 +85,26 @@ func TestDaemonUpgradeLosesNoQueryAndKeepsTheCache(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	// The new pod shares the node's network: its HTTP port too.
-	next := startDaemonAt(t, addr, append(args, "--http-listen", old.http)...)
-	next.http = old.http
-	line := next.waitLog(t, "cache snapshot loaded")
+	next := testutil.StartDaemonAt(t, addr, append(args, "--http-listen", old.HTTP)...)
+	next.HTTP = old.HTTP
+	line := waitLog(t, next, "cache snapshot loaded")
 	time.Sleep(500 * time.Millisecond)
-	if err := old.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := old.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-old.exited; err != nil {
-		t.Fatalf("the old nodedns exited with %v\n%s", err, old.logs)
+	if err := old.Wait(); err != nil {
+		t.Fatalf("the old nodedns exited with %v\n%s", err, old.Out)
 	}
 	wg.Wait()
-	if code, _ := httpGet(t, "http://"+next.http+"/ready"); code != 200 {
+	if code, _ := httpGet(t, "http://"+next.HTTP+"/ready"); code != 200 {
 		t.Errorf("/ready on the shared HTTP port after the upgrade: %d, want the new process's 200", code)
 	}
 
 	if lost := sent.Load() - answered.Load(); lost != 0 || wrong.Load() != 0 {
 		t.Errorf("across the upgrade: %d of %d queries lost, %d wrong answers", lost, sent.Load(), wrong.Load())
 	}
-	if !strings.Contains(old.logs.String(), "handed the listen addresses over") {
-		t.Errorf("the old nodedns did not hand over:\n%s", old.logs)
+	if !strings.Contains(old.Out.String(), "handed the listen addresses over") {
+		t.Errorf("the old nodedns did not hand over:\n%s", old.Out)
 	}
 	if got := upstreamQueries() - warm; got > names/20 {
 		t.Errorf("the new nodedns asked the upstream %d times for the %d names in use, want at most 5%% (%d); its snapshot: %s",

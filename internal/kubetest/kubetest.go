@@ -34,6 +34,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // Versions of the control plane, as tools/kube/go.mod pins them.
@@ -222,7 +224,7 @@ func start(bin, dir string, opts Options) (c *Cluster, err error) {
 	// its bind fails the start with a clear log.
 	ports := []int{2379, 2380, 6443} // a namespace of the test's own has them free
 	if opts.Netns == "" {
-		if ports, err = freePorts(3); err != nil {
+		if ports, err = testutil.TCPPorts(3); err != nil {
 			return nil, err
 		}
 	}
@@ -419,7 +421,10 @@ func (c *Cluster) run(name string, args ...string) (*process, error) {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	cmd.SysProcAttr = sysProcAttr()
+	// Killed by the kernel when the test binary dies without stopping it
+	// (a panic, a timeout, a Shared cluster nobody stopped), so no etcd or
+	// API server outlives its test run; Start forks from no locked thread.
+	testutil.DieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("kubetest: starting %s: %w", name, err)
 	}
@@ -496,22 +501,6 @@ func waitHTTP(url string, token *string, timeout time.Duration, p *process) erro
 			return fmt.Errorf("%s not ready after %v (last: %s); its output:\n%s", url, timeout, last, p.output())
 		}
 	}
-}
-
-// freePorts returns n distinct TCP ports free on 127.0.0.1 a moment ago.
-// Neither etcd nor kube-apiserver can listen on port 0 and report the
-// port; one taken in between fails the start with a clear log.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("kubetest: no free loopback port: %w", err)
-		}
-		defer l.Close() // held until all are chosen, so they differ
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // writeRSAKey writes a new RSA private key, PEM (PKCS #1), to path: the

@@ -1,6 +1,3 @@
-// Package testutil holds what the tests of several packages share: building
-// the binaries they run, fake DNS upstreams, free ports, processes that die
-// with the test.
 package testutil
 
 import (
@@ -32,7 +29,7 @@ func Binary(t testing.TB, pkg string) string {
 }
 
 func build(pkg string) (string, error) {
-	root, err := ModuleRoot()
+	root, err := moduleRoot()
 	if err != nil {
 		return "", err
 	}
@@ -49,6 +46,20 @@ func build(pkg string) (string, error) {
 	}
 	return bin, nil
 }
+
+// Path is the file or directory rel (slash-separated, relative to the
+// module's root) of this repository, for a test that reads or runs it from
+// wherever its package lies.
+func Path(t testing.TB, rel string) string {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(root, filepath.FromSlash(rel))
+}
+
+var moduleRoot = sync.OnceValues(ModuleRoot)
 
 // ModuleRoot is the directory of the module's go.mod.
 func ModuleRoot() (string, error) {

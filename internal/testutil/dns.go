@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,37 +16,105 @@ import (
 	"github.com/nodedns/nodedns/internal/loopnet"
 )
 
+// Serve starts the DNS servers (miekg/dns, each given its socket or
+// listener and its handler), waits until each serves, and shuts them down
+// when the test ends; stop shuts them down before, closing their sockets.
+func Serve(t testing.TB, servers ...*dns.Server) (stop func()) {
+	t.Helper()
+	for _, s := range servers {
+		started := make(chan struct{})
+		notify := s.NotifyStartedFunc
+		s.NotifyStartedFunc = func() {
+			if notify != nil {
+				notify()
+			}
+			close(started)
+		}
+		failed := make(chan error, 1)
+		go func() { failed <- s.ActivateAndServe() }()
+		select {
+		case <-started:
+		case err := <-failed:
+			t.Fatalf("test DNS server: %v", err)
+		case <-time.After(5 * time.Second):
+			t.Fatal("test DNS server did not start in 5 s")
+		}
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			for _, s := range servers {
+				_ = s.Shutdown()
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
 // Upstream is a real DNS server on loopback, over UDP and TCP on one
-// port, whose answers come from a handler; it counts the queries it gets.
+// port, whose answers come from a handler; it counts the queries it gets,
+// in all and by name.
 type Upstream struct {
 	Addr    string
 	Queries atomic.Int64
+
+	stop   func()
+	mu     sync.Mutex
+	byName map[string]int // lower-case question name -> queries
 }
 
-// StartUpstream starts an Upstream; it stops with the test.
+// StartUpstream starts an Upstream on a free port of 127.0.0.1; it stops
+// with the test.
 func StartUpstream(t testing.TB, h dns.HandlerFunc) *Upstream {
 	t.Helper()
-	u := &Upstream{}
 	pc, l, err := loopnet.Loopback()
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.Addr = pc.LocalAddr().String()
+	return ServeUpstream(t, pc, l, h)
+}
+
+// ServeUpstream starts an Upstream on the sockets given (either may be
+// nil: UDP or TCP only), such as sockets opened inside a network
+// namespace (Netns.Do); Addr is pc's address, or l's without pc. It stops
+// with the test.
+func ServeUpstream(t testing.TB, pc net.PacketConn, l net.Listener, h dns.HandlerFunc) *Upstream {
+	t.Helper()
+	u := &Upstream{byName: map[string]int{}}
 	handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		u.Queries.Add(1)
+		if len(r.Question) > 0 {
+			u.mu.Lock()
+			u.byName[strings.ToLower(r.Question[0].Name)]++
+			u.mu.Unlock()
+		}
 		h(w, r)
 	})
-	udp := &dns.Server{PacketConn: pc, Handler: handler}
-	tcp := &dns.Server{Listener: l, Handler: handler}
-	for _, s := range []*dns.Server{udp, tcp} {
-		started := make(chan struct{})
-		s.NotifyStartedFunc = func() { close(started) }
-		go func() { _ = s.ActivateAndServe() }()
-		<-started
-		t.Cleanup(func() { _ = s.Shutdown() })
+	var servers []*dns.Server
+	if pc != nil {
+		u.Addr = pc.LocalAddr().String()
+		servers = append(servers, &dns.Server{PacketConn: pc, Handler: handler})
 	}
+	if l != nil {
+		if u.Addr == "" {
+			u.Addr = l.Addr().String()
+		}
+		servers = append(servers, &dns.Server{Listener: l, Handler: handler})
+	}
+	u.stop = Serve(t, servers...)
 	return u
 }
+
+// Count is the number of queries for name (any case) so far.
+func (u *Upstream) Count(name string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.byName[strings.ToLower(name)]
+}
+
+// Close stops the server and closes its port.
+func (u *Upstream) Close() { u.stop() }
 
 // Zone answers from records written as zone-file text, by name and type:
 // NOERROR with the records of the type asked (none: NODATA), NXDOMAIN for

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // Each UDP query nodedns forwards uses a fresh socket (a fresh source port
@@ -25,7 +27,7 @@ func TestConntrackEntriesPerMiss(t *testing.T) {
 		t.Skip("no conntrack in this kernel")
 	}
 	coredns := buildCoreDNS(t)
-	nodedns := buildNodedns(t)
+	nodedns := testutil.Binary(t, "./cmd/nodedns")
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "test.db"), []byte(`$ORIGIN test.
 @ 3600 IN SOA ns.test. hostmaster.test. 1 7200 1800 86400 60
@@ -43,18 +45,18 @@ func TestConntrackEntriesPerMiss(t *testing.T) {
 	n := newNetns(t, "nameserver 127.0.0.1\n")
 	// A rule that looks at connection state turns conntrack on in the
 	// namespace, as kube-proxy's rules do on a node.
-	n.exec(t, "nft", "add table inet track; add chain inet track out { type filter hook output priority 0; }; add rule inet track out ct state established,related accept")
+	n.Exec(t, "nft", "add table inet track; add chain inet track out { type filter hook output priority 0; }; add rule inet track out ct state established,related accept")
 	// Clients' queries to nodedns are kept out of conntrack, as nodedns's
 	// own node set-up does (nodenet): what is left is nodedns's upstream
 	// traffic.
 	for _, hook := range []string{"prerouting", "output"} {
-		n.exec(t, "nft", fmt.Sprintf("add chain inet track raw%[1]s { type filter hook %[1]s priority raw; }; add rule inet track raw%[1]s udp dport 53 notrack; add rule inet track raw%[1]s udp sport 53 notrack", hook))
+		n.Exec(t, "nft", fmt.Sprintf("add chain inet track raw%[1]s { type filter hook %[1]s priority raw; }; add rule inet track raw%[1]s udp dport 53 notrack; add rule inet track raw%[1]s udp sport 53 notrack", hook))
 	}
-	n.start(t, "coredns", coredns, "-conf", filepath.Join(dir, "Corefile"))
-	n.waitDNS(t, "1053")
+	n.Start(t, "coredns", coredns, "-conf", filepath.Join(dir, "Corefile"))
+	n.WaitDNS(t, "127.0.0.1", "1053")
 
 	count := func() int {
-		v, err := strconv.Atoi(strings.TrimSpace(n.exec(t, "cat", "/proc/sys/net/netfilter/nf_conntrack_count")))
+		v, err := strconv.Atoi(strings.TrimSpace(n.Exec(t, "cat", "/proc/sys/net/netfilter/nf_conntrack_count")))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,10 +64,10 @@ func TestConntrackEntriesPerMiss(t *testing.T) {
 	}
 	const misses = 500
 	measure := func(label string, extra ...string) int {
-		p := n.start(t, "nodedns", append([]string{nodedns, "--listen", "127.0.0.1:53", "--http-listen", "127.0.0.1:9253",
+		p := n.Start(t, "nodedns", append([]string{nodedns, "--listen", "127.0.0.1:53", "--http-listen", "127.0.0.1:9253",
 			"--upstream", "127.0.0.1:1053", "--log-level", "warn"}, extra...)...)
-		defer p.stop()
-		n.waitDNS(t, "53")
+		defer p.Kill()
+		n.WaitDNS(t, "127.0.0.1", "53")
 		before := count()
 		var names []string
 		for i := range misses {
@@ -77,7 +79,7 @@ func TestConntrackEntriesPerMiss(t *testing.T) {
 		if err := os.WriteFile(batch, []byte(strings.Join(names, " A\n")+" A\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		out := n.exec(t, "dig", "@127.0.0.1", "+tries=1", "+time=3", "+short", "-f", batch)
+		out := n.Exec(t, "dig", "@127.0.0.1", "+tries=1", "+time=3", "+short", "-f", batch)
 		if got := strings.Count(out, "192.0.2.30"); got != misses {
 			t.Fatalf("%s: %d of %d misses answered", label, got, misses)
 		}

@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nodedns/nodedns/internal/kubetest"
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // xcheckKnown are the differences between CoreDNS and nodedns the
@@ -91,7 +92,7 @@ func TestSearchStageAgainstCoreDNSKubernetes(t *testing.T) {
 	t.Parallel()
 	cluster := kubetest.Start(t)
 	coredns := buildCoreDNS(t)
-	nodedns := buildNodedns(t)
+	nodedns := testutil.Binary(t, "./cmd/nodedns")
 	fx := xcheckFixtures(t, cluster)
 	for _, cfg := range []xcheckConfig{
 		{name: "kubeadm", expect: fx.expect},
@@ -116,8 +117,11 @@ type xcheckConfig struct {
 func xcheckRun(t *testing.T, cluster *kubetest.Cluster, coredns, nodedns string, cfg xcheckConfig, fx xcheckFixture) {
 	// CoreDNS starts after the objects exist: /ready says its informers
 	// have synced, so it answers from all of them.
-	corePort := xcheckDNSPort(t)
-	ports := xcheckTCPPorts(t, 3)
+	corePort := testutil.FreePort(t)
+	ports, err := testutil.TCPPorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
 	health, ready := ports[0], ports[1]
 	dir := t.TempDir()
 	corefile := fmt.Sprintf(`.:%d {
@@ -136,19 +140,19 @@ func xcheckRun(t *testing.T, cluster *kubetest.Cluster, coredns, nodedns string,
 	if err := os.WriteFile(filepath.Join(dir, "Corefile"), []byte(corefile), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	xcheckStart(t, "coredns", coredns, "-conf", filepath.Join(dir, "Corefile"))
-	xcheckWaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/ready", ready))
+	testutil.StartProcess(t, "coredns", exec.Command(coredns, "-conf", filepath.Join(dir, "Corefile")))
+	testutil.WaitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/ready", ready), 60*time.Second)
 	coreAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(corePort))
 
-	nodePort := xcheckDNSPort(t)
+	nodePort := testutil.FreePort(t)
 	metricsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
-	xcheckStart(t, "nodedns", nodedns, append([]string{
+	testutil.StartProcess(t, "nodedns", exec.Command(nodedns, append([]string{
 		"--listen", net.JoinHostPort("127.0.0.1", strconv.Itoa(nodePort)),
 		"--http-listen", metricsAddr,
 		"--upstream", coreAddr,
 		"--cluster-domain", "cluster.local",
 		"--search=true",
-		"--log-level", "warn"}, cfg.nodeArgs...)...)
+		"--log-level", "warn"}, cfg.nodeArgs...)...))
 	nodeAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(nodePort))
 	xcheckWaitDNS(t, nodeAddr)
 
@@ -486,50 +490,6 @@ func xcheckStageAnswers(t *testing.T, metricsAddr string) float64 {
 	return sum
 }
 
-// xcheckStart runs a process on loopback and stops it (by its PID) when
-// the test ends, showing its output if the test failed.
-func xcheckStart(t *testing.T, name, bin string, args ...string) {
-	t.Helper()
-	out, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	dieWithTest(cmd)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		out.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(out.Name())
-			t.Logf("%s output:\n%s", name, b)
-		}
-	})
-}
-
-// xcheckWaitHTTP waits until url answers 200.
-func xcheckWaitHTTP(t *testing.T, url string) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready: %v", url, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // xcheckWaitDNS waits until addr answers DNS.
 func xcheckWaitDNS(t *testing.T, addr string) {
 	t.Helper()
@@ -546,41 +506,4 @@ func xcheckWaitDNS(t *testing.T, addr string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// xcheckDNSPort returns a port free for both UDP and TCP on 127.0.0.1 a
-// moment ago.
-func xcheckDNSPort(t *testing.T) int {
-	t.Helper()
-	for try := 0; try < 50; try++ {
-		u, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		u.Close()
-		if err == nil {
-			l.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free for both UDP and TCP on 127.0.0.1")
-	return 0
-}
-
-// xcheckTCPPorts returns n distinct TCP ports free on 127.0.0.1 a moment
-// ago.
-func xcheckTCPPorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close() // held until all are chosen, so they differ
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
 }

@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nodedns/nodedns/internal/kubetest"
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // The Kubernetes view against a real control plane, with the network a
@@ -42,7 +43,7 @@ func TestKubernetesView(t *testing.T) {
 	// long tests.
 	t.Parallel()
 	coredns := buildCoreDNS(t)
-	nodedns := buildNodedns(t)
+	nodedns := testutil.Binary(t, "./cmd/nodedns")
 	musl := buildMuslLookup(t)
 	dir := t.TempDir()
 
@@ -52,17 +53,17 @@ func TestKubernetesView(t *testing.T) {
 	sub := 1 + rand.IntN(250)
 	apiAddr := fmt.Sprintf("198.18.%d.2", sub)
 	hostIf, nodeIf := fmt.Sprintf("ndk%dh", sub), fmt.Sprintf("ndk%dn", sub)
-	run(t, "ip", "link", "add", hostIf, "type", "veth", "peer", "name", nodeIf, "netns", node.name)
+	testutil.Run(t, "ip", "link", "add", hostIf, "type", "veth", "peer", "name", nodeIf, "netns", node.Name)
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "delete", hostIf).Run() })
-	run(t, "ip", "addr", "add", fmt.Sprintf("198.18.%d.1/30", sub), "dev", hostIf)
-	run(t, "ip", "link", "set", hostIf, "up")
-	run(t, "ip", "-n", node.name, "addr", "add", apiAddr+"/30", "dev", nodeIf)
-	run(t, "ip", "-n", node.name, "link", "set", nodeIf, "up")
+	testutil.Run(t, "ip", "addr", "add", fmt.Sprintf("198.18.%d.1/30", sub), "dev", hostIf)
+	testutil.Run(t, "ip", "link", "set", hostIf, "up")
+	testutil.Run(t, "ip", "-n", node.Name, "addr", "add", apiAddr+"/30", "dev", nodeIf)
+	testutil.Run(t, "ip", "-n", node.Name, "link", "set", nodeIf, "up")
 	for _, a := range []string{"169.254.20.10", "169.254.20.11", "10.244.0.5", "10.244.0.6"} {
-		run(t, "ip", "-n", node.name, "addr", "add", a+"/32", "dev", "lo")
+		testutil.Run(t, "ip", "-n", node.Name, "addr", "add", a+"/32", "dev", "lo")
 	}
 
-	cluster := kubetest.StartWith(t, kubetest.Options{Netns: node.name, Addr: apiAddr})
+	cluster := kubetest.StartWith(t, kubetest.Options{Netns: node.Name, Addr: apiAddr})
 	ns := cluster.Namespace(t, "shop")
 	cluster.ClusterIPService(t, ns, "web", kubetest.Port("http", corev1.ProtocolTCP, 80))
 	cluster.ClusterIPService(t, "kube-system", "kube-dns", kubetest.Port("dns", corev1.ProtocolUDP, 53))
@@ -84,7 +85,7 @@ func TestKubernetesView(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "test.db"), []byte(ext), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	standIns := map[string]*proc{}
+	standIns := map[string]*testutil.Process{}
 	startStandIn := func(ip string) {
 		conf := filepath.Join(dir, "Corefile-"+ip)
 		corefile := fmt.Sprintf(`cluster.local:53 {
@@ -113,8 +114,8 @@ test:53 {
 		if err := os.WriteFile(conf, []byte(corefile), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		standIns[ip] = node.start(t, "coredns "+ip, coredns, "-conf", conf)
-		node.waitDNSAt(t, ip, "53")
+		standIns[ip] = node.Start(t, "coredns "+ip, coredns, "-conf", conf)
+		node.WaitDNS(t, ip, "53")
 	}
 	startStandIn("10.244.0.5")
 	startStandIn("10.244.0.6")
@@ -122,19 +123,19 @@ test:53 {
 	// The pod: 10.244.1.7 behind a veth pair, routed to the node.
 	pod := newNetns(t, fmt.Sprintf("nameserver 169.254.20.10\nsearch %s.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n", ns))
 	podIf, podPeer := fmt.Sprintf("ndp%dp", sub), fmt.Sprintf("ndp%dn", sub)
-	run(t, "ip", "link", "add", podIf, "netns", pod.name, "type", "veth", "peer", "name", podPeer, "netns", node.name)
-	run(t, "ip", "-n", pod.name, "addr", "add", "10.244.1.7/24", "dev", podIf)
-	run(t, "ip", "-n", pod.name, "link", "set", podIf, "up")
-	run(t, "ip", "-n", pod.name, "route", "add", "default", "via", "10.244.1.1")
-	run(t, "ip", "-n", node.name, "addr", "add", "10.244.1.1/24", "dev", podPeer)
-	run(t, "ip", "-n", node.name, "link", "set", podPeer, "up")
+	testutil.Run(t, "ip", "link", "add", podIf, "netns", pod.Name, "type", "veth", "peer", "name", podPeer, "netns", node.Name)
+	testutil.Run(t, "ip", "-n", pod.Name, "addr", "add", "10.244.1.7/24", "dev", podIf)
+	testutil.Run(t, "ip", "-n", pod.Name, "link", "set", podIf, "up")
+	testutil.Run(t, "ip", "-n", pod.Name, "route", "add", "default", "via", "10.244.1.1")
+	testutil.Run(t, "ip", "-n", node.Name, "addr", "add", "10.244.1.1/24", "dev", podPeer)
+	testutil.Run(t, "ip", "-n", node.Name, "link", "set", podPeer, "up")
 
-	startNodedns := func(extra ...string) *proc {
+	startNodedns := func(extra ...string) *testutil.Process {
 		args := append([]string{nodedns, "--listen", "169.254.20.10:53", "--http-listen", "127.0.0.1:9253",
 			"--upstream", "10.244.0.5:53", "--kube=true", "--kubeconfig", cluster.Kubeconfig,
 			"--node-name", "node-1", "--log-level", "info"}, extra...)
-		p := node.start(t, "nodedns", args...)
-		node.waitDNSAt(t, "169.254.20.10", "53")
+		p := node.Start(t, "nodedns", args...)
+		node.WaitDNS(t, "169.254.20.10", "53")
 		waitFor(t, 60*time.Second, "the view to sync and see both CoreDNS endpoints", func() bool {
 			return metric(t, node, `nodedns_kube_view_synced{resource="services"}`) == 1 &&
 				metric(t, node, `nodedns_kube_view_synced{resource="pods"}`) == 1 &&
@@ -154,7 +155,7 @@ test:53 {
 			start := time.Now()
 			for i := range n {
 				name := fmt.Sprintf("api-%s-%s-%d.example.test", label, libc, i) // two dots, a new name each time
-				if got := pod.exec(t, append(clients[libc], name)...); !strings.Contains(got, "192.0.2.30") {
+				if got := pod.Exec(t, append(clients[libc], name)...); !strings.Contains(got, "192.0.2.30") {
 					t.Fatalf("%s, %s: lookup of %s: %q", label, libc, name, got)
 				}
 			}
@@ -191,19 +192,19 @@ test:53 {
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	nl := node.start(t, "coredns nodelocal", coredns, "-conf", nodelocal)
-	node.waitDNSAt(t, "169.254.20.11", "53")
-	pod.setResolvConf(t, fmt.Sprintf("nameserver 169.254.20.11\nsearch %s.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n", ns))
+	nl := node.Start(t, "coredns nodelocal", coredns, "-conf", nodelocal)
+	node.WaitDNS(t, "169.254.20.11", "53")
+	pod.SetResolvConf(t, fmt.Sprintf("nameserver 169.254.20.11\nsearch %s.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n", ns))
 	coreResults := lookups("nodelocal", func() (float64, float64) {
 		return metricSum(t, node, "169.254.20.11:9153", "coredns_dns_requests_total"),
 			metricSum(t, node, "10.244.0.5:9153", "coredns_dns_requests_total") + metricSum(t, node, "10.244.0.6:9153", "coredns_dns_requests_total")
 	})
-	nl.stop()
-	pod.setResolvConf(t, fmt.Sprintf("nameserver 169.254.20.10\nsearch %s.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n", ns))
+	nl.Kill()
+	pod.SetResolvConf(t, fmt.Sprintf("nameserver 169.254.20.10\nsearch %s.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n", ns))
 
 	p := startNodedns("--autopath=false")
 	plainResults := lookups("plain", nodeddnsCounts)
-	p.stop()
+	p.Kill()
 	startNodedns()
 	autoResults := lookups("autopath", nodeddnsCounts)
 	if n := metric(t, node, `nodedns_autopath_total{result="found"}`); n < 80 {
@@ -261,7 +262,7 @@ test:53 {
 
 	// --- Failover between the cluster DNS pods: one dies; once nodedns
 	// has taken it out, no query fails; back, it is used again.
-	standIns["10.244.0.5"].stop()
+	standIns["10.244.0.5"].Kill()
 	waitFor(t, 30*time.Second, "nodedns to take the dead CoreDNS out", func() bool {
 		return metric(t, node, `nodedns_upstream_healthy{upstream="10.244.0.5:53"}`) == 0
 	})
@@ -293,7 +294,7 @@ test:53 {
 			} `json:"kube_view"`
 		} `json:"detail"`
 	}
-	if err := json.Unmarshal([]byte(node.exec(t, "curl", "-s", "http://127.0.0.1:9253/ready?verbose")), &ready); err != nil ||
+	if err := json.Unmarshal([]byte(node.Exec(t, "curl", "-s", "http://127.0.0.1:9253/ready?verbose")), &ready); err != nil ||
 		!ready.Ready || !slices.Equal(ready.Detail.KubeView.Endpoints, []string{"10.244.0.5:53", "10.244.0.6:53"}) {
 		t.Errorf("/ready?verbose: %+v, %v", ready, err)
 	}
@@ -320,7 +321,7 @@ test:53 {
 				t.Errorf("%v into the outage, %s %s: %q, was %q", time.Since(outage).Round(time.Second), q.name, q.qtype, got, want[q.name])
 			}
 		}
-		if code := strings.TrimSpace(node.exec(t, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:9253/ready")); code != "200" {
+		if code := strings.TrimSpace(node.Exec(t, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:9253/ready")); code != "200" {
 			t.Errorf("/ready %s during the outage", code)
 		}
 		time.Sleep(3 * time.Second)
@@ -352,9 +353,9 @@ test:53 {
 
 // digIn asks server, from inside n, and returns the rcode and the answer
 // records' data.
-func digIn(t *testing.T, n *netns, server, name, qtype string) (string, []string) {
+func digIn(t *testing.T, n *testutil.Netns, server, name, qtype string) (string, []string) {
 	t.Helper()
-	out := n.exec(t, "dig", "@"+server, "+tries=1", "+time=3", "+nocmd", "+noall", "+comments", "+answer", name, qtype)
+	out := n.Exec(t, "dig", "@"+server, "+tries=1", "+time=3", "+nocmd", "+noall", "+comments", "+answer", name, qtype)
 	m := regexp.MustCompile(`status: ([A-Z]+)`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("dig %s %s: %s", name, qtype, out)
@@ -373,9 +374,9 @@ func digIn(t *testing.T, n *netns, server, name, qtype string) (string, []string
 }
 
 // metricSum sums every sample of a metric family served at addr inside n.
-func metricSum(t *testing.T, n *netns, addr, family string) float64 {
+func metricSum(t *testing.T, n *testutil.Netns, addr, family string) float64 {
 	t.Helper()
-	out := n.exec(t, "curl", "-s", "http://"+addr+"/metrics")
+	out := n.Exec(t, "curl", "-s", "http://"+addr+"/metrics")
 	var sum float64
 	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(family) + `(\{[^}]*\})? ([0-9.e+]+)$`)
 	for _, m := range re.FindAllStringSubmatch(out, -1) {

@@ -2,12 +2,7 @@
 
 package deploy
 
-import (
-	"syscall"
-	"testing"
-)
-
-func sysProcAttr() *syscall.SysProcAttr { return nil }
+import "testing"
 
 func setupSeries(t *testing.T) series {
 	t.Skip("node set-up is Linux's")

@@ -7,22 +7,25 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // TestMakefileFuzzesEveryTarget keeps `make fuzz` (part of `make test`)
 // running every fuzz target in the repository.
 func TestMakefileFuzzesEveryTarget(t *testing.T) {
-	mk, err := os.ReadFile("../Makefile")
+	mk, err := os.ReadFile(testutil.Path(t, "Makefile"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	fuzzFunc := regexp.MustCompile(`(?m)^func (Fuzz\w+)\(`)
 	found := 0
-	err = filepath.WalkDir("..", func(path string, d os.DirEntry, err error) error {
+	root := testutil.Path(t, ".")
+	err = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() && (d.Name() == "testdata" || d.Name() == "tools" || strings.HasPrefix(d.Name(), ".")) && path != ".." {
+		if d.IsDir() && (d.Name() == "testdata" || d.Name() == "tools" || strings.HasPrefix(d.Name(), ".")) && path != root {
 			return filepath.SkipDir
 		}
 		if !strings.HasSuffix(path, "_test.go") {
@@ -32,7 +35,11 @@ func TestMakefileFuzzesEveryTarget(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		pkg := "./" + filepath.ToSlash(filepath.Dir(strings.TrimPrefix(path, "../")))
+		rel, err := filepath.Rel(root, filepath.Dir(path))
+		if err != nil {
+			return err
+		}
+		pkg := "./" + filepath.ToSlash(rel)
 		for _, m := range fuzzFunc.FindAllStringSubmatch(string(src), -1) {
 			found++
 			if want := pkg + ":" + m[1]; !strings.Contains(string(mk), want) {
@@ -81,9 +88,9 @@ func TestToolModulesShareVersions(t *testing.T) {
 		return m
 	}
 	sets := map[string]map[string]string{
-		"nodedns":       modules("..", "./..."),
-		"tools/kube":    modules("../tools/kube", "k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kubectl", "go.etcd.io/etcd/server/v3"),
-		"tools/coredns": modules("../tools/coredns", "."),
+		"nodedns":       modules(testutil.Path(t, "."), "./..."),
+		"tools/kube":    modules(testutil.Path(t, "tools/kube"), "k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kubectl", "go.etcd.io/etcd/server/v3"),
+		"tools/coredns": modules(testutil.Path(t, "tools/coredns"), "."),
 	}
 	names := []string{"nodedns", "tools/kube", "tools/coredns"}
 	for i, a := range names {
@@ -101,7 +108,7 @@ func TestToolModulesShareVersions(t *testing.T) {
 // the image's builder) gets the toolchain make uses, which govulncheck
 // checked.
 func TestGoModPinsTheToolchain(t *testing.T) {
-	mk, err := os.ReadFile("../Makefile")
+	mk, err := os.ReadFile(testutil.Path(t, "Makefile"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +116,7 @@ func TestGoModPinsTheToolchain(t *testing.T) {
 	if m == nil {
 		t.Fatal("the Makefile sets no GOTOOLCHAIN")
 	}
-	mod, err := os.ReadFile("../go.mod")
+	mod, err := os.ReadFile(testutil.Path(t, "go.mod"))
 	if err != nil {
 		t.Fatal(err)
 	}

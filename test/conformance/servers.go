@@ -5,146 +5,46 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
-// Proc is a server the test runs as a child process. Its output is kept
-// for the report when it fails.
-type Proc struct {
-	Name string
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
-	err  error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// StartProc starts bin with args in dir, its stdout and stderr captured.
-func StartProc(name, dir, bin string, args ...string) (*Proc, error) {
-	p := &Proc{Name: name, out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Dir = dir
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+// StartServer starts bin with args in dir as the Process name; it dies
+// with the test. Unlike testutil.StartProcess it may run on any goroutine:
+// it returns the error of a failed start.
+func StartServer(t testing.TB, name, dir, bin string, args ...string) (*testutil.Process, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
 	// Its own process group, so that a ^C to the test does not reach it
-	// before Stop does; Stop signals the PID only.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("%s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
+	// before Process.Stop does; Stop signals the PID only.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return testutil.Launch(t, name, cmd)
 }
 
-// Output is what the process has written so far.
-func (p *Proc) Output() string { return p.out.String() }
-
-// Exited reports whether the process has ended.
-func (p *Proc) Exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// Stop sends SIGTERM to the process's PID, waits up to grace for it to
-// exit, then sends SIGKILL and waits for that.
-func (p *Proc) Stop(grace time.Duration) error {
-	if p.Exited() {
-		return nil
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(grace):
-	}
-	_ = p.cmd.Process.Kill()
-	select {
-	case <-p.done:
-		return fmt.Errorf("%s: killed after %v", p.Name, grace)
-	case <-time.After(5 * time.Second):
-		return fmt.Errorf("%s: PID %d still running after SIGKILL", p.Name, p.cmd.Process.Pid)
-	}
-}
-
-// WaitReady asks addr for q until any reply comes back, the process exits
-// or timeout passes.
-func (p *Proc) WaitReady(addr string, q Query, timeout time.Duration) error {
+// WaitReady asks addr for q until any reply comes back, the process p
+// exits or timeout passes.
+func WaitReady(p *testutil.Process, addr string, q Query, timeout time.Duration) error {
 	end := time.Now().Add(timeout)
 	for time.Now().Before(end) {
 		if p.Exited() {
-			return fmt.Errorf("%s exited at start (%v):\n%s", p.Name, p.err, p.Output())
+			return fmt.Errorf("%s exited at start (%v):\n%s", p.Name, p.Wait(), p.Out)
 		}
 		if r := Exchange(addr, q, 200*time.Millisecond); r.Msg != nil {
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("%s not answering on %s after %v:\n%s", p.Name, addr, timeout, p.Output())
-}
-
-// FreePort returns a port of 127.0.0.1 free for both UDP and TCP now.
-func FreePort() (int, error) {
-	for i := 0; i < 50; i++ {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := pc.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		pc.Close()
-		if err == nil {
-			l.Close()
-			return port, nil
-		}
-	}
-	return 0, errors.New("no free port on 127.0.0.1")
-}
-
-// LookBin finds a program in PATH or in the sbin directories, which a
-// non-root PATH often lacks; "" when it is not installed.
-func LookBin(name string) string {
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, d := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
-		p := filepath.Join(d, name)
-		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	return ""
+	return fmt.Errorf("%s not answering on %s after %v:\n%s", p.Name, addr, timeout, p.Out)
 }
 
 // Zone is a zone file of testdata/zones: NAME.zone. A zone file with a
@@ -272,7 +172,7 @@ func SetUpKnot(dir, zoneDir string, port int) (string, error) {
 	if err := os.WriteFile(conf, []byte(KnotConfig(dir, port, zs)), 0o644); err != nil {
 		return "", err
 	}
-	keymgr := LookBin("keymgr")
+	keymgr := testutil.LookBin("keymgr")
 	for _, z := range zs {
 		if z.Sign == "" {
 			continue

@@ -64,7 +64,7 @@ func TestDifferential(t *testing.T) {
 	bins := map[string]string{}
 	var missing []string
 	for _, b := range []string{"knotd", "keymgr", "unbound"} {
-		if bins[b] = LookBin(b); bins[b] == "" {
+		if bins[b] = testutil.LookBin(b); bins[b] == "" {
 			missing = append(missing, b)
 		}
 	}
@@ -105,16 +105,10 @@ func TestDifferential(t *testing.T) {
 	dir := t.TempDir()
 	ports := map[string]int{}
 	for _, name := range []string{"knot", "unbound", "unbound-upstream", "nodedns", "nodedns-http", "nodedns-via-unbound", "nodedns-via-unbound-http", "coredns"} {
-		p, err := FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := testutil.FreePort(t)
 		for _, used := range ports {
 			if used == p {
-				p, err = FreePort()
-				if err != nil {
-					t.Fatal(err)
-				}
+				p = testutil.FreePort(t)
 			}
 		}
 		ports[name] = p
@@ -126,7 +120,10 @@ func TestDifferential(t *testing.T) {
 		nodednsBin = testutil.Binary(t, "./cmd/nodedns")
 	}
 
-	var procs []*Proc
+	// The servers, stopped in the reverse order of their start: by
+	// stopAll once the answers are in, or, when the test ends before,
+	// killed by their Process.
+	var procs []*testutil.Process
 	var procsMu sync.Mutex
 	stopAll := func() {
 		procsMu.Lock()
@@ -138,16 +135,15 @@ func TestDifferential(t *testing.T) {
 		}
 		procs = nil
 	}
-	t.Cleanup(stopAll)
-	startProc := func(name, bin string, args ...string) (*Proc, error) {
-		p, err := StartProc(name, dir, bin, args...)
+	startProc := func(name, bin string, args ...string) (*testutil.Process, error) {
+		p, err := StartServer(t, name, dir, bin, args...)
 		if err != nil {
 			return nil, err
 		}
 		procsMu.Lock()
 		procs = append(procs, p)
 		procsMu.Unlock()
-		return p, p.WaitReady(addr(name), ready, 15*time.Second)
+		return p, WaitReady(p, addr(name), ready, 15*time.Second)
 	}
 
 	knotDir := filepath.Join(dir, "knot")
@@ -278,12 +274,12 @@ func TestDifferential(t *testing.T) {
 		cols = append(cols, Analyse(corpus.Queries, res, names, ti, 0, bounds, k))
 	}
 	if knot.Exited() {
-		t.Errorf("knotd exited during the run:\n%s", knot.Output())
+		t.Errorf("knotd exited during the run:\n%s", knot.Out.String())
 	}
 	logs := map[string]string{}
 	procsMu.Lock()
 	for _, p := range procs {
-		logs[p.Name] = p.Output()
+		logs[p.Name] = p.Out.String()
 	}
 	procsMu.Unlock()
 	stopAll()

@@ -21,16 +21,16 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/vishvananda/netns"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -40,27 +40,6 @@ func TestMain(m *testing.M) {
 		os.Exit(127)
 	}
 	os.Exit(m.Run())
-}
-
-// requireTools skips where the image cannot be built and run, except in
-// CI, where a skip would hide a missing proof.
-func requireTools(t *testing.T) {
-	t.Helper()
-	var missing []string
-	for _, c := range []string{"buildah", "umoci", "ip", "dig", "curl", "nft", "tar"} {
-		if _, err := exec.LookPath(c); err != nil {
-			if _, err := os.Stat("/usr/sbin/" + c); err != nil {
-				missing = append(missing, c)
-			}
-		}
-	}
-	if os.Geteuid() == 0 && len(missing) == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("CI must build and run the image: it needs root and %v (make tools)", missing)
-	}
-	t.Skipf("needs root, buildah, umoci, ip, dig, curl and nft (missing: %v)", missing)
 }
 
 func run(t *testing.T, name string, args ...string) string {
@@ -87,7 +66,7 @@ func runEnv(t *testing.T, env []string, name string, args ...string) string {
 // Dockerfile's promises and the DaemonSet, and runs nodedns from its root
 // filesystem the way the DaemonSet runs it.
 func TestImage(t *testing.T) {
-	requireTools(t)
+	testutil.RequireRoot(t, "buildah", "umoci", "ip", "dig", "curl", "nft", "tar")
 	dir := t.TempDir()
 
 	// Two builds. The second reuses the Go build cache, as a rebuild does;
@@ -101,8 +80,8 @@ func TestImage(t *testing.T) {
 		"REVISION=" + strings.TrimSpace(run(t, "git", "rev-parse", "HEAD")),
 		"SOURCE_DATE_EPOCH=" + strings.TrimSpace(run(t, "git", "log", "-1", "--format=%ct")),
 	}
-	t.Logf("build 1: %s", strings.TrimSpace(runEnv(t, env, "./build.sh", a)))
-	t.Logf("build 2: %s", strings.TrimSpace(runEnv(t, env, "./build.sh", b)))
+	t.Logf("build 1: %s", strings.TrimSpace(runEnv(t, env, testutil.Path(t, "image/build.sh"), a)))
+	t.Logf("build 2: %s", strings.TrimSpace(runEnv(t, env, testutil.Path(t, "image/build.sh"), b)))
 	t.Logf("two builds took %v", time.Since(start).Round(100*time.Millisecond))
 	img := readArchive(t, a)
 	if other := readArchive(t, b); other.digest != img.digest || other.sum != img.sum {
@@ -269,7 +248,7 @@ func readArchive(t *testing.T, path string) *ociImage {
 // decoded strictly.
 func daemonSet(t *testing.T) *appsv1.DaemonSet {
 	t.Helper()
-	raw, err := os.ReadFile("../deploy/nodedns.yaml")
+	raw, err := os.ReadFile(testutil.Path(t, "deploy/nodedns.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,7 +447,8 @@ func runFromImage(t *testing.T, img *ociImage, c corev1.Container, pod *corev1.P
 		t.Errorf("/nodedns --version from the image: %q, %v; want %q", out, err, want)
 	}
 
-	ns := newNetns(t)
+	ns := testutil.NewNetns(t, "nodedns-image")
+	ns.AddAddress(t, hostIP+"/24")
 	up := startUpstream(t, ns)
 
 	// The container as the DaemonSet describes it.
@@ -567,22 +547,17 @@ func runFromImage(t *testing.T, img *ociImage, c corev1.Container, pod *corev1.P
 	spec.Mounts = append(spec.Mounts, bindMount{Source: resolv, Target: "/etc/resolv.conf", ReadOnly: true})
 
 	t.Logf("running %q from the image's root filesystem in %s, caps %v, no_new_privs %v, read-only root %v",
-		spec.Args, ns, sc.Capabilities.Add, spec.NoNewPrivs, spec.ReadOnly)
+		spec.Args, ns.Name, sc.Capabilities.Add, spec.NoNewPrivs, spec.ReadOnly)
 	ct := startContainer(t, ns, spec)
 	if err := ct.waitDNS(); err != nil {
 		t.Fatal(err)
 	}
-	cmd, exited := ct.cmd, ct.exited
-	defer func() {
-		if t.Failed() {
-			t.Logf("nodedns (from the image) printed:\n%s", ct.logs.String())
-		}
-	}()
+	cmd := ct.Cmd
 	t.Logf("answering on %s:53 %v after the start", localIP, ct.ready.Sub(ct.started).Round(time.Millisecond))
 
 	dig := func(args ...string) string {
 		t.Helper()
-		return strings.TrimSpace(run(t, "ip", append([]string{"netns", "exec", ns, "dig", "@" + localIP, "+time=2", "+tries=1", "+short"}, args...)...))
+		return strings.TrimSpace(run(t, "ip", append([]string{"netns", "exec", ns.Name, "dig", "@" + localIP, "+time=2", "+tries=1", "+short"}, args...)...))
 	}
 
 	// The process is the image's binary, in the image's root, as the
@@ -644,7 +619,7 @@ func runFromImage(t *testing.T, img *ociImage, c corev1.Container, pod *corev1.P
 	// HTTP on the node's address, as kubelet probes it.
 	curl := func(path string) string {
 		t.Helper()
-		return run(t, "ip", "netns", "exec", ns, "curl", "-sSf", "--max-time", "5", "http://"+hostIP+":"+httpPort+path)
+		return run(t, "ip", "netns", "exec", ns.Name, "curl", "-sSf", "--max-time", "5", "http://"+hostIP+":"+httpPort+path)
 	}
 	for _, path := range []string{readyPath(c.ReadinessProbe), readyPath(c.LivenessProbe)} {
 		curl(path)
@@ -655,12 +630,12 @@ func runFromImage(t *testing.T, img *ociImage, c corev1.Container, pod *corev1.P
 	// interface (no iptables program to run).
 	setupRules := flagOn(spec.Args, "setup-rules")
 	if flagOn(spec.Args, "setup-interface") {
-		if a := run(t, "ip", "-n", ns, "-o", "addr", "show"); !strings.Contains(a, " "+localIP+"/32 ") {
+		if a := run(t, "ip", "-n", ns.Name, "-o", "addr", "show"); !strings.Contains(a, " "+localIP+"/32 ") {
 			t.Errorf("no %s/32 in the namespace:\n%s", localIP, a)
 		}
 	}
 	if setupRules {
-		rules := run(t, "ip", "netns", "exec", ns, "nft", "list", "ruleset")
+		rules := run(t, "ip", "netns", "exec", ns.Name, "nft", "list", "ruleset")
 		if !strings.Contains(rules, localIP) || !strings.Contains(rules, "notrack") {
 			t.Errorf("no NOTRACK rule for %s in the namespace's nftables ruleset:\n%s", localIP, rules)
 		}
@@ -679,9 +654,8 @@ func runFromImage(t *testing.T, img *ociImage, c corev1.Container, pod *corev1.P
 		grace = time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
 	}
 	select {
-	case err := <-exited:
-		exited <- err
-		if err != nil {
+	case <-ct.Done():
+		if err := ct.Wait(); err != nil {
 			t.Errorf("nodedns exited with %v after SIGTERM", err)
 		}
 	case <-time.After(grace):
@@ -701,7 +675,7 @@ func runFromImage(t *testing.T, img *ociImage, c corev1.Container, pod *corev1.P
 		}
 	}
 	if setupRules {
-		if rules := run(t, "ip", "netns", "exec", ns, "nft", "list", "ruleset"); strings.Contains(rules, localIP) {
+		if rules := run(t, "ip", "netns", "exec", ns.Name, "nft", "list", "ruleset"); strings.Contains(rules, localIP) {
 			t.Errorf("the rules outlive nodedns:\n%s", rules)
 		}
 	}
@@ -709,14 +683,12 @@ func runFromImage(t *testing.T, img *ociImage, c corev1.Container, pod *corev1.P
 
 // container is nodedns started from the image by the runtime's stand-in.
 type container struct {
-	ns             string
-	cmd            *exec.Cmd
-	exited         chan error // receives Wait's result; whoever takes it puts it back
-	logs           *syncBuffer
+	*testutil.Process
+	ns             *testutil.Netns
 	started, ready time.Time
 }
 
-func startContainer(t *testing.T, ns string, spec containerSpec) *container {
+func startContainer(t *testing.T, ns *testutil.Netns, spec containerSpec) *container {
 	t.Helper()
 	specJSON, err := json.Marshal(spec)
 	if err != nil {
@@ -726,35 +698,22 @@ func startContainer(t *testing.T, ns string, spec containerSpec) *container {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &container{ns: ns, logs: new(syncBuffer), exited: make(chan error, 1)}
-	c.cmd = exec.Command("ip", "netns", "exec", ns, self)
-	c.cmd.Env = append(os.Environ(), initEnv+"="+string(specJSON))
-	c.cmd.Stdout, c.cmd.Stderr = c.logs, c.logs
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	c.started = time.Now()
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { c.exited <- c.cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = c.cmd.Process.Kill()
-		c.exited <- <-c.exited
-	})
+	cmd := ns.Command(self)
+	cmd.Env = append(os.Environ(), initEnv+"="+string(specJSON))
+	c := &container{ns: ns, started: time.Now()}
+	c.Process = testutil.StartProcess(t, "nodedns (from the image)", cmd)
 	return c
 }
 
 // waitDNS waits until nodedns answers on localIP:53, for 30 s, or exits.
 func (c *container) waitDNS() error {
 	deadline := time.Now().Add(30 * time.Second)
-	for exec.Command("ip", "netns", "exec", c.ns, "dig", "@"+localIP, "+time=1", "+tries=1", "ready.probe.", "TXT").Run() != nil {
-		select {
-		case err := <-c.exited:
-			c.exited <- err
-			return fmt.Errorf("nodedns exited (%v) before it answered:\n%s", err, c.logs.String())
-		default:
+	for c.ns.Command("dig", "@"+localIP, "+time=1", "+tries=1", "ready.probe.", "TXT").Run() != nil {
+		if c.Exited() {
+			return fmt.Errorf("nodedns exited (%v) before it answered:\n%s", c.Wait(), c.Out)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("nothing answers on %s:53 in %s after 30 s:\n%s", localIP, c.ns, c.logs.String())
+			return fmt.Errorf("nothing answers on %s:53 in %s after 30 s:\n%s", localIP, c.ns.Name, c.Out)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -811,55 +770,29 @@ func grepLines(s, sub string) string {
 	return strings.Join(out, "\n")
 }
 
-// newNetns makes a network namespace with loopback up and the node's
-// address (hostIP) on one end of a veth pair that stays inside it.
-func newNetns(t *testing.T) string {
-	t.Helper()
-	name := fmt.Sprintf("nodedns-image-%d", os.Getpid())
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", name).Run() })
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	run(t, "ip", "-n", name, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
-	run(t, "ip", "-n", name, "addr", "add", hostIP+"/24", "dev", "v0")
-	run(t, "ip", "-n", name, "link", "set", "v0", "up")
-	run(t, "ip", "-n", name, "link", "set", "v1", "up")
-	return name
-}
-
 // upstream stands in for the node's resolver (127.0.0.1:53, in the
 // resolv.conf kubelet gives the pod) and the cluster DNS (127.0.0.1:1053,
 // in testConfig), over UDP and TCP, inside the namespace, and counts the
 // questions each port was asked.
-type upstream struct {
-	mu sync.Mutex
-	n  map[string]int // port/name
-}
+type upstream map[string]*testutil.Upstream // by port
 
-func (u *upstream) count(port, name string) int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.n[port+"/"+name]
-}
+func (u upstream) count(port, name string) int { return u[port].Count(name) }
 
-func startUpstream(t *testing.T, ns string) *upstream {
+func startUpstream(t *testing.T, ns *testutil.Netns) upstream {
 	t.Helper()
-	u := &upstream{n: map[string]int{}}
+	u := upstream{}
 	soa, _ := dns.NewRR(testZone + " 60 IN SOA ns.test. hostmaster.test. 1 7200 1800 86400 60")
 	answers := map[string]string{
 		"53/www." + testZone:                         "www." + testZone + " 300 IN A 192.0.2.10",
 		"1053/kubernetes.default.svc.cluster.local.": "kubernetes.default.svc.cluster.local. 5 IN A " + clusterIP,
 	}
 	for _, port := range []string{"53", "1053"} {
-		handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		handler := func(w dns.ResponseWriter, r *dns.Msg) {
 			m := new(dns.Msg)
 			m.SetReply(r)
 			if len(r.Question) == 1 {
 				q := r.Question[0]
-				name := strings.ToLower(q.Name)
-				u.mu.Lock()
-				u.n[port+"/"+name]++
-				u.mu.Unlock()
-				if rr, ok := answers[port+"/"+name]; ok && q.Qtype == dns.TypeA {
+				if rr, ok := answers[port+"/"+strings.ToLower(q.Name)]; ok && q.Qtype == dns.TypeA {
 					a, _ := dns.NewRR(rr)
 					m.Answer = append(m.Answer, a)
 				} else {
@@ -868,76 +801,21 @@ func startUpstream(t *testing.T, ns string) *upstream {
 				}
 			}
 			_ = w.WriteMsg(m)
-		})
-		pc, l := listenIn(t, ns, "127.0.0.1:"+port)
-		for _, s := range []*dns.Server{{PacketConn: pc, Handler: handler}, {Listener: l, Handler: handler}} {
-			go func() { _ = s.ActivateAndServe() }()
-			t.Cleanup(func() { _ = s.Shutdown() })
 		}
+		// Sockets made by a thread inside the namespace stay there.
+		var pc net.PacketConn
+		var l net.Listener
+		err := ns.Do(func() (err error) {
+			if pc, err = net.ListenPacket("udp", "127.0.0.1:"+port); err != nil {
+				return err
+			}
+			l, err = net.Listen("tcp", "127.0.0.1:"+port)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("listening on 127.0.0.1:%s in %s: %v", port, ns.Name, err)
+		}
+		u[port] = testutil.ServeUpstream(t, pc, l, handler)
 	}
 	return u
-}
-
-// listenIn opens UDP and TCP sockets on addr inside the namespace: made
-// from a thread switched into it, they stay there.
-func listenIn(t *testing.T, ns, addr string) (net.PacketConn, net.Listener) {
-	t.Helper()
-	type result struct {
-		pc  net.PacketConn
-		l   net.Listener
-		err error
-	}
-	done := make(chan result)
-	go func() {
-		runtime.LockOSThread() // never unlocked if the thread cannot switch back: it then ends with the goroutine
-		var r result
-		defer func() { done <- r }()
-		orig, err := netns.Get()
-		if err != nil {
-			r.err = err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			r.err = err
-			return
-		}
-		defer h.Close()
-		if r.err = netns.Set(h); r.err != nil {
-			return
-		}
-		r.pc, r.err = net.ListenPacket("udp", addr)
-		if r.err == nil {
-			r.l, r.err = net.Listen("tcp", addr)
-		}
-		if err := netns.Set(orig); err != nil {
-			r.err = fmt.Errorf("switching back: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-	}()
-	r := <-done
-	if r.err != nil {
-		t.Fatalf("listening on %s in %s: %v", addr, ns, r.err)
-	}
-	return r.pc, r.l
-}
-
-// syncBuffer is a bytes.Buffer for a process's output, read while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

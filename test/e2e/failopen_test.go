@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,7 +16,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	vnetns "github.com/vishvananda/netns"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // Fail-open with the real binary, on a node as Kubernetes makes one: a
@@ -49,7 +49,7 @@ const (
 
 // failBed is a node with kube-proxy emulated, a cluster DNS pod and a pod.
 type failBed struct {
-	node, pod, dnsPod *netns
+	node, pod, dnsPod *testutil.Netns
 	nodedns           string
 	backend           string // iptables-legacy, iptables-nft or nftables
 	listen            []string
@@ -65,22 +65,22 @@ func newFailBed(t *testing.T, coredns, nodedns, backend string, transparent, ipv
 	b.node = newNetns(t, "nameserver "+nodeLocal+"\n")
 	b.dnsPod = newNetns(t, "nameserver 127.0.0.1\n")
 	b.pod = newNetns(t, "")
-	b.node.exec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	b.node.exec(t, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+	b.node.Exec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	b.node.Exec(t, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
 
 	seq := failSeq.Add(1)
-	link := func(pod *netns, n int, ip4, ip6 string) {
+	link := func(pod *testutil.Netns, n int, ip4, ip6 string) {
 		podIf, nodeIf := fmt.Sprintf("fo%d-%d-%dp", os.Getpid()%10000, seq, n), fmt.Sprintf("fo%d-%d-%dn", os.Getpid()%10000, seq, n)
-		run(t, "ip", "link", "add", podIf, "netns", pod.name, "type", "veth", "peer", "name", nodeIf, "netns", b.node.name)
-		run(t, "ip", "-n", pod.name, "addr", "add", ip4+"/24", "dev", podIf)
-		run(t, "ip", "-n", pod.name, "addr", "add", ip6+"/64", "dev", podIf, "nodad")
-		run(t, "ip", "-n", pod.name, "link", "set", podIf, "up")
+		testutil.Run(t, "ip", "link", "add", podIf, "netns", pod.Name, "type", "veth", "peer", "name", nodeIf, "netns", b.node.Name)
+		testutil.Run(t, "ip", "-n", pod.Name, "addr", "add", ip4+"/24", "dev", podIf)
+		testutil.Run(t, "ip", "-n", pod.Name, "addr", "add", ip6+"/64", "dev", podIf, "nodad")
+		testutil.Run(t, "ip", "-n", pod.Name, "link", "set", podIf, "up")
 		gw4, gw6 := fmt.Sprintf("10.244.%d.1", n), fmt.Sprintf("fd00:244:%d::1", n)
-		run(t, "ip", "-n", pod.name, "route", "add", "default", "via", gw4)
-		run(t, "ip", "-n", pod.name, "-6", "route", "add", "default", "via", gw6)
-		run(t, "ip", "-n", b.node.name, "addr", "add", gw4+"/24", "dev", nodeIf)
-		run(t, "ip", "-n", b.node.name, "addr", "add", gw6+"/64", "dev", nodeIf, "nodad")
-		run(t, "ip", "-n", b.node.name, "link", "set", nodeIf, "up")
+		testutil.Run(t, "ip", "-n", pod.Name, "route", "add", "default", "via", gw4)
+		testutil.Run(t, "ip", "-n", pod.Name, "-6", "route", "add", "default", "via", gw6)
+		testutil.Run(t, "ip", "-n", b.node.Name, "addr", "add", gw4+"/24", "dev", nodeIf)
+		testutil.Run(t, "ip", "-n", b.node.Name, "addr", "add", gw6+"/64", "dev", nodeIf, "nodad")
+		testutil.Run(t, "ip", "-n", b.node.Name, "link", "set", nodeIf, "up")
 	}
 	link(b.pod, 1, podIP, podIP6)
 	link(b.dnsPod, 2, clusterIP, cluster6)
@@ -109,13 +109,13 @@ test:53 {
 	if err := os.WriteFile(filepath.Join(dir, "Corefile"), []byte(corefile), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b.dnsPod.start(t, "coredns", coredns, "-conf", filepath.Join(dir, "Corefile"))
-	b.dnsPod.waitDNSAt(t, clusterIP, "53")
+	b.dnsPod.Start(t, "coredns", coredns, "-conf", filepath.Join(dir, "Corefile"))
+	b.dnsPod.WaitDNS(t, clusterIP, "53")
 
 	// kube-proxy: the kube-dns Service's DNAT to the cluster DNS pod.
 	switch backend {
 	case "nftables":
-		b.node.execStdin(t, nftKubeProxy, "nft", "-f", "-")
+		b.node.ExecStdin(t, nftKubeProxy, "nft", "-f", "-")
 	default:
 		ipt := backend
 		for _, a := range [][]string{
@@ -124,10 +124,10 @@ test:53 {
 			{"-t", "nat", "-I", "OUTPUT", "1", "-j", "KUBE-SERVICES"},
 			{"-t", "mangle", "-N", "KUBE-KUBELET-CANARY"},
 		} {
-			b.node.exec(t, append([]string{ipt, "-w", "5"}, a...)...)
+			b.node.Exec(t, append([]string{ipt, "-w", "5"}, a...)...)
 		}
 		for _, p := range []string{"udp", "tcp"} {
-			b.node.exec(t, ipt, "-w", "5", "-t", "nat", "-A", "KUBE-SERVICES", "-d", kubeDNS+"/32", "-p", p, "--dport", "53",
+			b.node.Exec(t, ipt, "-w", "5", "-t", "nat", "-A", "KUBE-SERVICES", "-d", kubeDNS+"/32", "-p", p, "--dport", "53",
 				"-j", "DNAT", "--to-destination", clusterIP+":53")
 		}
 	}
@@ -143,7 +143,7 @@ test:53 {
 		b.listen = append(b.listen, "["+nodeLoc6+"]:53")
 		b.target = netip.MustParseAddrPort("[" + nodeLoc6 + "]:53")
 	}
-	b.pod.setResolvConf(t, "nameserver "+b.target.Addr().String()+"\noptions attempts:1 timeout:2\n")
+	b.pod.SetResolvConf(t, "nameserver "+b.target.Addr().String()+"\noptions attempts:1 timeout:2\n")
 	return b
 }
 
@@ -164,14 +164,14 @@ const nftKubeProxy = `table ip kube-proxy {
 `
 
 // start runs nodedns on the node with the set-up and fail-open on.
-func (b *failBed) start(t *testing.T, extra ...string) *proc {
+func (b *failBed) start(t *testing.T, extra ...string) *testutil.Process {
 	t.Helper()
-	return b.node.start(t, "nodedns", b.nodeArgs(extra...)...)
+	return b.node.Start(t, "nodedns", b.nodeArgs(extra...)...)
 }
 
 // ready reports whether nodedns's /ready answers 200.
 func (b *failBed) ready() bool {
-	err := exec.Command("ip", "netns", "exec", b.node.name, "curl", "-sf", "-o", "/dev/null", "--max-time", "1", "http://"+b.http+"/ready").Run()
+	err := exec.Command("ip", "netns", "exec", b.node.Name, "curl", "-sf", "-o", "/dev/null", "--max-time", "1", "http://"+b.http+"/ready").Run()
 	return err == nil
 }
 
@@ -179,39 +179,9 @@ func (b *failBed) ready() bool {
 func (b *failBed) ruleset(t *testing.T) string {
 	t.Helper()
 	if b.backend == "nftables" {
-		return b.node.exec(t, "nft", "list", "ruleset")
+		return b.node.Exec(t, "nft", "list", "ruleset")
 	}
-	return b.node.exec(t, b.backend+"-save") + b.node.exec(t, "ip6"+b.backend[len("ip"):]+"-save")
-}
-
-// enterNetns locks the calling goroutine's thread and moves it into ns
-// (which it closes); leave moves it back and unlocks it. The thread must
-// survive: the daemons the tests start die with the thread that forked
-// them (Pdeathsig), and a locked thread whose goroutine ends without
-// unlocking it ends too, killing every daemon forked on it before.
-func enterNetns(ns vnetns.NsHandle) (leave func(), err error) {
-	runtime.LockOSThread()
-	orig, err := vnetns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		ns.Close()
-		return nil, err
-	}
-	if err := vnetns.Set(ns); err != nil {
-		runtime.UnlockOSThread()
-		ns.Close()
-		orig.Close()
-		return nil, err
-	}
-	ns.Close()
-	return func() {
-		// Back where it was, or the thread stays locked and ends with the
-		// goroutine rather than serve others in the wrong namespace.
-		if vnetns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		orig.Close()
-	}, nil
+	return b.node.Exec(t, b.backend+"-save") + b.node.Exec(t, "ip6"+b.backend[len("ip"):]+"-save")
 }
 
 // answer is one query of the stream.
@@ -232,10 +202,6 @@ type stream struct {
 
 func (b *failBed) startStream(t *testing.T, period time.Duration) *stream {
 	t.Helper()
-	ns, err := vnetns.GetFromName(b.pod.name)
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := &stream{stop: make(chan struct{}), done: make(chan struct{})}
 	ready := make(chan error, 1)
 	var wg sync.WaitGroup
@@ -244,7 +210,7 @@ func (b *failBed) startStream(t *testing.T, period time.Duration) *stream {
 		defer wg.Wait()
 		// Sockets are made in the namespace of the thread that makes them:
 		// this one, moved into the pod's while the stream runs.
-		leave, err := enterNetns(ns)
+		leave, err := b.pod.Enter()
 		if err != nil {
 			ready <- err
 			return
@@ -414,29 +380,6 @@ func (s *stream) lost(from, to time.Time) (lost, sent int) {
 // answered.
 func settle(t time.Time) { time.Sleep(time.Until(t.Add(1100 * time.Millisecond))) }
 
-// signal sends sig to the process.
-func (p *proc) signal(t *testing.T, sig syscall.Signal) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// waitExit waits for the process to end after a fatal signal.
-func (p *proc) waitExit(t *testing.T) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		p.once.Do(func() { _ = p.cmd.Wait() })
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the process did not end")
-	}
-}
-
 func TestFailOpen(t *testing.T) {
 	requireRoot(t)
 	// Mostly waiting (for processes and timeouts): beside the other
@@ -444,7 +387,7 @@ func TestFailOpen(t *testing.T) {
 	t.Parallel()
 	requireFirewallTools(t)
 	coredns := buildCoreDNS(t)
-	nodedns := buildNodedns(t)
+	nodedns := testutil.Binary(t, "./cmd/nodedns")
 
 	for _, c := range []struct {
 		mode, backend string
@@ -469,8 +412,8 @@ func TestFailOpen(t *testing.T) {
 
 			// SIGKILL, as an OOM kill: the process gone, its rules left.
 			fault := time.Now()
-			p.signal(t, syscall.SIGKILL)
-			p.waitExit(t)
+			signal(t, p, syscall.SIGKILL)
+			p.WaitExit(t, 10*time.Second)
 			first := s.waitVia(t, fault, "fallback", 5*time.Second)
 			gap := first.Sub(fault)
 			if out := b.getent(t); !strings.Contains(out, "192.0.2.10") {
@@ -497,11 +440,11 @@ func TestFailOpen(t *testing.T) {
 
 			// SIGSTOP: a hung process.
 			fault = time.Now()
-			p.signal(t, syscall.SIGSTOP)
+			signal(t, p, syscall.SIGSTOP)
 			first = s.waitVia(t, fault, "fallback", 6*time.Second)
 			gap = first.Sub(fault)
 			cont := time.Now()
-			p.signal(t, syscall.SIGCONT)
+			signal(t, p, syscall.SIGCONT)
 			back = s.waitVia(t, cont, "nodedns", 5*time.Second)
 			settle(time.Now())
 			lost, sent = s.lost(fault, first)
@@ -519,11 +462,11 @@ func TestFailOpen(t *testing.T) {
 			s.halt()
 
 			// SIGTERM with no successor: an uninstall, nothing left.
-			p.terminate(t)
+			terminate(t, p)
 			if rs := b.ruleset(t); strings.Contains(rs, "nodedns") || strings.Contains(rs, "NODEDNS") {
 				t.Errorf("rules left after SIGTERM:\n%s", rs)
 			}
-			if out := run(t, "ip", "-n", b.node.name, "addr"); strings.Contains(out, nodeLocal) {
+			if out := testutil.Run(t, "ip", "-n", b.node.Name, "addr"); strings.Contains(out, nodeLocal) {
 				t.Errorf("address left after SIGTERM:\n%s", out)
 			}
 		})
@@ -533,7 +476,7 @@ func TestFailOpen(t *testing.T) {
 // getent resolves a name with glibc in the pod.
 func (b *failBed) getent(t *testing.T) string {
 	t.Helper()
-	out, _ := exec.Command("ip", "netns", "exec", b.pod.name, "getent", "ahosts", "example.test").CombinedOutput()
+	out, _ := exec.Command("ip", "netns", "exec", b.pod.Name, "getent", "ahosts", "example.test").CombinedOutput()
 	return string(out)
 }
 
@@ -556,7 +499,7 @@ func TestFailOpenOOMKill(t *testing.T) {
 		t.Skip("needs the cgroup v1 memory controller")
 	}
 	coredns := buildCoreDNS(t)
-	nodedns := buildNodedns(t)
+	nodedns := testutil.Binary(t, "./cmd/nodedns")
 	b := newFailBed(t, coredns, nodedns, "nftables", false, false)
 
 	cg := filepath.Join(memRoot, fmt.Sprintf("nodedns-e2e-oom-%d", os.Getpid()))
@@ -573,8 +516,8 @@ func TestFailOpenOOMKill(t *testing.T) {
 	// `ip netns exec` mounts a /sys of its own, without the cgroup
 	// hierarchy: the process is moved into the cgroup from here, by PID
 	// (the command execs nodedns in place), before it has cached anything.
-	p := b.node.start(t, "nodedns", b.nodeArgs("--cache-size", "1GiB", "--memory-limit-ratio", "0")...)
-	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(fmt.Sprint(p.cmd.Process.Pid)), 0o644); err != nil {
+	p := b.node.Start(t, "nodedns", b.nodeArgs("--cache-size", "1GiB", "--memory-limit-ratio", "0")...)
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(fmt.Sprint(p.Cmd.Process.Pid)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, 10*time.Second, "nodedns ready", b.ready)
@@ -584,7 +527,7 @@ func TestFailOpenOOMKill(t *testing.T) {
 	stop := b.flood(t, "big.test.", 20000, 90*time.Second)
 	exited := make(chan time.Time, 1)
 	go func() {
-		p.once.Do(func() { _ = p.cmd.Wait() })
+		_ = p.Wait()
 		exited <- time.Now()
 	}()
 	var died time.Time
@@ -595,8 +538,8 @@ func TestFailOpenOOMKill(t *testing.T) {
 		t.Fatal("nodedns was not OOM-killed within 90 s of the flood")
 	}
 	stop()
-	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("nodedns ended with %v, want killed by SIGKILL (the OOM killer):\n%s", p.cmd.ProcessState, p.out.String())
+	if ws, ok := p.Cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("nodedns ended with %v, want killed by SIGKILL (the OOM killer):\n%s", p.Cmd.ProcessState, p.Out.String())
 	}
 	if oc, _ := os.ReadFile(filepath.Join(cg, "memory.oom_control")); !strings.Contains(string(oc), "oom_kill 1") {
 		t.Errorf("memory.oom_control does not count the kill:\n%s", oc)
@@ -627,7 +570,7 @@ func TestFailOpenOOMKill(t *testing.T) {
 		t.Errorf("%d queries lost after the process died and the fallback took over:\n%s", l, s.summary(from))
 	}
 	s.halt()
-	p.terminate(t)
+	terminate(t, p)
 }
 
 // nodeArgs is the command line start uses.
@@ -645,15 +588,11 @@ func (b *failBed) nodeArgs(extra ...string) []string {
 // as fast as one socket goes, bounded by d; stop ends it early.
 func (b *failBed) flood(t *testing.T, zone string, rate int, d time.Duration) (stop func()) {
 	t.Helper()
-	ns, err := vnetns.GetFromName(b.pod.name)
-	if err != nil {
-		t.Fatal(err)
-	}
 	quit := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		leave, err := enterNetns(ns)
+		leave, err := b.pod.Enter()
 		if err != nil {
 			return
 		}

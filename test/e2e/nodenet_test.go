@@ -8,9 +8,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // Node networking (--setup-interface, --setup-rules) with the real binary,
@@ -32,7 +33,7 @@ const recheck = time.Second
 // nodeBed is a node namespace with the stand-in upstream and a pod behind
 // a veth pair.
 type nodeBed struct {
-	node, pod *netns
+	node, pod *testutil.Netns
 	nodedns   string
 }
 
@@ -49,33 +50,33 @@ func newNodeBed(t *testing.T, coredns, nodedns string) *nodeBed {
 		t.Fatal(err)
 	}
 	b := &nodeBed{node: newNetns(t, "nameserver 169.254.20.10\n"), nodedns: nodedns}
-	b.node.start(t, "coredns", coredns, "-conf", filepath.Join(dir, "Corefile"))
-	b.node.waitDNS(t, "1053")
+	b.node.Start(t, "coredns", coredns, "-conf", filepath.Join(dir, "Corefile"))
+	b.node.WaitDNS(t, "127.0.0.1", "1053")
 
 	podSeq++
 	b.pod = newNetns(t, "nameserver 169.254.20.10\noptions attempts:1 timeout:2\n")
 	podIf, nodeIf := fmt.Sprintf("nnp%d-%dp", os.Getpid()%10000, podSeq), fmt.Sprintf("nnp%d-%dn", os.Getpid()%10000, podSeq)
-	run(t, "ip", "link", "add", podIf, "netns", b.pod.name, "type", "veth", "peer", "name", nodeIf, "netns", b.node.name)
-	run(t, "ip", "-n", b.pod.name, "addr", "add", "10.244.1.7/24", "dev", podIf)
-	run(t, "ip", "-n", b.pod.name, "link", "set", podIf, "up")
-	run(t, "ip", "-n", b.pod.name, "route", "add", "default", "via", "10.244.1.1")
-	run(t, "ip", "-n", b.node.name, "addr", "add", "10.244.1.1/24", "dev", nodeIf)
-	run(t, "ip", "-n", b.node.name, "link", "set", nodeIf, "up")
+	testutil.Run(t, "ip", "link", "add", podIf, "netns", b.pod.Name, "type", "veth", "peer", "name", nodeIf, "netns", b.node.Name)
+	testutil.Run(t, "ip", "-n", b.pod.Name, "addr", "add", "10.244.1.7/24", "dev", podIf)
+	testutil.Run(t, "ip", "-n", b.pod.Name, "link", "set", podIf, "up")
+	testutil.Run(t, "ip", "-n", b.pod.Name, "route", "add", "default", "via", "10.244.1.1")
+	testutil.Run(t, "ip", "-n", b.node.Name, "addr", "add", "10.244.1.1/24", "dev", nodeIf)
+	testutil.Run(t, "ip", "-n", b.node.Name, "link", "set", nodeIf, "up")
 	return b
 }
 
 // startNodedns runs nodedns in the node namespace with the set-up on.
-func (b *nodeBed) startNodedns(t *testing.T, extra ...string) *proc {
+func (b *nodeBed) startNodedns(t *testing.T, extra ...string) *testutil.Process {
 	t.Helper()
 	args := append([]string{b.nodedns, "--listen", "169.254.20.10:53", "--http-listen", "169.254.20.10:9253",
 		"--upstream", "127.0.0.1:1053", "--log-level", "info"}, nodeNetFlags...)
-	return b.node.start(t, "nodedns", append(args, extra...)...)
+	return b.node.Start(t, "nodedns", append(args, extra...)...)
 }
 
 // address reports whether the node has 169.254.20.10, and on which link.
 func (b *nodeBed) address(t *testing.T) (string, bool) {
 	t.Helper()
-	for _, line := range strings.Split(run(t, "ip", "-n", b.node.name, "-o", "addr", "show"), "\n") {
+	for _, line := range strings.Split(testutil.Run(t, "ip", "-n", b.node.Name, "-o", "addr", "show"), "\n") {
 		if strings.Contains(line, " 169.254.20.10/32 ") {
 			return strings.Fields(line)[1], true
 		}
@@ -87,9 +88,9 @@ func (b *nodeBed) address(t *testing.T) (string, bool) {
 func (b *nodeBed) ruleset(t *testing.T, backend string) string {
 	t.Helper()
 	if backend == "nftables" {
-		return b.node.exec(t, "nft", "list", "ruleset")
+		return b.node.Exec(t, "nft", "list", "ruleset")
 	}
-	return b.node.exec(t, backend+"-save", "-c")
+	return b.node.Exec(t, backend+"-save", "-c")
 }
 
 // inPlace reports whether the address and every kind of rule are there.
@@ -135,27 +136,8 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 // resolves looks a name up from the pod with glibc, through 169.254.20.10.
 func (b *nodeBed) resolves(t *testing.T) {
 	t.Helper()
-	if out := b.pod.exec(t, "getent", "ahosts", "example.test"); !strings.Contains(out, "192.0.2.10") {
+	if out := b.pod.Exec(t, "getent", "ahosts", "example.test"); !strings.Contains(out, "192.0.2.10") {
 		t.Fatalf("getent ahosts example.test from the pod: %q", out)
-	}
-}
-
-// terminate sends SIGTERM (`ip netns exec` execs nodedns in place) and
-// waits for the process to exit; its output is safe to read afterwards.
-func (p *proc) terminate(t *testing.T) {
-	t.Helper()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		p.once.Do(func() { _ = p.cmd.Wait() })
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-done
-		t.Fatalf("nodedns did not stop within 20 s of SIGTERM:\n%s", p.out.String())
 	}
 }
 
@@ -188,7 +170,7 @@ func TestNodeNetworking(t *testing.T) {
 	requireRoot(t)
 	requireFirewallTools(t)
 	coredns := buildCoreDNS(t)
-	nodedns := buildNodedns(t)
+	nodedns := testutil.Binary(t, "./cmd/nodedns")
 
 	for _, backend := range []string{"iptables", "nftables"} {
 		t.Run(backend, func(t *testing.T) {
@@ -197,7 +179,7 @@ func TestNodeNetworking(t *testing.T) {
 			seen := waitUntil(t, 10*time.Second, "address and rules in place", func() bool { return b.inPlace(t, backend) })
 			link, _ := b.address(t)
 			t.Logf("%s: address (on %s) and rules seen in place %v after the process started (polling every 10 ms)", backend, link, seen.Round(time.Millisecond))
-			b.node.waitDNSAt(t, "169.254.20.10", "53")
+			b.node.WaitDNS(t, "169.254.20.10", "53")
 			b.resolves(t)
 			if got := metricSum(t, b.node, "169.254.20.10:9253", "nodedns_setup_rules_in_place") +
 				metricSum(t, b.node, "169.254.20.10:9253", "nodedns_setup_interface_in_place"); got != 2 {
@@ -211,15 +193,15 @@ func TestNodeNetworking(t *testing.T) {
 			// Someone flushes the rules and deletes the address.
 			switch backend {
 			case "nftables":
-				b.node.exec(t, "nft", "flush", "ruleset")
+				b.node.Exec(t, "nft", "flush", "ruleset")
 			default:
-				b.node.exec(t, "iptables", "-w", "5", "-t", "raw", "-F")
-				b.node.exec(t, "iptables", "-w", "5", "-t", "filter", "-F")
+				b.node.Exec(t, "iptables", "-w", "5", "-t", "raw", "-F")
+				b.node.Exec(t, "iptables", "-w", "5", "-t", "filter", "-F")
 			}
 			if link == "lo" {
-				run(t, "ip", "-n", b.node.name, "addr", "del", "169.254.20.10/32", "dev", "lo")
+				testutil.Run(t, "ip", "-n", b.node.Name, "addr", "del", "169.254.20.10/32", "dev", "lo")
 			} else {
-				run(t, "ip", "-n", b.node.name, "link", "del", link)
+				testutil.Run(t, "ip", "-n", b.node.Name, "link", "del", link)
 			}
 			if b.inPlace(t, backend) {
 				t.Fatal("still in place after the flush")
@@ -233,13 +215,13 @@ func TestNodeNetworking(t *testing.T) {
 				}
 			}
 
-			p.terminate(t)
+			terminate(t, p)
 			if !b.gone(t, backend) {
-				t.Errorf("after SIGTERM: address or rules left:\n%s\n%s", run(t, "ip", "-n", b.node.name, "addr"), b.ruleset(t, backend))
+				t.Errorf("after SIGTERM: address or rules left:\n%s\n%s", testutil.Run(t, "ip", "-n", b.node.Name, "addr"), b.ruleset(t, backend))
 			}
 			// A figure, not a verdict: how long the set-up takes depends
 			// on the machine's load (docs/operations.md has it measured).
-			took := loggedSetupTime(t, p.out.String())
+			took := loggedSetupTime(t, p.Out.String())
 			t.Logf("%s: nodedns logged the set-up in place %v after its start", backend, took.Round(time.Millisecond))
 		})
 	}
@@ -251,20 +233,20 @@ func TestNodeNetworking(t *testing.T) {
 		b := newNodeBed(t, coredns, nodedns)
 		p := b.startNodedns(t, "--skip-teardown", "--interface-name", "lo")
 		waitUntil(t, 10*time.Second, "set-up in place", func() bool { return b.inPlace(t, "nftables") })
-		b.node.waitDNSAt(t, "169.254.20.10", "53")
-		p.terminate(t)
+		b.node.WaitDNS(t, "169.254.20.10", "53")
+		terminate(t, p)
 		if !b.inPlace(t, "nftables") {
-			t.Fatalf("--skip-teardown: the set-up went away at SIGTERM:\n%s", p.out.String())
+			t.Fatalf("--skip-teardown: the set-up went away at SIGTERM:\n%s", p.Out.String())
 		}
 		if link, _ := b.address(t); link != "lo" {
 			t.Errorf("the address is on %s, want lo (--interface-name lo)", link)
 		}
 		p2 := b.startNodedns(t, "--interface-name", "lo")
-		b.node.waitDNSAt(t, "169.254.20.10", "53")
+		b.node.WaitDNS(t, "169.254.20.10", "53")
 		b.resolves(t)
-		p2.terminate(t)
-		if !strings.Contains(p2.out.String(), `"added":0`) {
-			t.Errorf("the second process added rules to a complete set:\n%s", p2.out.String())
+		terminate(t, p2)
+		if !strings.Contains(p2.Out.String(), `"added":0`) {
+			t.Errorf("the second process added rules to a complete set:\n%s", p2.Out.String())
 		}
 		if !b.gone(t, "nftables") {
 			t.Error("the second process left the set-up at SIGTERM")
@@ -277,19 +259,19 @@ func TestNodeNetworking(t *testing.T) {
 		b := newNodeBed(t, coredns, nodedns)
 		old := b.startNodedns(t)
 		waitUntil(t, 10*time.Second, "set-up in place", func() bool { return b.inPlace(t, "nftables") })
-		b.node.waitDNSAt(t, "169.254.20.10", "53")
+		b.node.WaitDNS(t, "169.254.20.10", "53")
 		next := b.startNodedns(t, "--http-listen", "127.0.0.1:9254")
 		waitUntil(t, 10*time.Second, "the new process serving", func() bool {
 			// Not metricSum: curl fails until the new process listens.
-			out, err := exec.Command("ip", "netns", "exec", b.node.name, "curl", "-s", "http://127.0.0.1:9254/metrics").Output()
+			out, err := exec.Command("ip", "netns", "exec", b.node.Name, "curl", "-s", "http://127.0.0.1:9254/metrics").Output()
 			return err == nil && strings.Contains(string(out), "\nnodedns_setup_rules_in_place 1\n")
 		})
-		old.terminate(t)
-		if !strings.Contains(old.out.String(), "another process serves the listen addresses") || !b.inPlace(t, "nftables") {
-			t.Fatalf("the old process removed the set-up the new one serves on:\n%s", old.out.String())
+		terminate(t, old)
+		if !strings.Contains(old.Out.String(), "another process serves the listen addresses") || !b.inPlace(t, "nftables") {
+			t.Fatalf("the old process removed the set-up the new one serves on:\n%s", old.Out.String())
 		}
 		b.resolves(t)
-		next.terminate(t)
+		terminate(t, next)
 		if !b.gone(t, "nftables") {
 			t.Error("the last process left the set-up at SIGTERM")
 		}
@@ -301,24 +283,24 @@ func TestNodeNetworking(t *testing.T) {
 	// the pod resolves; without them, its untracked queries are dropped.
 	t.Run("default-drop iptables-nft firewall, no iptables program", func(t *testing.T) {
 		b := newNodeBed(t, coredns, nodedns)
-		b.node.exec(t, "iptables-nft", "-w", "5", "-P", "INPUT", "DROP")
-		b.node.exec(t, "iptables-nft", "-w", "5", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
-		b.node.exec(t, "iptables-nft", "-w", "5", "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+		b.node.Exec(t, "iptables-nft", "-w", "5", "-P", "INPUT", "DROP")
+		b.node.Exec(t, "iptables-nft", "-w", "5", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
+		b.node.Exec(t, "iptables-nft", "-w", "5", "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
 		p := b.startNodedns(t, "--setup-rules-backend", "nftables")
 		waitUntil(t, 10*time.Second, "set-up in place", func() bool { return b.inPlace(t, "nftables") })
-		b.node.waitDNSAt(t, "169.254.20.10", "53")
-		if !strings.Contains(b.node.exec(t, "iptables-nft-save"), "nodedns: accept untracked DNS over udp to 169.254.20.10:53") {
-			t.Fatalf("no ACCEPT in the iptables-nft firewall:\n%s", b.node.exec(t, "iptables-nft-save"))
+		b.node.WaitDNS(t, "169.254.20.10", "53")
+		if !strings.Contains(b.node.Exec(t, "iptables-nft-save"), "nodedns: accept untracked DNS over udp to 169.254.20.10:53") {
+			t.Fatalf("no ACCEPT in the iptables-nft firewall:\n%s", b.node.Exec(t, "iptables-nft-save"))
 		}
 		b.resolves(t)
 		// The same firewall without nodedns's ACCEPTs drops the pod's query.
-		b.node.exec(t, "iptables-nft", "-w", "5", "-D", "INPUT", "-d", "169.254.20.10/32", "-p", "udp", "-m", "udp", "--dport", "53",
+		b.node.Exec(t, "iptables-nft", "-w", "5", "-D", "INPUT", "-d", "169.254.20.10/32", "-p", "udp", "-m", "udp", "--dport", "53",
 			"-m", "comment", "--comment", "nodedns: accept untracked DNS over udp to 169.254.20.10:53", "-j", "ACCEPT")
-		if out, err := exec.Command("ip", "netns", "exec", b.pod.name, "dig", "@169.254.20.10", "+time=1", "+tries=1", "example.test").CombinedOutput(); err == nil && strings.Contains(string(out), "status: NOERROR") {
+		if out, err := exec.Command("ip", "netns", "exec", b.pod.Name, "dig", "@169.254.20.10", "+time=1", "+tries=1", "example.test").CombinedOutput(); err == nil && strings.Contains(string(out), "status: NOERROR") {
 			t.Errorf("the firewall let an untracked query through without the ACCEPT:\n%s", out)
 		}
-		p.terminate(t)
-		if out := b.node.exec(t, "iptables-nft-save"); strings.Contains(out, "nodedns") {
+		terminate(t, p)
+		if out := b.node.Exec(t, "iptables-nft-save"); strings.Contains(out, "nodedns") {
 			t.Errorf("ACCEPTs left after SIGTERM:\n%s", out)
 		}
 	})
@@ -327,17 +309,17 @@ func TestNodeNetworking(t *testing.T) {
 	// go there.
 	t.Run("auto follows kube-proxy's iptables-legacy", func(t *testing.T) {
 		b := newNodeBed(t, coredns, nodedns)
-		b.node.exec(t, "iptables-legacy", "-w", "5", "-t", "nat", "-N", "KUBE-SERVICES")
-		b.node.exec(t, "iptables-legacy", "-w", "5", "-t", "mangle", "-N", "KUBE-KUBELET-CANARY")
+		b.node.Exec(t, "iptables-legacy", "-w", "5", "-t", "nat", "-N", "KUBE-SERVICES")
+		b.node.Exec(t, "iptables-legacy", "-w", "5", "-t", "mangle", "-N", "KUBE-KUBELET-CANARY")
 		p := b.startNodedns(t, "--setup-rules-backend", "auto")
 		waitUntil(t, 10*time.Second, "set-up in place", func() bool { return b.inPlace(t, "iptables-legacy") })
-		b.node.waitDNSAt(t, "169.254.20.10", "53")
+		b.node.WaitDNS(t, "169.254.20.10", "53")
 		b.resolves(t)
 		if got := metricSum(t, b.node, "169.254.20.10:9253", `nodedns_setup_info{backend="iptables-legacy",interface="`+
 			map[bool]string{true: "lo", false: "dummy"}[mustLink(t, b) == "lo"]+`"}`); got != 1 {
 			t.Errorf("nodedns_setup_info does not say iptables-legacy")
 		}
-		p.terminate(t)
+		terminate(t, p)
 		if !b.gone(t, "iptables-legacy") {
 			t.Error("left behind at SIGTERM")
 		}

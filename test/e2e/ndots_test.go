@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // lookupC is a getaddrinfo(AF_UNSPEC) client, built with musl-gcc: what a
@@ -54,7 +56,7 @@ func buildMuslLookup(t *testing.T) string {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, "musl-lookup")
-	run(t, "musl-gcc", "-static", "-O1", "-o", bin, src)
+	testutil.Run(t, "musl-gcc", "-static", "-O1", "-o", bin, src)
 	return bin
 }
 
@@ -67,7 +69,7 @@ func buildMuslLookup(t *testing.T) string {
 func TestNdotsExpansionsWithGlibcAndMusl(t *testing.T) {
 	requireRoot(t)
 	coredns := buildCoreDNS(t)
-	nodedns := buildNodedns(t)
+	nodedns := testutil.Binary(t, "./cmd/nodedns")
 	musl := buildMuslLookup(t)
 	// Every name under test. exists: each lookup can be of a new one.
 	corefile := writeClusterDNS(t, `$ORIGIN test.
@@ -77,8 +79,8 @@ func TestNdotsExpansionsWithGlibcAndMusl(t *testing.T) {
 `)
 	// What kubelet writes for a pod in namespace shop (ClusterFirst).
 	n := newNetns(t, "nameserver 127.0.0.1\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n")
-	n.start(t, "coredns", coredns, "-conf", corefile)
-	n.waitDNS(t, "1053")
+	n.Start(t, "coredns", coredns, "-conf", corefile)
+	n.WaitDNS(t, "127.0.0.1", "1053")
 
 	// External names of 1, 2 and 3 dots, each below ndots:5 so that every
 	// search expansion is tried first.
@@ -105,16 +107,16 @@ func TestNdotsExpansionsWithGlibcAndMusl(t *testing.T) {
 		const runs = 20
 		start := time.Now()
 		for range runs {
-			n.exec(t, append(argv, "localhost")...)
+			n.Exec(t, append(argv, "localhost")...)
 		}
 		startup[libc] = time.Since(start) / runs
 	}
 	measure := func(t *testing.T, searchStage bool) map[string]map[string]result {
 		// A fresh nodedns each time, so that nothing is cached.
-		p := n.start(t, "nodedns", nodedns, "--listen", "127.0.0.1:53", "--http-listen", "127.0.0.1:9253",
+		p := n.Start(t, "nodedns", nodedns, "--listen", "127.0.0.1:53", "--http-listen", "127.0.0.1:9253",
 			"--upstream", "127.0.0.1:1053", "--log-level", "warn", fmt.Sprintf("--search=%v", searchStage))
-		defer p.stop()
-		n.waitDNS(t, "53")
+		defer p.Kill()
+		n.WaitDNS(t, "127.0.0.1", "53")
 		upstream := func() float64 {
 			var sum float64
 			for _, rc := range []string{"NOERROR", "NXDOMAIN"} {
@@ -131,7 +133,7 @@ func TestNdotsExpansionsWithGlibcAndMusl(t *testing.T) {
 				start := time.Now()
 				for i := range lookups {
 					name := fmt.Sprintf(shape.format, libc, i) // a new name each time: nothing cached
-					got := n.exec(t, append(clients[libc], name)...)
+					got := n.Exec(t, append(clients[libc], name)...)
 					if !strings.Contains(got, "192.0.2.") {
 						t.Fatalf("%s lookup of %s: %q", libc, name, got)
 					}
