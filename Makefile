@@ -27,7 +27,7 @@ FUZZ_TARGETS := ./dnswire:FuzzParseQuery ./dnswire:FuzzTTLOffsets ./resolver:Fuz
                 ./upstream:FuzzParseAddr ./upstream:FuzzCheckReply ./bench:FuzzParseQueryFile \
                 ./search:FuzzClassify ./cache:FuzzLoadSnapshot
 
-.PHONY: help build run deploy test tests vet staticcheck vulncheck unit integration memory fuzz-short conformance soak soak-short fuzz bench bench-go bench-suite bench-storm bench-upgrade clean tools image
+.PHONY: help build run deploy test tests checks measured vet staticcheck vulncheck unit integration memory fuzz-short conformance soak soak-short fuzz bench bench-go bench-suite bench-storm bench-upgrade clean tools image
 
 help:
 	@echo "make build        build bin/nodedns and bin/nodedns-bench"
@@ -63,7 +63,7 @@ image:
 
 # The steps of `make test`, in order, each timed (the times go to the log:
 # a cold run must stay within CI's budget).
-TEST_STEPS := tools vet staticcheck vulncheck tests memory conformance soak-short fuzz-short
+TEST_STEPS := tools vet staticcheck vulncheck tests checks
 # Each step's wall time and the CPU time of its processes: on two cores a
 # step whose CPU time is near twice its wall time is compute-bound.
 test: SHELL := /bin/bash
@@ -94,16 +94,30 @@ vulncheck:
 	$(STATIC) ./tools/vulncheck/run.sh -mode binary $(BIN)/nodedns
 
 # The packages under the race detector: every one but the integration
-# tests, which drive the real binaries (built without it) from outside.
-INTEGRATION := ./test/e2e ./test/image ./deploy
+# tests, which drive the real binaries (built without it) from outside,
+# and the control plane's harness, which only they and it use (its
+# clientset, under the race detector, would double the unit tests'
+# compiling).
+INTEGRATION := ./test/e2e ./test/image ./deploy ./internal/kubetest
 unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -skip '^TestDifferential$$' \
-		$$($(GO) list ./... | grep -v -e /test/e2e$$ -e /test/image$$ -e /deploy$$)
+		$$($(GO) list ./... | grep -v -e /test/e2e$$ -e /test/image$$ -e /deploy$$ -e /internal/kubetest$$)
 
 # The end-to-end tests (network namespaces, the control plane, the image):
 # real binaries and real peers, driven from outside.
 integration: tools
 	$(STATIC) $(GO) test -count=1 -timeout 20m $(INTEGRATION)
+
+# The checks of the running binary beside the fuzzing, which is compiling
+# most of its time: memory bounds, conformance and the soak one after the
+# other (the soak measures itself), fuzz-short in parallel.
+checks:
+	$(MAKE) --no-print-directory -j2 --output-sync=target measured fuzz-short
+
+measured:
+	$(MAKE) --no-print-directory memory
+	$(MAKE) --no-print-directory conformance
+	$(MAKE) --no-print-directory soak-short
 
 # Both, side by side: the race detector's compiling and the end-to-end
 # tests' waiting (for processes, timeouts, the API server) share the

@@ -3,8 +3,12 @@ package kubeview
 import (
 	"fmt"
 
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
-	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -31,17 +35,48 @@ func RESTConfig(kubeconfig string) (*rest.Config, error) {
 	return rc, nil
 }
 
+// scheme knows the types the view decodes whole: pods and EndpointSlices,
+// and the watch events that carry them. client-go's typed clients would
+// register every API group of Kubernetes, and link them all into the
+// binary, for these two.
+var (
+	scheme = runtime.NewScheme()
+	codecs = serializer.NewCodecFactory(scheme)
+)
+
+func init() {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, discoveryv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			panic(err)
+		}
+	}
+	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})
+}
+
 // Connect fills cfg's clients from rc.
 func Connect(rc *rest.Config, cfg Config) (Config, error) {
 	var err error
-	if cfg.Core, err = corev1client.NewForConfig(rc); err != nil {
+	if cfg.Core, err = restClient(rc, "/api", corev1.SchemeGroupVersion); err != nil {
 		return cfg, fmt.Errorf("kube: %w", err)
 	}
-	if cfg.Discovery, err = discoveryv1client.NewForConfig(rc); err != nil {
+	if cfg.Discovery, err = restClient(rc, "/apis", discoveryv1.SchemeGroupVersion); err != nil {
 		return cfg, fmt.Errorf("kube: %w", err)
 	}
 	if cfg.Metadata, err = metadata.NewForConfig(rc); err != nil {
 		return cfg, fmt.Errorf("kube: %w", err)
 	}
 	return cfg, nil
+}
+
+// restClient is a client of one API group version, under apiPath ("/api"
+// for the core group, "/apis" for the others).
+func restClient(rc *rest.Config, apiPath string, gv schema.GroupVersion) (rest.Interface, error) {
+	c := rest.CopyConfig(rc)
+	c.APIPath = apiPath
+	c.GroupVersion = &gv
+	c.NegotiatedSerializer = codecs.WithoutConversion()
+	if c.UserAgent == "" {
+		c.UserAgent = rest.DefaultKubernetesUserAgent()
+	}
+	return rest.RESTClientFor(c)
 }

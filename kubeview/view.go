@@ -38,9 +38,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
-	discoveryv1client "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/nodedns/nodedns/search"
@@ -48,11 +47,12 @@ import (
 
 // Config says what to watch and whom to tell.
 type Config struct {
-	// Core and Discovery are the typed clients of the two API groups the
-	// view reads (not the whole clientset, which would link every API
-	// group into the binary); Metadata reads metadata only.
-	Core      corev1client.CoreV1Interface
-	Discovery discoveryv1client.DiscoveryV1Interface
+	// Core and Discovery are REST clients of the two API group versions
+	// the view reads whole, core/v1 and discovery.k8s.io/v1 (Connect
+	// makes them, decoding with a scheme of those two groups alone);
+	// Metadata reads metadata only.
+	Core      rest.Interface
+	Discovery rest.Interface
 	Metadata  metadata.Interface
 	// NodeName is this node's name (the downward API's spec.nodeName);
 	// without it no pod is watched and autopath is off.
@@ -241,17 +241,16 @@ func (v *View) Run(ctx context.Context) {
 	}
 	if v.cfg.NodeName != "" {
 		sel := fields.OneTermEqualSelector("spec.nodeName", v.cfg.NodeName).String()
-		pods := v.cfg.Core.Pods("")
-		run("pods", listWatch(pods.List, pods.Watch, func(o *metav1.ListOptions) { o.FieldSelector = sel }), &corev1.Pod{}, v.pods)
+		run("pods", restListWatch(v.cfg.Core, "", "pods", func() runtime.Object { return &corev1.PodList{} },
+			func(o *metav1.ListOptions) { o.FieldSelector = sel }), &corev1.Pod{}, v.pods)
 	} else {
 		v.log.Info("no node name (NODE_NAME): this node's pods are not watched, autopath is off")
 	}
 	if v.cfg.DNSService != "" {
 		ns, name, _ := strings.Cut(v.cfg.DNSService, "/")
 		sel := discoveryv1.LabelServiceName + "=" + name
-		eps := v.cfg.Discovery.EndpointSlices(ns)
-		run("endpointslices", listWatch(eps.List, eps.Watch, func(o *metav1.ListOptions) { o.LabelSelector = sel }),
-			&discoveryv1.EndpointSlice{}, v.slices)
+		run("endpointslices", restListWatch(v.cfg.Discovery, ns, "endpointslices", func() runtime.Object { return &discoveryv1.EndpointSliceList{} },
+			func(o *metav1.ListOptions) { o.LabelSelector = sel }), &discoveryv1.EndpointSlice{}, v.slices)
 	}
 	wg.Go(func() { v.checkAPI(ctx) })
 	wg.Go(func() { v.flushLoop(ctx) })
@@ -276,6 +275,22 @@ func listWatch[L runtime.Object](list func(context.Context, metav1.ListOptions) 
 			return watchFn(ctx, o)
 		},
 	}
+}
+
+// restListWatch lists and watches resource in namespace ns ("" for all)
+// through c, a list decoded into newList's; tweak applies to every call's
+// options.
+func restListWatch(c rest.Interface, ns, resource string, newList func() runtime.Object, tweak func(*metav1.ListOptions)) cache.ListerWatcher {
+	list := func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		l := newList()
+		err := c.Get().Namespace(ns).Resource(resource).VersionedParams(&o, metav1.ParameterCodec).Do(ctx).Into(l)
+		return l, err
+	}
+	watchFn := func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+		o.Watch = true
+		return c.Get().Namespace(ns).Resource(resource).VersionedParams(&o, metav1.ParameterCodec).Watch(ctx)
+	}
+	return listWatch(list, watchFn, tweak)
 }
 
 // touch records that the API server answered.
@@ -329,7 +344,7 @@ func (v *View) checkAPI(ctx context.Context) {
 	defer t.Stop()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := v.cfg.Core.RESTClient().Get().AbsPath("/version").Do(cctx).Raw()
+		_, err := v.cfg.Core.Get().AbsPath("/version").Do(cctx).Raw()
 		cancel()
 		if err == nil {
 			v.touch()

@@ -13,8 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
 	metafake "k8s.io/client-go/metadata/fake"
+	"k8s.io/client-go/rest"
 
 	"github.com/nodedns/nodedns/search"
 )
@@ -23,8 +23,10 @@ import (
 // reflector would; the clients are never called.
 func newTestView(t *testing.T, cfg Config) *View {
 	t.Helper()
-	cs := fake.NewClientset()
-	cfg.Core, cfg.Discovery = cs.CoreV1(), cs.DiscoveryV1()
+	var err error
+	if cfg, err = Connect(&rest.Config{Host: "http://127.0.0.1:1"}, cfg); err != nil {
+		t.Fatal(err)
+	}
 	cfg.Metadata = metafake.NewSimpleMetadataClient(metafake.NewTestScheme())
 	if cfg.ClusterDomain == "" {
 		cfg.ClusterDomain = "cluster.local"
