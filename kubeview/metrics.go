@@ -36,11 +36,12 @@ func newMetrics(v *View, reg prometheus.Registerer) *metrics {
 		name   string
 		synced func() bool
 		n      func() int
+		lists  func() int64
 	}{
-		{"namespaces", v.namespaces.isSynced, v.namespaces.len},
-		{"services", v.services.isSynced, v.services.len},
-		{"pods", v.pods.isSynced, v.pods.len},
-		{"endpointslices", v.slices.isSynced, v.slices.len},
+		{"namespaces", v.namespaces.isSynced, v.namespaces.len, v.namespaces.replaced.Load},
+		{"services", v.services.isSynced, v.services.len, v.services.replaced.Load},
+		{"pods", v.pods.isSynced, v.pods.len, v.pods.replaced.Load},
+		{"endpointslices", v.slices.isSynced, v.slices.len, v.slices.replaced.Load},
 	}
 	for _, s := range stores {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -58,6 +59,11 @@ func newMetrics(v *View, reg prometheus.Registerer) *metrics {
 			Help:        "Objects of the resource in the view (pods: of this node, with an address).",
 			ConstLabels: prometheus.Labels{"resource": s.name},
 		}, func() float64 { return float64(s.n()) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "nodedns", Subsystem: "kube_view", Name: "lists_total",
+			Help:        "Full lists of the resource into the view: the first, and one whenever a watch could not be resumed (after an API server restart, every node lists again).",
+			ConstLabels: prometheus.Labels{"resource": s.name},
+		}, func() float64 { return float64(s.lists()) }))
 	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts("age_seconds",
 		"Seconds since the Kubernetes API server last answered (a list, a watch event or a version check every 10 s); grows while it is unreachable, and the view is kept.")),

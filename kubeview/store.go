@@ -17,6 +17,10 @@ type keyStore[T any] struct {
 	// extract returns the object's key and value; ok false leaves the
 	// object out (a finished pod, one without an address).
 	extract func(obj any) (key string, val T, ok bool)
+	// keysOnly says that extract needs nothing of an object but its key:
+	// a streamed list (Transformer) and a paginated one (listKeys) are
+	// then reduced to keys as they arrive.
+	keysOnly bool
 	// changed, when not nil, is called after every change, outside the
 	// lock, with the keys added and removed (both empty when an object
 	// changed in place); initial is set for the first full list, whose
@@ -30,12 +34,46 @@ type keyStore[T any] struct {
 	// that works: the view may be missing what changed meanwhile.
 	current atomic.Bool
 	seen    func() // called on every event: the API server is talking
+	// replaced counts full lists (Replace).
+	replaced atomic.Int64
 }
 
-var _ cache.ReflectorStore = (*keyStore[struct{}])(nil)
+var _ cache.TransformingStore = (*keyStore[struct{}])(nil)
 
 func newKeyStore[T any](extract func(obj any) (string, T, bool)) *keyStore[T] {
 	return &keyStore[T]{extract: extract, items: map[string]T{}, seen: func() {}}
+}
+
+// newKeysOnlyStore is a store of keys alone (Namespaces, Services).
+func newKeysOnlyStore() *keyStore[struct{}] {
+	s := newKeyStore(func(obj any) (string, struct{}, bool) {
+		k, err := keyOf(obj)
+		return k, struct{}{}, err == nil
+	})
+	s.keysOnly = true
+	return s
+}
+
+// Transformer implements cache.TransformingStore. A reflector that
+// streams its list (a watch with the initial events, client-go's
+// WatchListClient) gathers the objects in a store of its own until the
+// list is complete, then calls Replace with all of them: a store of keys
+// has each reduced to its key as it arrives, so that the whole list is
+// never held (100,000 Services with their annotations and managed fields
+// are hundreds of megabytes; their keys, a few). Other stores take whole
+// objects: a node's pods and the cluster DNS Service's EndpointSlices are
+// few.
+func (s *keyStore[T]) Transformer() cache.TransformFunc {
+	if !s.keysOnly {
+		return nil
+	}
+	return func(obj any) (any, error) {
+		k, err := keyOf(obj)
+		if err != nil {
+			return nil, err
+		}
+		return cache.ExplicitKey(k), nil
+	}
 }
 
 func (s *keyStore[T]) get(key string) (T, bool) {
@@ -130,6 +168,7 @@ func (s *keyStore[T]) Replace(list []any, _ string) error {
 	s.items = next
 	s.mu.Unlock()
 	s.current.Store(true)
+	s.replaced.Add(1)
 	first := !s.synced.Swap(true)
 	if s.changed == nil {
 		return nil
@@ -156,8 +195,15 @@ func (s *keyStore[T]) Replace(list []any, _ string) error {
 // Resync implements cache.ReflectorStore; there is nothing to resync.
 func (s *keyStore[T]) Resync() error { return nil }
 
-// keyOf is the namespace/name key of an object.
+// keyOf is the namespace/name key of an object, or of what a list
+// reduced it to (Transformer, listKeys).
 func keyOf(obj any) (string, error) {
+	switch k := obj.(type) {
+	case cache.ExplicitKey:
+		return string(k), nil
+	case objectKey:
+		return string(k), nil
+	}
 	m, err := meta.Accessor(obj)
 	if err != nil {
 		return "", err

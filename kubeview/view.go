@@ -8,6 +8,9 @@
 //   - Namespaces and Services are watched metadata-only
 //     (k8s.io/client-go/metadata), and only their keys are kept: the
 //     objects pass through on their way to a key store and are dropped.
+//     Lists too are reduced to keys as they arrive, never held whole: a
+//     streamed list (watch-list) object by object, a paginated one page by
+//     page (list.go). The peak, not only what is kept, stays small.
 //   - Pods are watched on this node only (field selector spec.nodeName),
 //     EndpointSlices of the cluster DNS Service only (label selector).
 //
@@ -152,14 +155,8 @@ func New(cfg Config) (*View, error) {
 		flushWake:  make(chan struct{}, 1),
 		flushAgain: flushAgainAfter,
 	}
-	v.namespaces = newKeyStore(func(obj any) (string, struct{}, bool) {
-		k, err := keyOf(obj)
-		return k, struct{}{}, err == nil
-	})
-	v.services = newKeyStore(func(obj any) (string, struct{}, bool) {
-		k, err := keyOf(obj)
-		return k, struct{}{}, err == nil
-	})
+	v.namespaces = newKeysOnlyStore()
+	v.services = newKeysOnlyStore()
 	v.pods = newKeyStore(v.podOf)
 	v.slices = newKeyStore(readyEndpoints)
 	v.namespaces.changed = func(added, removed []string, initial bool) {
@@ -230,14 +227,13 @@ func (v *View) Run(ctx context.Context) {
 			cache.ReflectorOptions{Name: "nodedns-" + name})
 		wg.Go(func() { r.RunWithContext(ctx) })
 	}
-	none := func(*metav1.ListOptions) {}
 	for _, r := range []struct {
 		name string
 		gvr  schema.GroupVersionResource
 		keys *keyStore[struct{}]
 	}{{"namespaces", namespacesGVR, v.namespaces}, {"services", servicesGVR, v.services}} {
 		res := v.cfg.Metadata.Resource(r.gvr)
-		run(r.name, listWatch(res.List, res.Watch, none), &metav1.PartialObjectMetadata{}, r.keys)
+		run(r.name, keyListWatch(res.List, res.Watch), &metav1.PartialObjectMetadata{}, r.keys)
 	}
 	if v.cfg.NodeName != "" {
 		sel := fields.OneTermEqualSelector("spec.nodeName", v.cfg.NodeName).String()
@@ -330,7 +326,12 @@ func (v *View) watchErrors(resource string, lw cache.ListerWatcher, current func
 				return nil, err
 			}
 			v.touch()
-			current(true)
+			// A watch that begins with the whole list (watch-list) brings
+			// the view up to date once that list is in, when the store
+			// is replaced; until then it holds what it held before.
+			if o.SendInitialEvents == nil || !*o.SendInitialEvents {
+				current(true)
+			}
 			return w, nil
 		},
 	}

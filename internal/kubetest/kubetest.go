@@ -18,9 +18,12 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -79,6 +82,7 @@ type Cluster struct {
 	// apiArgs start the API server again after StopAPIServer.
 	apiArgs []string
 	token   string
+	etcdURL string
 }
 
 // Options place the control plane in a network namespace the test made:
@@ -229,6 +233,7 @@ func start(bin, dir string, opts Options) (c *Cluster, err error) {
 		}
 	}
 	etcdURL := "http://" + net.JoinHostPort(opts.Addr, strconv.Itoa(ports[0]))
+	c.etcdURL = etcdURL
 	peerURL := "http://" + net.JoinHostPort(opts.Addr, strconv.Itoa(ports[1]))
 	etcd, err := c.run("etcd",
 		"--name=kubetest",
@@ -329,6 +334,42 @@ func (c *Cluster) StartAPIServer() error {
 	}
 	if err := waitHTTP(c.Server+"/readyz", &c.token, ReadyTimeout, api); err != nil {
 		return fmt.Errorf("kubetest: kube-apiserver: %w", err)
+	}
+	return nil
+}
+
+// RestartAPIServer stops the API server and starts it again on the same
+// etcd, which keeps every object, as in a control plane's upgrade. While
+// it is down the cluster moves on (a write to etcd, under a key of its
+// own): the new server's watch caches begin after the last version any
+// client saw, so that no client can resume its watches (410 Gone) and
+// each lists everything again.
+func (c *Cluster) RestartAPIServer() error {
+	c.StopAPIServer()
+	if err := c.writeEtcd("/kubetest/restarted", time.Now().String()); err != nil {
+		return err
+	}
+	return c.StartAPIServer()
+}
+
+// writeEtcd puts key in etcd through its JSON gateway.
+func (c *Cluster) writeEtcd(key, value string) error {
+	body, err := json.Marshal(map[string]string{
+		"key":   base64.StdEncoding.EncodeToString([]byte(key)),
+		"value": base64.StdEncoding.EncodeToString([]byte(value)),
+	})
+	if err != nil {
+		return err
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	resp, err := hc.Post(c.etcdURL+"/v3/kv/put", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("kubetest: writing to etcd: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("kubetest: writing to etcd: %s: %s", resp.Status, b)
 	}
 	return nil
 }

@@ -1,14 +1,25 @@
 package kubetest
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // callTimeout bounds each API call of the helpers.
@@ -174,3 +185,113 @@ func (c *Cluster) PodWith(t testing.TB, pod *corev1.Pod, ips ...string) *corev1.
 	}
 	return pod
 }
+
+// CreateMany calls create for i from 0 to n-1 on workers goroutines, with
+// a clientset of its own that talks protobuf and has no client-side rate
+// limit: thousands of objects (hundreds a second on two cores; the API
+// server is the bottleneck). A call that fails with an error worth
+// retrying (the API server busy, a timeout) is tried again, up to 5 times,
+// and a retried create that finds its object already there succeeded. The
+// first other error fails t once the calls under way end.
+func (c *Cluster) CreateMany(t testing.TB, n, workers int, create func(ctx context.Context, cs kubernetes.Interface, i int) error) {
+	t.Helper()
+	rc := rest.CopyConfig(c.Config)
+	rc.QPS, rc.Burst = -1, 0 // no client-side rate limit
+	rc.ContentType = runtime.ContentTypeProtobuf
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		next     atomic.Int64
+		firstErr atomic.Pointer[error]
+		wg       sync.WaitGroup
+	)
+	for range workers {
+		wg.Go(func() {
+			for firstErr.Load() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := createRetrying(cs, i, create); err != nil {
+					err = fmt.Errorf("object %d of %d: %w", i, n, err)
+					firstErr.CompareAndSwap(nil, &err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		t.Fatalf("kubetest: creating %v", *p)
+	}
+}
+
+func createRetrying(cs kubernetes.Interface, i int, create func(ctx context.Context, cs kubernetes.Interface, i int) error) error {
+	var err error
+	for attempt := range 5 {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
+		}
+		ctx, cancel := ctx()
+		err = create(ctx, cs, i)
+		cancel()
+		switch {
+		case err == nil, attempt > 0 && apierrors.IsAlreadyExists(err):
+			return nil
+		case apierrors.IsTooManyRequests(err), apierrors.IsServerTimeout(err), apierrors.IsTimeout(err),
+			apierrors.IsServiceUnavailable(err), errors.Is(err, context.DeadlineExceeded):
+			continue
+		default:
+			return err
+		}
+	}
+	return err
+}
+
+// AppliedService returns a headless Service ns/name as `kubectl apply`
+// leaves one in a real cluster, for tests that measure what clients hold
+// of many: labels, the last-applied-configuration annotation kubectl
+// writes (the object as applied, padded to about 600 bytes, the size of
+// a Service with a few ports, selectors and annotations of its own), and
+// the managedFields entry of the apply. Headless, so that a hundred
+// thousand of them need no ClusterIPs. Create it with FieldManager
+// "kubectl".
+func AppliedService(ns, name string) *corev1.Service {
+	svc := &corev1.Service{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{
+			"app.kubernetes.io/name":    name,
+			"app.kubernetes.io/part-of": ns,
+		}},
+		Spec: corev1.ServiceSpec{
+			ClusterIP: corev1.ClusterIPNone,
+			Selector:  map[string]string{"app.kubernetes.io/name": name},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP,
+				TargetPort: intstr.FromString("http")}},
+		},
+	}
+	applied, err := json.Marshal(svc)
+	if err != nil {
+		panic(err) // a Service always marshals
+	}
+	const annotationSize = 600
+	if pad := annotationSize - len(applied) - 1; pad > 0 {
+		applied = append(applied, bytes.Repeat([]byte(" "), pad)...)
+	}
+	svc.Annotations = map[string]string{corev1.LastAppliedConfigAnnotation: string(applied) + "\n"}
+	now := metav1.Now()
+	svc.ManagedFields = []metav1.ManagedFieldsEntry{{
+		Manager: "kubectl-client-side-apply", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1",
+		Time: &now, FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(appliedServiceFields),
+	}}
+	svc.TypeMeta = metav1.TypeMeta{}
+	return svc
+}
+
+// appliedServiceFields are the fields AppliedService sets, as the API
+// server records them in managedFields.
+const appliedServiceFields = `{"f:metadata":{"f:annotations":{".":{},"f:kubectl.kubernetes.io/last-applied-configuration":{}},` +
+	`"f:labels":{".":{},"f:app.kubernetes.io/name":{},"f:app.kubernetes.io/part-of":{}}},` +
+	`"f:spec":{"f:clusterIP":{},"f:internalTrafficPolicy":{},"f:ports":{".":{},"k:{\"port\":80,\"protocol\":\"TCP\"}":` +
+	`{".":{},"f:name":{},"f:port":{},"f:protocol":{},"f:targetPort":{}}},"f:selector":{},"f:sessionAffinity":{},"f:type":{}}}}`
