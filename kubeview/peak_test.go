@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nodedns/nodedns/internal/kubetest"
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // populate creates nNS namespaces (team-00000...) and nSvc Services as
@@ -122,7 +123,7 @@ func TestViewListPeak(t *testing.T) {
 			stop := heapPeak()
 			start := time.Now()
 			running.Go(func() { v.Run(ctx) })
-			waitUntil(t, 60*time.Second, "the view to sync", v.Synced)
+			testutil.WaitFor(t, 60*time.Second, "the view to sync", v.Synced)
 			peak := stop()
 			t.Logf("%s list of %d namespaces and %d Services: synced in %v, heap peak %.1f MiB above the start (allowed %.1f MiB)",
 				mode.name, v.namespaces.len(), v.services.len(), time.Since(start).Round(10*time.Millisecond), mib(peak), mib(allowed(1)))
@@ -147,7 +148,7 @@ func TestViewListPeak(t *testing.T) {
 	if err := c.RestartAPIServer(); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 2*time.Minute, "both views to list again", func() bool {
+	testutil.WaitFor(t, 2*time.Minute, "both views to list again", func() bool {
 		for name, v := range views {
 			if v.services.replaced.Load() == replaced[name] || !v.Synced() {
 				return false
@@ -183,17 +184,6 @@ func checkViewOf(t *testing.T, v *View, nNS, nSvc int) {
 	}
 	if v.HasService(teamNS(0), serviceName(nSvc)) || v.HasNamespace(teamNS(nNS)) {
 		t.Error("a namespace or Service that does not exist is in the view")
-	}
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

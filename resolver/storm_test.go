@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // fakeClock is a settable clock for the server and its pipeline.
@@ -46,13 +48,7 @@ func (s *switchable) Forward(ctx context.Context, req *dns.Msg) (*dns.Msg, error
 // a metric or a count can show.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, what, cond)
 }
 
 func TestIdenticalMissesShareOneUpstreamQuery(t *testing.T) {
@@ -94,7 +90,7 @@ func TestIdenticalMissesShareOneUpstreamQuery(t *testing.T) {
 			waitFor(t, "the leader", func() bool { return up.Queries.Load() == 1 })
 		} else if i%100 == 0 || i == n-1 {
 			want := float64(i)
-			waitFor(t, "coalesced waiters", func() bool { return testutil.ToFloat64(s.metrics.coalesced) == want })
+			waitFor(t, "coalesced waiters", func() bool { return promtest.ToFloat64(s.metrics.coalesced) == want })
 		}
 	}
 	unblock()
@@ -135,13 +131,13 @@ func TestWaiterCapAnswersAtOnce(t *testing.T) {
 			_, _, _ = c.Exchange(query("hot.test.", dns.TypeA), s.addr)
 		}()
 	}
-	waitFor(t, "one coalesced waiter", func() bool { return testutil.ToFloat64(s.metrics.coalesced) == 1 })
+	waitFor(t, "one coalesced waiter", func() bool { return promtest.ToFloat64(s.metrics.coalesced) == 1 })
 	start := time.Now()
 	r := exchange(t, "udp", s.addr, query("hot.test.", dns.TypeA))
 	if r.Rcode != dns.RcodeServerFailure || time.Since(start) > time.Second {
 		t.Errorf("over the waiter cap: %s after %v, want SERVFAIL at once", dns.RcodeToString[r.Rcode], time.Since(start))
 	}
-	if n := testutil.ToFloat64(s.metrics.shed[shedWaiters]); n != 1 {
+	if n := promtest.ToFloat64(s.metrics.shed[shedWaiters]); n != 1 {
 		t.Errorf("shed{waiters} = %v", n)
 	}
 }
@@ -194,10 +190,10 @@ func TestDeadUpstreamServesStaleWithTTL30(t *testing.T) {
 	if n := calls.Load() - before; n != 1 {
 		t.Errorf("upstream tried %d times, want 1", n)
 	}
-	if n := testutil.ToFloat64(s.metrics.staleServed[staleUpstreamFailed]); n != 1 {
+	if n := promtest.ToFloat64(s.metrics.staleServed[staleUpstreamFailed]); n != 1 {
 		t.Errorf("stale_served{upstream_failed} = %v, want 1", n)
 	}
-	if n := testutil.ToFloat64(s.metrics.staleServed[staleRecheckReason]); n != 2 {
+	if n := promtest.ToFloat64(s.metrics.staleServed[staleRecheckReason]); n != 2 {
 		t.Errorf("stale_served{recheck} = %v, want 2", n)
 	}
 	// Past the stale window the failure shows.
@@ -265,7 +261,7 @@ func TestPrefetchRefreshesHotEntryBeforeExpiry(t *testing.T) {
 	if n := calls.Load(); n != 2 {
 		t.Errorf("upstream calls %d, want 2: the refreshed entry should answer", n)
 	}
-	if n := testutil.ToFloat64(s.metrics.prefetches); n != 1 {
+	if n := promtest.ToFloat64(s.metrics.prefetches); n != 1 {
 		t.Errorf("prefetch_total = %v, want 1", n)
 	}
 }

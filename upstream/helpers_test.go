@@ -278,11 +278,5 @@ func mustGroup(t *testing.T, cfg GroupConfig, m *Metrics, log *zap.Logger) *Grou
 // metric shows.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(testWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.WaitFor(t, testWait, what, cond)
 }

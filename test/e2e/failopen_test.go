@@ -406,7 +406,7 @@ func TestFailOpen(t *testing.T) {
 		t.Run(c.mode+"/"+c.backend, func(t *testing.T) {
 			b := newFailBed(t, coredns, nodedns, c.backend, c.transparent, c.ipv6)
 			p := b.start(t)
-			waitUntil(t, 10*time.Second, "nodedns ready", b.ready)
+			testutil.WaitFor(t, 10*time.Second, "nodedns ready", b.ready)
 			s := b.startStream(t, 10*time.Millisecond)
 			s.waitVia(t, time.Now(), "nodedns", 5*time.Second)
 
@@ -420,7 +420,7 @@ func TestFailOpen(t *testing.T) {
 				t.Errorf("glibc in the pod while failed open: %q", out)
 			}
 			p = b.start(t)
-			waitUntil(t, 10*time.Second, "nodedns ready again", b.ready)
+			testutil.WaitFor(t, 10*time.Second, "nodedns ready again", b.ready)
 			readyAt := time.Now()
 			back := s.waitVia(t, fault.Add(time.Millisecond), "nodedns", 5*time.Second)
 			takeBack := max(back.Sub(readyAt), 0)
@@ -520,7 +520,7 @@ func TestFailOpenOOMKill(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(fmt.Sprint(p.Cmd.Process.Pid)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "nodedns ready", b.ready)
+	testutil.WaitFor(t, 10*time.Second, "nodedns ready", b.ready)
 	s := b.startStream(t, 10*time.Millisecond)
 	s.waitVia(t, time.Now(), "nodedns", 5*time.Second)
 
@@ -552,7 +552,7 @@ func TestFailOpenOOMKill(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	restart := time.Now()
 	p = b.start(t)
-	waitUntil(t, 10*time.Second, "nodedns ready again", b.ready)
+	testutil.WaitFor(t, 10*time.Second, "nodedns ready again", b.ready)
 	readyAt := time.Now()
 	back := s.waitVia(t, restart, "nodedns", 5*time.Second)
 	settle(time.Now())

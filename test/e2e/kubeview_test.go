@@ -136,7 +136,7 @@ test:53 {
 			"--node-name", "node-1", "--log-level", "info"}, extra...)
 		p := node.Start(t, "nodedns", args...)
 		node.WaitDNS(t, "169.254.20.10", "53")
-		waitFor(t, 60*time.Second, "the view to sync and see both CoreDNS endpoints", func() bool {
+		testutil.WaitFor(t, 60*time.Second, "the view to sync and see both CoreDNS endpoints", func() bool {
 			return metric(t, node, `nodedns_kube_view_synced{resource="services"}`) == 1 &&
 				metric(t, node, `nodedns_kube_view_synced{resource="pods"}`) == 1 &&
 				metric(t, node, "nodedns_kube_view_dns_endpoints") == 2
@@ -243,7 +243,7 @@ test:53 {
 	}
 	created := time.Now()
 	cluster.ClusterIPService(t, ns, "db", kubetest.Port("pg", corev1.ProtocolTCP, 5432))
-	waitFor(t, 5*time.Second, db+" to resolve after its Service was created", func() bool {
+	testutil.WaitFor(t, 5*time.Second, db+" to resolve after its Service was created", func() bool {
 		rc, _ := digIn(t, node, "169.254.20.10", db, "A")
 		return rc == "NOERROR"
 	})
@@ -254,7 +254,7 @@ test:53 {
 	}
 	deleted := time.Now()
 	deleteService(t, cluster, ns, "web")
-	waitFor(t, 5*time.Second, web+" to be denied after its Service was deleted", func() bool {
+	testutil.WaitFor(t, 5*time.Second, web+" to be denied after its Service was deleted", func() bool {
 		rc, _ := digIn(t, node, "169.254.20.10", web, "A")
 		return rc == "NXDOMAIN"
 	})
@@ -263,7 +263,7 @@ test:53 {
 	// --- Failover between the cluster DNS pods: one dies; once nodedns
 	// has taken it out, no query fails; back, it is used again.
 	standIns["10.244.0.5"].Kill()
-	waitFor(t, 30*time.Second, "nodedns to take the dead CoreDNS out", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "nodedns to take the dead CoreDNS out", func() bool {
 		return metric(t, node, `nodedns_upstream_healthy{upstream="10.244.0.5:53"}`) == 0
 	})
 	for i := range 40 {
@@ -273,7 +273,7 @@ test:53 {
 		}
 	}
 	startStandIn("10.244.0.5")
-	waitFor(t, 30*time.Second, "nodedns to take the CoreDNS back", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "nodedns to take the CoreDNS back", func() bool {
 		return metric(t, node, `nodedns_upstream_healthy{upstream="10.244.0.5:53"}`) == 1
 	})
 	back := metricSum(t, node, "10.244.0.5:9153", "coredns_dns_requests_total")
@@ -341,12 +341,12 @@ test:53 {
 	// Client-go's reflectors (nodedns's and CoreDNS's) come back with their
 	// backoff, up to half a minute after such an outage, more on a loaded
 	// machine.
-	waitFor(t, 3*time.Minute, cart+" to resolve after the API server came back", func() bool {
+	testutil.WaitFor(t, 3*time.Minute, cart+" to resolve after the API server came back", func() bool {
 		rc, _ := digIn(t, node, "169.254.20.10", cart, "A")
 		return rc == "NOERROR"
 	})
 	t.Logf("after the outage, a new Service resolved %v after its creation", time.Since(restarted).Round(100*time.Millisecond))
-	waitFor(t, 90*time.Second, "the view to watch again", func() bool {
+	testutil.WaitFor(t, 90*time.Second, "the view to watch again", func() bool {
 		return metric(t, node, `nodedns_kube_view_synced{resource="services"}`) == 1
 	})
 }
@@ -386,17 +386,6 @@ func metricSum(t *testing.T, n *testutil.Netns, addr, family string) float64 {
 	return sum
 }
 
-// waitFor polls cond every 100 ms until it holds, failing t after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
 
 // deleteService deletes a Service through the API.
 func deleteService(t *testing.T, c *kubetest.Cluster, ns, name string) {

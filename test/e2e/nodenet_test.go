@@ -120,19 +120,6 @@ func (b *nodeBed) gone(t *testing.T, backend string) bool {
 	return !ok && !strings.Contains(b.ruleset(t, backend), "nodedns")
 }
 
-// waitUntil polls cond every 10 ms and returns how long it took to hold.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not after %v", what, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // resolves looks a name up from the pod with glibc, through 169.254.20.10.
 func (b *nodeBed) resolves(t *testing.T) {
 	t.Helper()
@@ -176,7 +163,7 @@ func TestNodeNetworking(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			b := newNodeBed(t, coredns, nodedns)
 			p := b.startNodedns(t, "--setup-rules-backend", backend)
-			seen := waitUntil(t, 10*time.Second, "address and rules in place", func() bool { return b.inPlace(t, backend) })
+			seen := testutil.WaitFor(t, 10*time.Second, "address and rules in place", func() bool { return b.inPlace(t, backend) })
 			link, _ := b.address(t)
 			t.Logf("%s: address (on %s) and rules seen in place %v after the process started (polling every 10 ms)", backend, link, seen.Round(time.Millisecond))
 			b.node.WaitDNS(t, "169.254.20.10", "53")
@@ -206,7 +193,7 @@ func TestNodeNetworking(t *testing.T) {
 			if b.inPlace(t, backend) {
 				t.Fatal("still in place after the flush")
 			}
-			restored := waitUntil(t, 5*recheck, "restored after a flush", func() bool { return b.inPlace(t, backend) })
+			restored := testutil.WaitFor(t, 5*recheck, "restored after a flush", func() bool { return b.inPlace(t, backend) })
 			t.Logf("%s: restored %v after the flush (re-check period %v)", backend, restored.Round(time.Millisecond), recheck)
 			b.resolves(t)
 			for _, what := range []string{"rules", "address"} {
@@ -232,7 +219,7 @@ func TestNodeNetworking(t *testing.T) {
 	t.Run("skip-teardown", func(t *testing.T) {
 		b := newNodeBed(t, coredns, nodedns)
 		p := b.startNodedns(t, "--skip-teardown", "--interface-name", "lo")
-		waitUntil(t, 10*time.Second, "set-up in place", func() bool { return b.inPlace(t, "nftables") })
+		testutil.WaitFor(t, 10*time.Second, "set-up in place", func() bool { return b.inPlace(t, "nftables") })
 		b.node.WaitDNS(t, "169.254.20.10", "53")
 		terminate(t, p)
 		if !b.inPlace(t, "nftables") {
@@ -258,10 +245,10 @@ func TestNodeNetworking(t *testing.T) {
 	t.Run("old process leaves the set-up to the new one", func(t *testing.T) {
 		b := newNodeBed(t, coredns, nodedns)
 		old := b.startNodedns(t)
-		waitUntil(t, 10*time.Second, "set-up in place", func() bool { return b.inPlace(t, "nftables") })
+		testutil.WaitFor(t, 10*time.Second, "set-up in place", func() bool { return b.inPlace(t, "nftables") })
 		b.node.WaitDNS(t, "169.254.20.10", "53")
 		next := b.startNodedns(t, "--http-listen", "127.0.0.1:9254")
-		waitUntil(t, 10*time.Second, "the new process serving", func() bool {
+		testutil.WaitFor(t, 10*time.Second, "the new process serving", func() bool {
 			// Not metricSum: curl fails until the new process listens.
 			out, err := exec.Command("ip", "netns", "exec", b.node.Name, "curl", "-s", "http://127.0.0.1:9254/metrics").Output()
 			return err == nil && strings.Contains(string(out), "\nnodedns_setup_rules_in_place 1\n")
@@ -287,7 +274,7 @@ func TestNodeNetworking(t *testing.T) {
 		b.node.Exec(t, "iptables-nft", "-w", "5", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
 		b.node.Exec(t, "iptables-nft", "-w", "5", "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
 		p := b.startNodedns(t, "--setup-rules-backend", "nftables")
-		waitUntil(t, 10*time.Second, "set-up in place", func() bool { return b.inPlace(t, "nftables") })
+		testutil.WaitFor(t, 10*time.Second, "set-up in place", func() bool { return b.inPlace(t, "nftables") })
 		b.node.WaitDNS(t, "169.254.20.10", "53")
 		if !strings.Contains(b.node.Exec(t, "iptables-nft-save"), "nodedns: accept untracked DNS over udp to 169.254.20.10:53") {
 			t.Fatalf("no ACCEPT in the iptables-nft firewall:\n%s", b.node.Exec(t, "iptables-nft-save"))
@@ -312,7 +299,7 @@ func TestNodeNetworking(t *testing.T) {
 		b.node.Exec(t, "iptables-legacy", "-w", "5", "-t", "nat", "-N", "KUBE-SERVICES")
 		b.node.Exec(t, "iptables-legacy", "-w", "5", "-t", "mangle", "-N", "KUBE-KUBELET-CANARY")
 		p := b.startNodedns(t, "--setup-rules-backend", "auto")
-		waitUntil(t, 10*time.Second, "set-up in place", func() bool { return b.inPlace(t, "iptables-legacy") })
+		testutil.WaitFor(t, 10*time.Second, "set-up in place", func() bool { return b.inPlace(t, "iptables-legacy") })
 		b.node.WaitDNS(t, "169.254.20.10", "53")
 		b.resolves(t)
 		if got := metricSum(t, b.node, "169.254.20.10:9253", `nodedns_setup_info{backend="iptables-legacy",interface="`+
