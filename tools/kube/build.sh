@@ -50,14 +50,13 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	ldflags+=" -X ${pkg}.gitVersion=${KUBE_VERSION} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor}"
 done
 
-build() { # name package
-	echo "build.sh: building $1 into ${out_dir}" >&2
-	(cd "${here}" && CGO_ENABLED=0 go build -trimpath -mod=readonly -ldflags="${ldflags}" -o "${tmp}/$1" "$2")
-}
-echo "build.sh: Kubernetes ${KUBE_VERSION} and etcd ${ETCD_RELEASE}; a cold build takes 4 to 8 minutes" >&2
-build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
-build kubectl k8s.io/kubernetes/cmd/kubectl
-build etcd go.etcd.io/etcd/server/v3
+echo "build.sh: Kubernetes ${KUBE_VERSION} and etcd ${ETCD_RELEASE} into ${out_dir}; a cold build takes 4 to 8 minutes" >&2
+# One go build for the three: each package is compiled once, and one
+# binary links while the others' packages compile. etcd's main package is
+# go.etcd.io/etcd/server/v3, which go build names "server".
+(cd "${here}" && CGO_ENABLED=0 go build -trimpath -mod=readonly -ldflags="${ldflags}" -o "${tmp}/" \
+	k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3)
+mv "${tmp}/server" "${tmp}/etcd"
 for b in "${bins[@]}"; do
 	mv -f "${tmp}/${b}" "${out_dir}/${b}"
 done
