@@ -386,7 +386,6 @@ func metricSum(t *testing.T, n *testutil.Netns, addr, family string) float64 {
 	return sum
 }
 
-
 // deleteService deletes a Service through the API.
 func deleteService(t *testing.T, c *kubetest.Cluster, ns, name string) {
 	t.Helper()
