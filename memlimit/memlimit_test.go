@@ -267,7 +267,7 @@ func TestApply(t *testing.T) {
 	}
 }
 
-// TestApplyReal runs Apply against this machine with GOMEMLIMIT set, the one
+// TestApplyReal runs Apply against the host it runs on, with GOMEMLIMIT set, the one
 // case that cannot change the test process's runtime settings.
 func TestApplyReal(t *testing.T) {
 	t.Setenv("GOMEMLIMIT", "1GiB")

@@ -764,7 +764,7 @@ func TestConcurrentClients(t *testing.T) {
 
 func TestServesIPv6(t *testing.T) {
 	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
-		t.Skip("no IPv6 loopback on this machine")
+		t.Skip("no IPv6 loopback on the host")
 	} else {
 		c.Close()
 	}

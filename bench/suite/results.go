@@ -340,7 +340,7 @@ type Target struct {
 	Status    string  `json:"status"`
 	Detail    string  `json:"detail,omitempty"`
 	// Why explains a MISS (or an N/A that was measured but cannot be
-	// judged on this machine) in words, for the report's list of misses.
+	// judged on the host that ran the suite) in words, for the report's list of misses.
 	Why string `json:"why,omitempty"`
 }
 

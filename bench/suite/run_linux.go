@@ -164,7 +164,7 @@ func (r *runner) prepare(ctx context.Context) error {
 	h.CPU = cpuModel()
 	h.Git = strings.TrimSpace(r.output(ctx, o.Root, "git", "describe", "--always", "--dirty"))
 	if h.CPUs < 2 || o.ServerCPU >= h.CPUs || o.LoadCPU >= h.CPUs {
-		return fmt.Errorf("need CPUs %d and %d; this machine has %d", o.ServerCPU, o.LoadCPU, h.CPUs)
+		return fmt.Errorf("need CPUs %d and %d; the host has %d", o.ServerCPU, o.LoadCPU, h.CPUs)
 	}
 	if has(o.Servers, NodeDNS) {
 		r.ndFlags = r.output(ctx, "", o.NodeDNS, "--help")

@@ -1,5 +1,5 @@
 // Command nodedns-bench is a DNS load generator for nodedns and other
-// resolvers on this machine. See package bench for the measurement model.
+// resolvers on the local host. See package bench for the measurement model.
 //
 //	nodedns-bench --server 127.0.0.1:53 --names 1000 --concurrency 100 --duration 10s
 //	nodedns-bench --server 127.0.0.1:53 --random-zone miss.test --qps 20000 --json
