@@ -500,6 +500,25 @@ func TestTCPClientAtItsCapKeepsConnectionsNotYetAsked(t *testing.T) {
 	}
 }
 
+// The innocent side of the per-client cap: a client behind one address
+// (hostNetwork pods, a stub that opens a connection per query) that
+// closes each connection after its answer is never refused, however many
+// it opens one after the other.
+func TestTCPClientOpeningOneConnectionAtATimeIsNeverRefused(t *testing.T) {
+	up := startUpstream(t, zone(t, "a.test. 300 IN A 192.0.2.1"))
+	s := startServer(t, Config{TCPMaxConns: 10, TCPMaxConnsPerClient: 2, TCPIdleTimeout: time.Minute}, forwardTo(up.Addr))
+	for i := range 50 {
+		c, err := dialFrom(t, "127.0.0.4", s.addr, "a.test.")
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		_ = c.Close()
+	}
+	if n := promtest.ToFloat64(s.metrics.tcpRejected); n != 0 {
+		t.Errorf("tcp rejected %v, want 0", n)
+	}
+}
+
 // A pool nearly full of idle connections makes room for a new client by
 // closing the one idle longest (RFC 7766 section 6.2.3).
 func TestTCPNearlyFullPoolClosesTheIdlestConnection(t *testing.T) {

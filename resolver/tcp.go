@@ -112,19 +112,19 @@ func (s *Server) admitConn(tc *tcpConn) bool {
 		if victim == nil {
 			return false
 		}
-		victim.evict()
+		s.makeRoom(victim)
 		s.metrics.tcpIdleClosed.Inc()
 	} else if n := len(s.tcpConns); n >= s.cfg.TCPMaxConns*9/10 {
 		minIdle := int64(min(s.tun.Load().tcpIdleTimeout/10, time.Second))
 		if victim := s.idlest(func(o *tcpConn) bool { return o.idleSince(now - minIdle) }); victim != nil {
-			victim.evict()
+			s.makeRoom(victim)
 			s.metrics.tcpIdleClosed.Inc()
 		} else if n >= s.cfg.TCPMaxConns {
 			victim := s.idlestOfBiggest()
 			if victim == nil {
 				return false
 			}
-			victim.evict()
+			s.makeRoom(victim)
 			s.metrics.tcpEvicted.Inc()
 		}
 	}
@@ -135,13 +135,29 @@ func (s *Server) admitConn(tc *tcpConn) bool {
 	return true
 }
 
+// makeRoom closes victim to make room for a new connection. It stops
+// counting against its client's cap at once: its reader may take a moment
+// to end, and meanwhile the client must not be refused for connections
+// already on their way out. s.mu is held.
+func (s *Server) makeRoom(victim *tcpConn) {
+	victim.evict()
+	s.uncount(victim.client)
+}
+
+// uncount takes a connection off its client's count. s.mu is held.
+func (s *Server) uncount(client netip.Addr) {
+	if s.tcpPerClient[client]--; s.tcpPerClient[client] <= 0 {
+		delete(s.tcpPerClient, client)
+	}
+}
+
 // forgetConn takes a connection out of the pool.
 func (s *Server) forgetConn(tc *tcpConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.tcpConns, tc.Conn)
-	if s.tcpPerClient[tc.client]--; s.tcpPerClient[tc.client] <= 0 {
-		delete(s.tcpPerClient, tc.client)
+	if !tc.evicted.Load() { // makeRoom uncounted it
+		s.uncount(tc.client)
 	}
 }
 
