@@ -17,18 +17,13 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/nodedns/nodedns/bench/attack"
 	"github.com/nodedns/nodedns/internal/testutil"
 )
 
 // Attacks a pod can make on nodedns's HTTP port, which is on the node's
 // address. Each is bounded in time and count; each measures the daemon's
 // RSS growth while DNS and /ready must keep answering every time.
-
-// attackSources are loopback addresses the attacking connections come
-// from, as pods come from their own addresses.
-func attackSource(i int) *net.TCPAddr {
-	return &net.TCPAddr{IP: net.IPv4(127, 0, 1+byte(i/250), 1+byte(i%250))}
-}
 
 // bystanders asks a cached name over UDP and /ready over HTTP (from
 // 127.0.0.1, not an attacking address) every 20 ms until stop, and
@@ -153,79 +148,27 @@ func exchangeDNS(addr string, m *dns.Msg) (*dns.Msg, error) {
 	return r, err
 }
 
-// holdIdle opens 15,000 connections from 60 addresses, each asking
-// /health once with keep-alive and then holding the connection idle,
-// and reopens those the daemon closes, until stop.
+// holdIdle holds 15,000 idle keep-alive connections from 60 addresses
+// until stop.
 func holdIdle(t *testing.T, addr string, stop <-chan struct{}) {
-	const conns, sources = 15000, 60
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 256) // connects at once
-	for i := 0; i < conns; i++ {
-		select {
-		case <-stop:
-			wg.Wait()
-			return
-		case sem <- struct{}{}:
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			dl := net.Dialer{LocalAddr: attackSource(i % sources), Timeout: time.Second}
-			c, err := dl.Dial("tcp", addr)
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = fmt.Fprintf(c, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-				buf := make([]byte, 512)
-				for {
-					_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-					if _, err := c.Read(buf); err != nil {
-						if ne, ok := err.(net.Error); ok && ne.Timeout() {
-							select {
-							case <-stop:
-								return
-							default:
-								continue // idle, as the attack wants
-							}
-						}
-						return // closed by the daemon
-					}
-				}
-			}()
-		})
-	}
-	wg.Wait()
-	<-stop
+	var st attack.Stats
+	attack.IdleHTTP(stopContext(stop), addr, "/health", 15000, attack.Sources(1, 60), &st)
+	t.Logf("idle connections: %v", &st)
 }
 
-// streamHeaders opens 600 connections from 100 addresses, each sending a
-// request line and then one header byte every 10 ms, reconnecting when
-// closed, until stop.
+// streamHeaders streams header bytes on 600 connections from 100
+// addresses until stop.
 func streamHeaders(t *testing.T, addr string, stop <-chan struct{}) {
-	const conns, sources = 600, 100
+	var st attack.Stats
+	attack.SlowHeaders(stopContext(stop), addr, "/metrics", 600, attack.Sources(1, 100), &st)
+	t.Logf("streaming connections: %v", &st)
+}
+
+// stopContext is a context done when stop is closed.
+func stopContext(stop <-chan struct{}) context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-stop; cancel() }()
-	var wg sync.WaitGroup
-	for i := 0; i < conns; i++ {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				dl := net.Dialer{LocalAddr: attackSource(i % sources), Timeout: time.Second}
-				c, err := dl.DialContext(ctx, "tcp", addr)
-				if err != nil {
-					time.Sleep(50 * time.Millisecond)
-					continue
-				}
-				_, err = fmt.Fprintf(c, "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: ")
-				for err == nil && ctx.Err() == nil {
-					time.Sleep(10 * time.Millisecond)
-					_, err = c.Write([]byte(strings.Repeat("a", 64)))
-				}
-				c.Close()
-			}
-		})
-	}
-	wg.Wait()
+	return ctx
 }
 
 // metricValue reads one unlabelled series from the daemon's /metrics.
