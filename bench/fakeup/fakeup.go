@@ -51,6 +51,9 @@ type Options struct {
 	// answered, e.g. "dead.bench.test." (not the root: health probes ask
 	// for ".").
 	Dead []string
+	// Watch are zones whose queries Stats.Watched counts (answered as any
+	// other), e.g. a working set whose misses a scenario measures.
+	Watch []string
 	// QueueLen bounds the delayed UDP answers held at once (default 1<<20);
 	// beyond it queries are dropped and counted in Stats.Overflow. Memory
 	// is taken as answers are queued, not up front.
@@ -69,6 +72,7 @@ type Stats struct {
 	Dead     uint64 `json:"dead"`     // for a name in a dead zone (never answered)
 	Overflow uint64 `json:"overflow"` // delay queue full
 	Probes   uint64 `json:"probes"`   // queries for "." (health checks)
+	Watched  uint64 `json:"watched"`  // for a name in one of Options.Watch
 	Bad      uint64 `json:"bad"`      // not a query we could parse
 	TCPConns uint64 `json:"tcp_conns"`
 	// MaxPending is the most delayed UDP answers held at once.
@@ -81,7 +85,7 @@ func (s Stats) Sub(o Stats) Stats {
 		Received: s.Received - o.Received, UDP: s.UDP - o.UDP, TCP: s.TCP - o.TCP,
 		Answered: s.Answered - o.Answered, NXDomain: s.NXDomain - o.NXDomain,
 		Dropped: s.Dropped - o.Dropped, Dead: s.Dead - o.Dead, Overflow: s.Overflow - o.Overflow,
-		Probes: s.Probes - o.Probes, Bad: s.Bad - o.Bad, TCPConns: s.TCPConns - o.TCPConns,
+		Probes: s.Probes - o.Probes, Watched: s.Watched - o.Watched, Bad: s.Bad - o.Bad, TCPConns: s.TCPConns - o.TCPConns,
 		MaxPending: s.MaxPending,
 	}
 }
@@ -91,6 +95,7 @@ type Server struct {
 	o     Options
 	nx    []Zone   // fully qualified, lower case
 	dead  []string // fully qualified, lower case
+	watch []string // fully qualified, lower case
 	udp   *net.UDPConn
 	tcp   *net.TCPListener
 	delay atomic.Int64
@@ -105,7 +110,7 @@ type Server struct {
 
 	received, udpN, tcpN, answered, nxdomain atomic.Uint64
 	dropped, overflow, probes, bad, tcpConns atomic.Uint64
-	deadN                                    atomic.Uint64
+	deadN, watched                           atomic.Uint64
 	pending, maxPending                      atomic.Int64
 
 	wg           sync.WaitGroup
@@ -147,6 +152,9 @@ func Listen(o Options) (*Server, error) {
 		}
 		s.dead = append(s.dead, z)
 	}
+	for _, z := range o.Watch {
+		s.watch = append(s.watch, strings.ToLower(dns.Fqdn(z)))
+	}
 	s.delay.Store(int64(o.Delay))
 	if s.udp, s.tcp, err = loopnet.Listen(ap); err != nil {
 		return nil, err
@@ -178,7 +186,8 @@ func (s *Server) Stats() Stats {
 		Received: s.received.Load(), UDP: s.udpN.Load(), TCP: s.tcpN.Load(),
 		Answered: s.answered.Load(), NXDomain: s.nxdomain.Load(),
 		Dropped: s.dropped.Load(), Dead: s.deadN.Load(), Overflow: s.overflow.Load(), Probes: s.probes.Load(),
-		Bad: s.bad.Load(), TCPConns: s.tcpConns.Load(), MaxPending: uint64(s.maxPending.Load()),
+		Watched: s.watched.Load(),
+		Bad:     s.bad.Load(), TCPConns: s.tcpConns.Load(), MaxPending: uint64(s.maxPending.Load()),
 	}
 }
 
@@ -214,6 +223,9 @@ func (s *Server) respond(msg []byte) []byte {
 		return nil
 	}
 	name := strings.ToLower(qq.Name)
+	if inZone(name, s.watch) {
+		s.watched.Add(1)
+	}
 	if inZone(name, s.dead) {
 		s.deadN.Add(1)
 		return nil

@@ -140,3 +140,23 @@ func TestDead(t *testing.T) {
 		t.Error("the root accepted as a dead zone")
 	}
 }
+
+func TestWatch(t *testing.T) {
+	s, err := Listen(Options{Watch: []string{"WS.Test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, name := range []string{"a.ws.test.", "B.WS.test.", "ws.test.", "a.notws.test.", "other.test."} {
+		if r, err := exchange(t, s, "udp", name, dns.TypeA, 2*time.Second); err != nil || r.Rcode != dns.RcodeSuccess {
+			t.Fatalf("%s: %v %v", name, r, err)
+		}
+	}
+	st := s.Stats()
+	if st.Watched != 3 || st.Received != 5 {
+		t.Errorf("stats %+v, want 3 of 5 watched", st)
+	}
+	if d := st.Sub(Stats{Watched: 1}); d.Watched != 2 {
+		t.Errorf("Sub: %+v", d)
+	}
+}
