@@ -283,19 +283,20 @@ nodedns_cache_stores_total{kind="servfail"} 0
 	}
 
 	// Each is looked up first, as a miss is before its answer is stored,
-	// and as often as example.org.: the frequency sketch admits a key
-	// asked as often as the one it evicts.
-	ask := func(key []byte) {
-		for range 4 {
+	// and more often than example.org. and the names before it: the
+	// frequency sketch admits a key asked more often than the one it
+	// evicts.
+	ask := func(key []byte, n int) {
+		for range n {
 			c.store.Get(c.hash(key))
 		}
 	}
 	for i := range 5 {
-		ask(parse(t, newQuery(fillName(i), dns.TypeA)).key)
+		ask(parse(t, newQuery(fillName(i), dns.TypeA)).key, 5+i)
 		storeA(t, c, fillName(i), 1, t0)
 	}
 	nx := newQuery("nope.example.org.", dns.TypeA)
-	ask(parse(t, nx).key)
+	ask(parse(t, nx).key, 10)
 	if _, err := c.Store(parse(t, nx).key, upstreamReply(t, nx, dns.RcodeNameError, nil, []string{soa3600min60}, nil), t0); err != nil {
 		t.Fatal(err)
 	}

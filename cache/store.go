@@ -22,8 +22,8 @@ type Sized interface {
 // many names once each (or a few huge answers) would evict the names every
 // other client uses. Each shard keeps a frequency sketch of the keys looked
 // up (TinyLFU, as Caffeine and Ristretto do): once the shard is full, a new
-// value is stored only if its key has been asked at least as often as the
-// least recently used value's, which it would evict. One-off keys lose to
+// value is stored only if its key has been asked more often than the least
+// recently used value's, which it would evict (see admit). One-off keys lose to
 // the working set; a key asked again and again wins its place. LimitValues
 // keeps large values out altogether: they may be served, but not push out
 // dozens of small ones.
@@ -132,14 +132,21 @@ func (s *Sharded[V]) Add(h uint64, v V) bool {
 
 // admit decides whether a new key h with a value of size may take room in
 // the shard: always while there is room, else only when h has been asked
-// for at least as often as the least recently used key, which would go
-// first. mu is held.
+// for more often than the least recently used key, which would go first,
+// or that key has not been asked since the sketch last aged. A tie keeps
+// the incumbent, as Caffeine's admission does: a one-off name asked once
+// does not push out a name asked once since the aging and several times
+// before it, and a new name that matters is asked again. mu is held.
 func (sh *shard[V]) admit(h uint64, size int64) bool {
 	if sh.bytes+size <= sh.maxBytes && sh.lru.Len() < sh.maxEntries() {
 		return true
 	}
 	victim, _, ok := sh.lru.GetOldest()
-	return !ok || sh.freq.estimate(h) >= sh.freq.estimate(victim)
+	if !ok {
+		return true
+	}
+	v := sh.freq.estimate(victim)
+	return v == 0 || sh.freq.estimate(h) > v
 }
 
 func (sh *shard[V]) maxEntries() int { return sh.entryCap }
