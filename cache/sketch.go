@@ -5,36 +5,41 @@ import "math/bits"
 // sketch estimates how often keys are asked for (TinyLFU). A key's first
 // lookup only sets its bits in the doorkeeper, a Bloom filter, so that the
 // many keys asked once never reach the counters; later lookups count in a
-// count-min sketch: four rows of 4-bit counters, sixteen to a word, each
-// key in one counter of each row, estimated by the smallest. Counters stop
-// at 15. After ten lookups per entry the shard can hold, every counter is
-// halved and the doorkeeper cleared, so that what was popular long ago
-// fades (TinyLFU's reset). The caller holds the shard's lock.
+// count-min sketch of 4-bit counters, sixteen to a word, each key in four
+// counters and estimated by the smallest. Counters stop at 15. After ten
+// lookups per entry the shard can hold (lookups that changed a bit or a
+// counter), every counter is halved and the doorkeeper cleared, so that
+// what was popular long ago fades (TinyLFU's reset). The caller holds the
+// shard's lock.
+//
+// A lookup is on the hit path, so it touches two cache lines whatever the
+// sketch's size, as Caffeine's sketch does: a key's four counters lie in
+// one 64-byte block (in four different words of its eight), and its two
+// doorkeeper bits in one word.
 type sketch struct {
-	rows     [4][]uint64
-	mask     uint64   // counters per row - 1
-	door     []uint64 // the doorkeeper's bits
-	doorMask uint64
-	added    int
-	resetAt  int
+	table     []uint64 // blocks of blockWords words
+	blockMask uint64   // blocks - 1
+	door      []uint64 // the doorkeeper's bits
+	doorMask  uint64   // words - 1
+	added     int
+	resetAt   int
 }
 
-// sketchSeeds spread one 64-bit hash over the rows and the doorkeeper.
-var sketchSeeds = [6]uint64{0x9e3779b97f4a7c15, 0xbf58476d1ce4e5b9, 0x94d049bb133111eb, 0xd6e8feb86659fd93,
-	0xa0761d6478bd642f, 0xe7037ed1a0b428db}
+// blockWords is the words of a 64-byte block of counters.
+const blockWords = 8
 
-// newSketch sizes a sketch for a shard of entries: twice as many counters
-// per row as entries, and eight doorkeeper bits an entry, each rounded up
-// to a power of two.
+// sketchSeeds spread one 64-bit hash over the blocks, the counters in a
+// block, and the doorkeeper.
+var sketchSeeds = [3]uint64{0x9e3779b97f4a7c15, 0xbf58476d1ce4e5b9, 0x94d049bb133111eb}
+
+// newSketch sizes a sketch for a shard of entries: eight counters per
+// entry and eight doorkeeper bits, each rounded up to a power of two.
 func newSketch(entries int) sketch {
 	var s sketch
-	n := pow2(2 * entries)
-	for i := range s.rows {
-		s.rows[i] = make([]uint64, n/16)
-	}
-	s.mask = n - 1
-	d := pow2(8 * entries)
-	s.door, s.doorMask = make([]uint64, d/64), d-1
+	blocks := max(pow2(8*entries)/(16*blockWords), 1)
+	s.table, s.blockMask = make([]uint64, blocks*blockWords), blocks-1
+	words := pow2(8*entries) / 64
+	s.door, s.doorMask = make([]uint64, words), words-1
 	s.resetAt = max(10*entries, 64)
 	return s
 }
@@ -51,36 +56,42 @@ func pow2(n int) uint64 {
 // mix is h spread by seed i.
 func mix(h uint64, i int) uint64 { return bits.RotateLeft64(h*sketchSeeds[i], 31) }
 
-// slot is where row i counts h: the word and the counter's shift in it.
-func (s *sketch) slot(h uint64, i int) (word int, shift uint) {
-	c := mix(h, i) & s.mask
-	return int(c >> 4), uint(c&15) * 4
+// counter is where counter i (0 to 3) of a key lies: its word in the
+// table and its shift in the word. The block comes from mix(h, 0); within
+// it, counter i is in word 2i or 2i+1, at a position, all from mix(h, 1).
+func (s *sketch) counter(h uint64, i int) (word int, shift uint) {
+	block := mix(h, 0) & s.blockMask
+	spread := mix(h, 1) >> (i * 5)
+	return int(block*blockWords) + 2*i + int(spread&1), uint(spread>>1&15) * 4
 }
 
-// admitted reports whether the doorkeeper has seen h, and sets its bits.
-func (s *sketch) admitted(h uint64) bool {
-	seen := true
-	for i := 4; i < 6; i++ {
-		b := mix(h, i) & s.doorMask
-		w, m := b>>6, uint64(1)<<(b&63)
-		seen = seen && s.door[w]&m != 0
-		s.door[w] |= m
-	}
-	return seen
+// doorBits are the doorkeeper's word of h and its two bits in it.
+func (s *sketch) doorBits(h uint64) (word int, bits uint64) {
+	m := mix(h, 2)
+	return int(m & s.doorMask), 1<<(m>>32&63) | 1<<(m>>48&63)
 }
 
-// add counts one lookup of h.
+// add counts one lookup of h. Only a lookup that changes the sketch
+// counts towards the reset, as in Caffeine: a hot key whose counters are
+// all at 15 does not age its shard's other keys.
 func (s *sketch) add(h uint64) {
-	if s.added++; s.added >= s.resetAt {
-		s.halve()
+	w, b := s.doorBits(h)
+	changed := false
+	if s.door[w]&b != b { // the first lookup since the reset
+		s.door[w] |= b
+		changed = true
+	} else {
+		for i := range 4 {
+			w, sh := s.counter(h, i)
+			if (s.table[w]>>sh)&15 < 15 {
+				s.table[w] += 1 << sh
+				changed = true
+			}
+		}
 	}
-	if !s.admitted(h) {
-		return
-	}
-	for i := range s.rows {
-		w, sh := s.slot(h, i)
-		if (s.rows[i][w]>>sh)&15 < 15 {
-			s.rows[i][w] += 1 << sh
+	if changed {
+		if s.added++; s.added >= s.resetAt {
+			s.halve()
 		}
 	}
 }
@@ -89,16 +100,11 @@ func (s *sketch) add(h uint64) {
 // for the doorkeeper.
 func (s *sketch) estimate(h uint64) uint64 {
 	est := uint64(15)
-	for i := range s.rows {
-		w, sh := s.slot(h, i)
-		est = min(est, (s.rows[i][w]>>sh)&15)
+	for i := range 4 {
+		w, sh := s.counter(h, i)
+		est = min(est, (s.table[w]>>sh)&15)
 	}
-	seen := true
-	for i := 4; i < 6; i++ {
-		b := mix(h, i) & s.doorMask
-		seen = seen && s.door[b>>6]&(1<<(b&63)) != 0
-	}
-	if seen {
+	if w, b := s.doorBits(h); s.door[w]&b == b {
 		est++
 	}
 	return est
@@ -106,14 +112,12 @@ func (s *sketch) estimate(h uint64) uint64 {
 
 // halve ages every counter and clears the doorkeeper.
 func (s *sketch) halve() {
-	for i := range s.rows {
-		for j, w := range s.rows[i] {
-			s.rows[i][j] = (w >> 1) & 0x7777777777777777
-		}
+	for j, w := range s.table {
+		s.table[j] = (w >> 1) & 0x7777777777777777
 	}
 	clear(s.door)
 	s.added /= 2
 }
 
 // bytes is the sketch's memory.
-func (s *sketch) bytes() int { return (4*len(s.rows[0]) + len(s.door)) * 8 }
+func (s *sketch) bytes() int { return (len(s.table) + len(s.door)) * 8 }
