@@ -4,10 +4,10 @@
 // daemon's tests (cmd/nodedns) and the benchmark suite (bench/suite) run
 // the same attacks, against nodedns alone or beside CoreDNS.
 //
-// Every attack runs until its context is done and connects from the given
-// local addresses (loopback only, as pods come from their own addresses);
-// connections the server closes are opened again after a pause, so the
-// attack keeps pressing for its whole run.
+// Every attack runs until its context is done and connects from the
+// attacker's local addresses (loopback only, as pods come from their own
+// addresses); connections the server closes are opened again after a
+// pause, so the attack keeps pressing for its whole run.
 package attack
 
 import (
@@ -33,6 +33,21 @@ func Sources(block byte, n int) []netip.Addr {
 	return out
 }
 
+// Attacker is one hostile pod: where it connects from, how fast it can
+// dial, and what its connections met. The zero value of DialRate dials
+// as fast as the machine allows.
+type Attacker struct {
+	Sources []netip.Addr // connection i comes from Sources[i%len(Sources)]
+	// DialRate bounds the attack's dials per second, as an attacker's own
+	// CPU would (a benchmark whose load generator shares a core with the
+	// attack needs the bound); 0: no bound.
+	DialRate float64
+	Stats
+
+	mu   sync.Mutex
+	next time.Time // the earliest time of the next dial under DialRate
+}
+
 // Stats count an attack's connections.
 type Stats struct {
 	Opened atomic.Int64 // connections established
@@ -54,12 +69,12 @@ const reopenPause = 500 * time.Millisecond
 // dialLimit bounds the dials in progress at once.
 const dialLimit = 256
 
-// IdleHTTP opens conns connections to addr (HOST:PORT), connection i from
-// sources[i%len(sources)]; each asks path once with keep-alive, reads the
-// answer and then holds the connection idle.
-func IdleHTTP(ctx context.Context, addr, path string, conns int, sources []netip.Addr, st *Stats) {
+// IdleHTTP opens conns connections to addr (HOST:PORT); each asks path
+// once with keep-alive, reads the answer and then holds the connection
+// idle.
+func (a *Attacker) IdleHTTP(ctx context.Context, addr, path string, conns int) {
 	request := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
-	run(ctx, addr, conns, sources, st, func(c net.Conn) {
+	a.run(ctx, addr, conns, func(c net.Conn) {
 		if _, err := c.Write([]byte(request)); err != nil {
 			return
 		}
@@ -72,13 +87,12 @@ func IdleHTTP(ctx context.Context, addr, path string, conns int, sources []netip
 	})
 }
 
-// SlowHeaders opens conns connections to addr, connection i from
-// sources[i%len(sources)]; each sends a request line for path and then a
-// header whose value never ends, 64 bytes every 10 ms.
-func SlowHeaders(ctx context.Context, addr, path string, conns int, sources []netip.Addr, st *Stats) {
+// SlowHeaders opens conns connections to addr; each sends a request line
+// for path and then a header whose value never ends, 64 bytes every 10 ms.
+func (a *Attacker) SlowHeaders(ctx context.Context, addr, path string, conns int) {
 	start := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: x\r\nX-Pad: ", path)
 	chunk := []byte(strings.Repeat("a", 64))
-	run(ctx, addr, conns, sources, st, func(c net.Conn) {
+	a.run(ctx, addr, conns, func(c net.Conn) {
 		_, err := c.Write([]byte(start))
 		for err == nil {
 			select {
@@ -92,11 +106,10 @@ func SlowHeaders(ctx context.Context, addr, path string, conns int, sources []ne
 }
 
 // BusyTCP opens perSource DNS-over-TCP connections to addr from each of
-// sources; each asks q every interval and waits for the answer, so that
-// none is ever idle.
-func BusyTCP(ctx context.Context, addr string, q *dns.Msg, perSource int, interval time.Duration, sources []netip.Addr, st *Stats) {
-	// Connection i comes from sources[i%len(sources)]: perSource each.
-	run(ctx, addr, perSource*len(sources), sources, st, func(nc net.Conn) {
+// the attacker's addresses; each asks q every interval and waits for the
+// answer, so that none is ever idle.
+func (a *Attacker) BusyTCP(ctx context.Context, addr string, q *dns.Msg, perSource int, interval time.Duration) {
+	a.run(ctx, addr, perSource*len(a.Sources), func(nc net.Conn) {
 		c := &dns.Conn{Conn: nc}
 		for {
 			select {
@@ -117,13 +130,17 @@ func BusyTCP(ctx context.Context, addr string, q *dns.Msg, perSource int, interv
 
 // run keeps conns connections to addr open until ctx is done, each used by
 // use until it returns; a connection is closed when ctx is done.
-func run(ctx context.Context, addr string, conns int, sources []netip.Addr, st *Stats, use func(net.Conn)) {
+func (a *Attacker) run(ctx context.Context, addr string, conns int, use func(net.Conn)) {
+	st := &a.Stats
 	sem := make(chan struct{}, dialLimit)
 	var wg sync.WaitGroup
 	for i := range conns {
 		wg.Go(func() {
-			dl := net.Dialer{LocalAddr: &net.TCPAddr{IP: sources[i%len(sources)].AsSlice()}, Timeout: time.Second}
+			dl := net.Dialer{LocalAddr: &net.TCPAddr{IP: a.Sources[i%len(a.Sources)].AsSlice()}, Timeout: time.Second}
 			for ctx.Err() == nil {
+				if !a.pace(ctx) {
+					return
+				}
 				select {
 				case <-ctx.Done():
 					return
@@ -152,4 +169,25 @@ func run(ctx context.Context, addr string, conns int, sources []netip.Addr, st *
 		})
 	}
 	wg.Wait()
+}
+
+// pace waits for the next dial DialRate allows; false if ctx ended first.
+func (a *Attacker) pace(ctx context.Context) bool {
+	if a.DialRate <= 0 {
+		return true
+	}
+	a.mu.Lock()
+	now := time.Now()
+	at := a.next
+	if at.Before(now) {
+		at = now
+	}
+	a.next = at.Add(time.Duration(float64(time.Second) / a.DialRate))
+	a.mu.Unlock()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(at.Sub(now)):
+		return true
+	}
 }

@@ -151,17 +151,17 @@ func exchangeDNS(addr string, m *dns.Msg) (*dns.Msg, error) {
 // holdIdle holds 15,000 idle keep-alive connections from 60 addresses
 // until stop.
 func holdIdle(t *testing.T, addr string, stop <-chan struct{}) {
-	var st attack.Stats
-	attack.IdleHTTP(stopContext(stop), addr, "/health", 15000, attack.Sources(1, 60), &st)
-	t.Logf("idle connections: %v", &st)
+	a := &attack.Attacker{Sources: attack.Sources(1, 60)}
+	a.IdleHTTP(stopContext(stop), addr, "/health", 15000)
+	t.Logf("idle connections: %v", &a.Stats)
 }
 
 // streamHeaders streams header bytes on 600 connections from 100
 // addresses until stop.
 func streamHeaders(t *testing.T, addr string, stop <-chan struct{}) {
-	var st attack.Stats
-	attack.SlowHeaders(stopContext(stop), addr, "/metrics", 600, attack.Sources(1, 100), &st)
-	t.Logf("streaming connections: %v", &st)
+	a := &attack.Attacker{Sources: attack.Sources(1, 100)}
+	a.SlowHeaders(stopContext(stop), addr, "/metrics", 600)
+	t.Logf("streaming connections: %v", &a.Stats)
 }
 
 // stopContext is a context done when stop is closed.
