@@ -27,7 +27,7 @@ FUZZ_TARGETS := ./dnswire:FuzzParseQuery ./dnswire:FuzzTTLOffsets ./resolver:Fuz
                 ./upstream:FuzzParseAddr ./upstream:FuzzCheckReply ./bench:FuzzParseQueryFile \
                 ./search:FuzzClassify ./cache:FuzzLoadSnapshot
 
-.PHONY: help build run deploy test tests checks measured vet staticcheck vulncheck unit integration memory view-scale fuzz-short conformance soak soak-short fuzz bench bench-go bench-suite bench-storm bench-upgrade clean tools image
+.PHONY: help build run deploy test tests checks measured vet staticcheck vulncheck unit integration memory view-scale fuzz-short conformance soak soak-short fuzz bench bench-go bench-suite bench-storm bench-hostile bench-upgrade clean tools image
 
 help:
 	@echo "make build        build bin/nodedns and bin/nodedns-bench"
@@ -43,6 +43,7 @@ help:
 	@echo "make bench-go     only the Go benchmarks of the hot path"
 	@echo "make bench-suite  only the nodedns vs CoreDNS suite (~10 min; report in bench/results/)"
 	@echo "make bench-storm  only the retry-storm scenarios of the suite (storm-delay, storm-drop, storm-shared, fair), for both servers"
+	@echo "make bench-hostile only the scenarios of one pod against the others (scan, hostile-idle, hostile-headers, hostile-tcp)"
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/nodedns ./cmd/nodedns-bench
@@ -186,6 +187,9 @@ bench-suite: build
 
 bench-storm: build
 	./$(BIN)/nodedns-bench suite --no-build --scenarios storm-delay,storm-drop,storm-shared,fair $(SUITE_FLAGS)
+
+bench-hostile: build
+	./$(BIN)/nodedns-bench suite --no-build --scenarios scan,hostile-idle,hostile-headers,hostile-tcp $(SUITE_FLAGS)
 
 # The hand-over under nodedns-bench's open loop at 20k queries/s: an old
 # and a new nodedns on core 0, the load on core 1 (cmd/nodedns

@@ -116,6 +116,20 @@ type Params struct {
 	NdotsConcurrency int           `json:"ndots_concurrency"`
 	NdotsDuration    time.Duration `json:"ndots_duration"`
 	ClusterNegTTL    uint32        `json:"cluster_neg_ttl"` // SOA TTL/MINIMUM of cluster.local
+
+	// scan: a working set of ScanSetNames names, asked three times first,
+	// is asked with a Zipf distribution at ScanSetQPS (open loop) for
+	// ScanPhase and then during the scan: one client asking ScanNames
+	// one-off names at ScanQPS.
+	ScanSetNames int           `json:"scan_set_names"`
+	ScanSetQPS   float64       `json:"scan_set_qps"`
+	ScanNames    int           `json:"scan_names"`
+	ScanQPS      float64       `json:"scan_qps"`
+	ScanPhase    time.Duration `json:"scan_phase"`
+
+	// hostile-*: how long each attack lasts; bystanders ask the
+	// BystanderNames cached names at BystanderQPS meanwhile.
+	AttackDuration time.Duration `json:"attack_duration"`
 }
 
 // nx-burst: client timeout of a burst's queries, and the pause between
@@ -194,6 +208,14 @@ func DefaultOptions() Options {
 			NdotsConcurrency: 20,
 			NdotsDuration:    20 * time.Second,
 			ClusterNegTTL:    5,
+
+			ScanSetNames: 2000,
+			ScanSetQPS:   2000,
+			ScanNames:    50000,
+			ScanQPS:      5000,
+			ScanPhase:    5 * time.Second,
+
+			AttackDuration: 10 * time.Second,
 		},
 	}
 }
@@ -287,6 +309,18 @@ func (o *Options) fill() error {
 	setDur(&p.NdotsDuration, dp.NdotsDuration)
 	if p.ClusterNegTTL == 0 {
 		p.ClusterNegTTL = dp.ClusterNegTTL
+	}
+	setInt(&p.ScanSetNames, dp.ScanSetNames)
+	setF(&p.ScanSetQPS, dp.ScanSetQPS)
+	setInt(&p.ScanNames, dp.ScanNames)
+	setF(&p.ScanQPS, dp.ScanQPS)
+	setDur(&p.ScanPhase, dp.ScanPhase)
+	setDur(&p.AttackDuration, dp.AttackDuration)
+	if p.ScanSetNames < 2 || p.ScanSetQPS < 0 || p.ScanNames < 1 || p.ScanQPS < 0 || p.ScanPhase < 0 {
+		return fmt.Errorf("scan: at least 2 working-set names and 1 scan name, rates and phase > 0")
+	}
+	if p.AttackDuration < 0 {
+		return fmt.Errorf("hostile: attack duration > 0")
 	}
 	if p.StormClients > 200 {
 		return fmt.Errorf("storm clients: at most 200 (127.0.0.16-215)")

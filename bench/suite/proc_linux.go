@@ -34,8 +34,11 @@ type proc struct {
 	args    []string
 	dns     string // 127.0.0.1:PORT
 	metrics string // URL of /metrics
-	pprof   string // base URL of /debug/pprof/, "" if none
-	logPath string
+	// healthAddr is the HOST:PORT of the liveness endpoint, /health
+	// (nodedns: its HTTP port; CoreDNS: the health plugin's).
+	healthAddr string
+	pprof      string // base URL of /debug/pprof/, "" if none
+	logPath    string
 
 	cmd     *exec.Cmd
 	exited  chan struct{}

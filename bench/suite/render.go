@@ -584,6 +584,65 @@ func writeScenario(b *strings.Builder, s *Scenario, res *Results) {
 			cpu[0], cpu[3],
 			row{label: "coalesced / prefetched", format: intf, text: [2]string{metricCell(n, "nodedns_coalesced_total", "nodedns_prefetch_total"), "-"}},
 		)
+	case ScScan:
+		phase := func(i int, f func(Phase) float64) func(*ServerRun) float64 {
+			return func(r *ServerRun) float64 {
+				if len(r.Phases) <= i {
+					return math.NaN()
+				}
+				return f(r.Phases[i])
+			}
+		}
+		hit := func(p Phase) float64 { return p.HitPct() }
+		p99 := func(p Phase) float64 {
+			if p.Load == nil || p.Load.Answered == 0 {
+				return math.NaN()
+			}
+			return p.Load.Latency.P99
+		}
+		for i, name := range []string{"before the scan", "during the scan"} {
+			rows = append(rows,
+				row{label: "working set, " + name + ": hit ratio", n: val(n, phase(i, hit)), c: val(c, phase(i, hit)), format: pctf},
+				row{label: "working set, " + name + ": p99 (ms)", n: val(n, phase(i, p99)), c: val(c, phase(i, p99)), format: fmtMs, ratio: true},
+			)
+		}
+		rows = append(rows,
+			row{label: "**working set still cached after the scan**", n: val(n, phase(2, hit)), c: val(c, phase(2, hit)), format: pctf},
+			row{label: "scan: queries sent", n: val(n, sent), c: val(c, sent), format: intf},
+			row{label: "scan: answers", format: intf, text: [2]string{str(n, func(r *ServerRun) string { return rcodes(r.Load) }), str(c, func(r *ServerRun) string { return rcodes(r.Load) })}},
+			cpu[0], cpu[1],
+			row{label: "cache hits / misses (server's counters)", format: intf, text: [2]string{
+				metricCell(n, "nodedns_cache_hits_total", "nodedns_cache_misses_total"),
+				metricCell(c, "coredns_cache_hits_total", "coredns_cache_misses_total")}},
+		)
+	case ScHostileIdle, ScHostileHeaders, ScHostileTCP:
+		growth := func(r *ServerRun) float64 { return RSSGrowth(r) / 1e6 }
+		probe := func(r *ServerRun) float64 { return r.Probe.AnsweredPct() }
+		count := func(f func(*AttackCount) int64) func(*ServerRun) float64 {
+			return func(r *ServerRun) float64 {
+				if r.Attack == nil {
+					return math.NaN()
+				}
+				return float64(f(r.Attack))
+			}
+		}
+		what := "liveness endpoint: requests answered"
+		if s.ID == ScHostileTCP {
+			what = "a new client's TCP queries: answered"
+		}
+		rows = append(rows,
+			row{label: "**RSS growth during the attack (MB)**", n: val(n, growth), c: val(c, growth), format: func(v float64) string { return fmtNum(v, 1) }, ratio: true},
+			row{label: "**" + what + "**", n: val(n, probe), c: val(c, probe), format: pctf},
+			row{label: "bystanders, cached names over UDP: answers", format: intf, text: [2]string{str(n, func(r *ServerRun) string { return rcodes(r.Load) }), str(c, func(r *ServerRun) string { return rcodes(r.Load) })}},
+		)
+		rows = append(rows, latRows("bystanders", n, c, load)[:2]...)
+		rows = append(rows,
+			row{label: "bystanders' generator send lag p99 (ms), on the attack's core", n: val(n, sendLag), c: val(c, sendLag), format: fmtMs},
+			row{label: "attack: connections opened", n: val(n, count(func(a *AttackCount) int64 { return a.Opened })), c: val(c, count(func(a *AttackCount) int64 { return a.Opened })), format: intf},
+			row{label: "attack: connections ended by the server", n: val(n, count(func(a *AttackCount) int64 { return a.Ended })), c: val(c, count(func(a *AttackCount) int64 { return a.Ended })), format: intf},
+			row{label: "attack: dials failed", n: val(n, count(func(a *AttackCount) int64 { return a.Failed })), c: val(c, count(func(a *AttackCount) int64 { return a.Failed })), format: intf},
+			cpu[0], cpu[1],
+		)
 	}
 	if len(n.reps()) > 1 || len(c.reps()) > 1 {
 		f := fmtMs

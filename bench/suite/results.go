@@ -32,10 +32,17 @@ const (
 	ScNdots       = "ndots"
 	ScBurst       = "burst"     // one address, N distinct misses at once, idle upstream
 	ScDeadName    = "dead-name" // one client loops on a dead domain, others resolve
+	ScScan        = "scan"      // one address asks one-off names, others a working set
+
+	// A hostile pod's attacks on the server's ports.
+	ScHostileIdle    = "hostile-idle"    // idle HTTP connections
+	ScHostileHeaders = "hostile-headers" // HTTP headers streamed slowly
+	ScHostileTCP     = "hostile-tcp"     // busy DNS-over-TCP connections
 )
 
 // AllScenarios lists every scenario in the order the suite runs them.
-var AllScenarios = []string{ScHit, ScLatency, ScStorm, ScStormDrop, ScStormShared, ScFair, ScNX, ScNXBurst, ScNdots, ScBurst, ScDeadName}
+var AllScenarios = []string{ScHit, ScLatency, ScStorm, ScStormDrop, ScStormShared, ScFair, ScNX, ScNXBurst, ScNdots, ScBurst, ScDeadName,
+	ScScan, ScHostileIdle, ScHostileHeaders, ScHostileTCP}
 
 var titles = map[string]string{
 	ScHit:         "1. Cache-hit throughput",
@@ -49,6 +56,11 @@ var titles = map[string]string{
 	ScNdots:       "5. ndots:5 search-list amplification",
 	ScBurst:       "6. Burst: distinct misses at once from one client address",
 	ScDeadName:    "7. One dead domain: a client loops on it while others resolve",
+	ScScan:        "8. Scan: one pod's one-off names against the others' working set",
+
+	ScHostileIdle:    "9a. Hostile pod: idle HTTP connections on the probe port",
+	ScHostileHeaders: "9b. Hostile pod: HTTP headers streamed slowly on the probe port",
+	ScHostileTCP:     "9c. Hostile pod: busy DNS-over-TCP connections",
 }
 
 // Results is everything one suite run measured; it is written as JSON and
@@ -176,6 +188,64 @@ type ServerRun struct {
 	// UpstreamPerBurst is the mean of their Upstream.
 	Bursts           []Burst `json:"bursts,omitempty"`
 	UpstreamPerBurst float64 `json:"upstream_per_burst,omitempty"`
+
+	// Phases (scan) are the working set's load before, during and after
+	// the scan; Load is then the scan.
+	Phases []Phase `json:"phases,omitempty"`
+	// Probe (hostile-*) is what the attack aims at, asked by a client of
+	// its own during the attack; Attack counts the attack's connections.
+	// Load is then the bystanders' cached names over UDP.
+	Probe  *Probe       `json:"probe,omitempty"`
+	Attack *AttackCount `json:"attack,omitempty"`
+}
+
+// Phase is the working set's load in one phase of the scan scenario.
+type Phase struct {
+	Name string        `json:"name"`
+	Load *bench.Report `json:"load"`
+	// Upstream is the working-set queries the fake upstream received
+	// during the phase.
+	Upstream uint64 `json:"upstream"`
+}
+
+// HitPct is the share of the phase's queries answered without a query to
+// the upstream, in percent (NaN without queries).
+func (p Phase) HitPct() float64 {
+	if p.Load == nil || p.Load.Sent == 0 {
+		return math.NaN()
+	}
+	return 100 * (1 - float64(min(p.Upstream, p.Load.Sent))/float64(p.Load.Sent))
+}
+
+// Probe counts one client's requests during an attack.
+type Probe struct {
+	Sent     int     `json:"sent"`
+	Answered int     `json:"answered"` // in time, with a success status
+	MaxMs    float64 `json:"max_ms"`   // slowest answered
+}
+
+// AnsweredPct is the share answered, in percent (NaN without requests).
+func (p *Probe) AnsweredPct() float64 {
+	if p == nil || p.Sent == 0 {
+		return math.NaN()
+	}
+	return 100 * float64(p.Answered) / float64(p.Sent)
+}
+
+// AttackCount counts an attack's connections.
+type AttackCount struct {
+	Opened int64 `json:"opened"`
+	Ended  int64 `json:"ended"` // by the server before the attack's end
+	Failed int64 `json:"failed"`
+}
+
+// RSSGrowth is the largest RSS sampled during the measured phase minus
+// the RSS before it, in bytes (NaN if either is unknown).
+func RSSGrowth(r *ServerRun) float64 {
+	if r == nil || r.RSSBefore == 0 || r.RSSMaxSampled == 0 {
+		return math.NaN()
+	}
+	return float64(r.RSSMaxSampled) - float64(r.RSSBefore)
 }
 
 // Burst is one burst of identical concurrent queries for a name that is
@@ -355,6 +425,8 @@ const (
 	TargetBystanderP99Ms = 2.0
 	TargetStormUpstream  = 0.05 // upstream queries per storm query
 	TargetFairQuiet      = 99.0 // percent of the quiet client's misses answered NOERROR
+	TargetScanKept       = 95.0 // percent of the working set still cached after the scan
+	TargetAttackRSS      = 20e6 // bytes an attack may grow RSS by (20 MB)
 	// burst, dead-name (others' failures and health flaps), hit misses: 0.
 )
 
@@ -602,6 +674,62 @@ func Evaluate(res *Results) []Target {
 			}
 		} else if usable(n) {
 			t.Detail = "nodedns_upstream_healthy was not scraped"
+		}
+		add(t)
+	}
+	{
+		s := res.Scenario(ScScan)
+		n, c := s.Run(NodeDNS), s.Run(CoreDNS)
+		t := Target{ID: "scan-kept", Scenario: ScScan, Desc: "8 scan: working set still cached after one pod's scan of one-off names, nodedns",
+			Op: ">=", Threshold: TargetScanKept, Unit: "%", Value: na}
+		if usable(n) && len(n.Phases) == 3 {
+			t.Value = n.Phases[2].HitPct()
+			t.Detail = fmt.Sprintf("hit ratio %.1f%% before the scan, %.1f%% during it; the scan: %s", n.Phases[0].HitPct(), n.Phases[1].HitPct(), outcome(n.Load))
+			if usable(c) && len(c.Phases) == 3 {
+				t.Detail += fmt.Sprintf("; CoreDNS %.1f%% kept (hit ratio %.1f%% before, %.1f%% during)", c.Phases[2].HitPct(), c.Phases[0].HitPct(), c.Phases[1].HitPct())
+			}
+		}
+		add(t)
+	}
+	for _, id := range []string{ScHostileIdle, ScHostileHeaders, ScHostileTCP} {
+		s := res.Scenario(id)
+		n, c := s.Run(NodeDNS), s.Run(CoreDNS)
+		num := map[string]string{ScHostileIdle: "9a hostile pod, idle HTTP connections:", ScHostileHeaders: "9b hostile pod, slow HTTP headers:",
+			ScHostileTCP: "9c hostile pod, busy TCP connections:"}[id]
+		vs := func(f func(*ServerRun) string) string {
+			if usable(c) {
+				return "; CoreDNS " + f(c)
+			}
+			return ""
+		}
+		t := Target{ID: id + "-rss", Scenario: id, Desc: num + " RSS growth during the attack, nodedns", Op: "<=", Threshold: TargetAttackRSS, Unit: "bytes", Value: na}
+		if usable(n) {
+			t.Value = RSSGrowth(n)
+			t.Detail = fmt.Sprintf("%.1f MB before, %.1f MB at most during%s", float64(n.RSSBefore)/1e6, float64(n.RSSMaxSampled)/1e6,
+				vs(func(r *ServerRun) string { return fmt.Sprintf("+%.1f MB", RSSGrowth(r)/1e6) }))
+		}
+		add(t)
+		t = Target{ID: id + "-bystanders", Scenario: id, Desc: num + " bystanders' cached names without a NOERROR answer during the attack, nodedns",
+			Op: "<=", Threshold: 0, Unit: "count", Value: na}
+		if usable(n) {
+			t.Value = float64(Failed(n.Load))
+			t.Detail = outcome(n.Load) + vs(func(r *ServerRun) string { return outcome(r.Load) })
+		}
+		add(t)
+		what := "liveness endpoint requests answered"
+		if id == ScHostileTCP {
+			what = "a new client's TCP queries answered"
+		}
+		t = Target{ID: id + "-probe", Scenario: id, Desc: num + " " + what + " during the attack, nodedns", Op: ">=", Threshold: 100, Unit: "%", Value: na}
+		if usable(n) && n.Probe != nil {
+			t.Value = n.Probe.AnsweredPct()
+			t.Detail = fmt.Sprintf("%d of %d%s", n.Probe.Answered, n.Probe.Sent,
+				vs(func(r *ServerRun) string {
+					if r.Probe == nil {
+						return "-"
+					}
+					return fmt.Sprintf("%d of %d", r.Probe.Answered, r.Probe.Sent)
+				}))
 		}
 		add(t)
 	}

@@ -196,6 +196,7 @@ func (r *runner) prepare(ctx context.Context) error {
 		TTL:   o.AnswerTTL,
 		Delay: o.UpstreamRTT,
 		Dead:  []string{deadZone},
+		Watch: []string{wsZone},
 		NX: []fakeup.Zone{
 			{Name: "cluster.local.", NegTTL: o.ClusterNegTTL},
 			{Name: nxZone, NegTTL: o.NXTTL},
@@ -262,7 +263,7 @@ func (r *runner) waitQuiet(ctx context.Context) {
 }
 
 // start starts a fresh server forwarding to the fake upstream.
-func (r *runner) start(ctx context.Context, server string, pprof bool) (*proc, error) {
+func (r *runner) start(ctx context.Context, id, server string, pprof bool) (*proc, error) {
 	dnsPort, err := freePort(true)
 	if err != nil {
 		return nil, err
@@ -288,6 +289,7 @@ func (r *runner) start(ctx context.Context, server string, pprof bool) (*proc, e
 			"--http-listen", fmt.Sprintf("127.0.0.1:%d", httpPort),
 			"--log-level", "warn",
 		}
+		args = append(args, serverArgs[id]...)
 		pprofURL := ""
 		if pprof && r.pprofOK {
 			pp, err := freePort(false)
@@ -302,6 +304,7 @@ func (r *runner) start(ctx context.Context, server string, pprof bool) (*proc, e
 			return nil, err
 		}
 		p.pprof = pprofURL
+		p.healthAddr = fmt.Sprintf("127.0.0.1:%d", httpPort)
 	case CoreDNS:
 		healthPort, err := freePort(false)
 		if err != nil {
@@ -321,6 +324,7 @@ func (r *runner) start(ctx context.Context, server string, pprof bool) (*proc, e
 		if err != nil {
 			return nil, err
 		}
+		p.healthAddr = fmt.Sprintf("127.0.0.1:%d", healthPort)
 	}
 	p.dns = fmt.Sprintf("127.0.0.1:%d", dnsPort)
 	if server != Echo {
@@ -437,7 +441,7 @@ func (r *runner) runOne(ctx context.Context, id, server string, fn scenarioFunc,
 	r.up.SetDelay(r.o.UpstreamRTT)
 	run.LoadAvg = loadavg()
 	r.logf("%s: %s (load average %.2f)", id, server, run.LoadAvg[0])
-	p, err := r.start(ctx, server, prof != nil)
+	p, err := r.start(ctx, id, server, prof != nil)
 	if err != nil {
 		run.Error = err.Error()
 		return run
@@ -896,6 +900,10 @@ func (r *runner) scenarioFunc(id string, sc *Scenario) scenarioFunc {
 				return errors.Join(derr, berr, merr)
 			})
 		}
+	case ScScan:
+		return r.scanScenario(sc)
+	case ScHostileIdle, ScHostileHeaders, ScHostileTCP:
+		return r.hostileScenario(id, sc)
 	case ScNdots:
 		sc.Setup = fmt.Sprintf("Stub-resolver emulation: %d external names `www.ext-N.%s` (3 dots, fewer than ndots:5) looked up like glibc's getaddrinfo "+
 			"with AF_UNSPEC: A and AAAA in parallel for each candidate of the search list default.svc.cluster.local, svc.cluster.local, cluster.local, "+

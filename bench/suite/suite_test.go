@@ -199,6 +199,22 @@ func sampleResults() *Results {
 			Upstream: fakeup.Stats{Received: 5000, Dead: 1000},
 			Metrics:  Metrics{`coredns_proxy_healthcheck_failures_total{proxy_name="forward",to="127.0.0.1:1"}`: 0}},
 	}})
+	res.Scenarios = append(res.Scenarios, &Scenario{ID: ScScan, Title: titles[ScScan], Runs: []*ServerRun{
+		{Server: NodeDNS, Load: report(50_000, 50_000, ok(50_000), 11, 13), Phases: []Phase{
+			{Name: "before the scan", Load: report(10_000, 10_000, ok(10_000), 0.1, 0.3), Upstream: 0},
+			{Name: "during the scan", Load: report(20_000, 20_000, ok(20_000), 0.1, 0.5), Upstream: 40},
+			{Name: "after the scan, each name once", Load: report(2000, 2000, ok(2000), 0.1, 0.4), Upstream: 20}}},
+		{Server: CoreDNS, Load: report(50_000, 50_000, ok(50_000), 11, 14), Phases: []Phase{
+			{Name: "before the scan", Load: report(10_000, 10_000, ok(10_000), 0.1, 0.3), Upstream: 0},
+			{Name: "during the scan", Load: report(20_000, 20_000, ok(20_000), 0.1, 11), Upstream: 5000},
+			{Name: "after the scan, each name once", Load: report(2000, 2000, ok(2000), 11, 13), Upstream: 1800}}},
+	}})
+	res.Scenarios = append(res.Scenarios, &Scenario{ID: ScHostileIdle, Title: titles[ScHostileIdle], Runs: []*ServerRun{
+		{Server: NodeDNS, Load: report(20_000, 20_000, ok(20_000), 0.1, 0.4), RSSBefore: 20e6, RSSMaxSampled: 28e6,
+			Probe: &Probe{Sent: 100, Answered: 100, MaxMs: 3}, Attack: &AttackCount{Opened: 18_000, Ended: 17_900}},
+		{Server: CoreDNS, Load: report(20_000, 19_000, ok(19_000), 0.2, 900), RSSBefore: 30e6, RSSMaxSampled: 330e6,
+			Probe: &Probe{Sent: 100, Answered: 40, MaxMs: 1900}, Attack: &AttackCount{Opened: 15_000, Failed: 20}},
+	}})
 	for _, id := range []string{ScNXBurst, ScBurst} {
 		for _, r := range res.Scenario(id).Runs {
 			r.Load = AggregateBursts(r.Bursts)
@@ -249,6 +265,11 @@ func TestEvaluate(t *testing.T) {
 		"burst-servfail":               Pass, // 2000/2000 NOERROR
 		"dead-name-others":             Pass,
 		"dead-name-flaps":              Pass,
+		"scan-kept":                    Pass, // 99%
+		"hostile-idle-rss":             Pass, // +8 MB
+		"hostile-idle-bystanders":      Pass,
+		"hostile-idle-probe":           Pass,
+		"hostile-headers-rss":          NA, // did not run
 		"storm-drop-rss":               "missing storm-drop-rss",
 		"storm-drop-bystander-loss":    "missing storm-drop-bystander-loss",
 		"storm-drop-upstream (absent)": "",
@@ -513,6 +534,15 @@ func TestWriteMarkdown(t *testing.T) {
 		"| quiet client p50 (ms) | 2,001 | 3,500 | 0.57× |",
 		"| 3d fair: quiet client's misses answered NOERROR while another address storms a slow upstream, nodedns | 100.000% | >= 99.000% | PASS |",
 		"| 3c bystander queries without a NOERROR answer, nodedns | 0.000% | <= 0.100% | PASS |",
+		"## 8. Scan: one pod's one-off names against the others' working set",
+		"| working set, during the scan: hit ratio | 99.800% | 75.000% |  |",
+		"| **working set still cached after the scan** | 99.000% | 10.000% |  |",
+		"| 8 scan: working set still cached after one pod's scan of one-off names, nodedns | 99.000% | >= 95.000% | PASS |",
+		"## 9a. Hostile pod: idle HTTP connections on the probe port",
+		"| **RSS growth during the attack (MB)** | 8.0 | 300.0 | 0.03× |",
+		"| **liveness endpoint: requests answered** | 100.000% | 40.000% |  |",
+		"| attack: connections opened | 18,000 | 15,000 |  |",
+		"| 9a hostile pod, idle HTTP connections: RSS growth during the attack, nodedns | 8.0 MB | <= 20.0 MB | PASS |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)

@@ -73,6 +73,12 @@ func runSuite(ctx context.Context, args []string) error {
 	fs.Float64Var(&p.NdotsRate, "ndots-rate", p.NdotsRate, "lookups per second in the ndots scenario (paced)")
 	fs.DurationVar(&p.NdotsDuration, "ndots-duration", p.NdotsDuration, "length of the ndots scenario")
 	fs.IntVar(&p.NdotsConcurrency, "ndots-concurrency", p.NdotsConcurrency, "concurrent lookups in the ndots scenario")
+	fs.IntVar(&p.ScanSetNames, "scan-set-names", p.ScanSetNames, "scan: names of the working set, asked three times first")
+	fs.Float64Var(&p.ScanSetQPS, "scan-set-qps", p.ScanSetQPS, "scan: rate of the working set's Zipf load (open loop)")
+	fs.IntVar(&p.ScanNames, "scan-names", p.ScanNames, "scan: one-off names the scanning client asks")
+	fs.Float64Var(&p.ScanQPS, "scan-qps", p.ScanQPS, "scan: the scanning client's rate (open loop)")
+	fs.DurationVar(&p.ScanPhase, "scan-phase", p.ScanPhase, "scan: how long the working set is asked before the scan")
+	fs.DurationVar(&p.AttackDuration, "attack-duration", p.AttackDuration, "hostile-*: length of each attack")
 	quiet := fs.Bool("quiet", false, "no progress lines")
 	noFloor := fs.Bool("no-floor", false, "skip the generator-floor runs (echo responder) in the latency and storm-delay scenarios")
 	if err := fs.Parse(args); err != nil {
