@@ -266,11 +266,13 @@ func (s *Server) handleTCP(w *worker, pkt []byte, src netip.AddrPort, writeFrame
 			})
 		}
 	}()
+	w.start()
 	out, act := w.fast(pkt, src, protoTCP, w.out[:2])
 	switch act {
 	case actReply:
 		binary.BigEndian.PutUint16(out, uint16(len(out)-2))
 		writeFramed(out)
+		w.observeHits(protoTCP)
 		if cap(out) > 4096 {
 			out = make([]byte, 0, 2+512) // do not keep a large reply's buffer per connection
 		}

@@ -115,6 +115,7 @@ func (r *udpBatchReader) loop() {
 			continue
 		}
 		r.state.begin()
+		r.w.start()
 		r.nsend = 0
 		for i := range r.nrecv {
 			r.handle(i)
@@ -124,6 +125,7 @@ func (r *udpBatchReader) loop() {
 			_ = r.rc.Write(r.sendFn)
 			clear(r.replies[:r.nsend])
 		}
+		r.w.observeHits(protoUDP)
 		r.state.end()
 	}
 }

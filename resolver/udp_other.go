@@ -53,10 +53,12 @@ func (s *Server) handleUDP(w *worker, conn *net.UDPConn, pkt []byte, src netip.A
 			s.recoverQuery(p, pkt, to, func(b []byte) { s.writeUDP(conn, b, src) })
 		}
 	}()
+	w.start()
 	out, act := w.fast(pkt, src, protoUDP, w.out[:0])
 	switch act {
 	case actReply:
 		s.writeUDP(conn, out, src)
+		w.observeHits(protoUDP)
 	case actMiss:
 		to = &replyTo{write: func(b []byte) { s.writeUDP(conn, b, src) }}
 		s.dispatch(w, pkt, src, protoUDP, to)
