@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nodedns/nodedns/bench/internal/echo"
+	"github.com/nodedns/nodedns/internal/echo"
 )
 
 // loopConn is an in-memory conn: send hands the query to the responder and

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nodedns/nodedns/bench/internal/echo"
+	"github.com/nodedns/nodedns/internal/echo"
 )
 
 // Echo is the name of the generator-floor runs: the same load against a

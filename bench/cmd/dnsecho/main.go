@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nodedns/nodedns/bench/internal/echo"
+	"github.com/nodedns/nodedns/internal/echo"
 )
 
 func main() {
