@@ -130,6 +130,12 @@ type Params struct {
 	// hostile-*: how long each attack lasts; bystanders ask the
 	// BystanderNames cached names at BystanderQPS meanwhile.
 	AttackDuration time.Duration `json:"attack_duration"`
+
+	// miss: a closed loop of unique names (every one a miss) with
+	// MissConcurrency outstanding from MissClients addresses, for
+	// Duration, against an upstream that answers at once.
+	MissConcurrency int `json:"miss_concurrency"`
+	MissClients     int `json:"miss_clients"`
 }
 
 // nx-burst: client timeout of a burst's queries, and the pause between
@@ -216,6 +222,9 @@ func DefaultOptions() Options {
 			ScanPhase:    5 * time.Second,
 
 			AttackDuration: 10 * time.Second,
+
+			MissConcurrency: 200,
+			MissClients:     16,
 		},
 	}
 }
@@ -316,6 +325,11 @@ func (o *Options) fill() error {
 	setF(&p.ScanQPS, dp.ScanQPS)
 	setDur(&p.ScanPhase, dp.ScanPhase)
 	setDur(&p.AttackDuration, dp.AttackDuration)
+	setInt(&p.MissConcurrency, dp.MissConcurrency)
+	setInt(&p.MissClients, dp.MissClients)
+	if p.MissClients < 1 || p.MissClients > 254 || p.MissConcurrency < p.MissClients {
+		return fmt.Errorf("miss: 1 to 254 clients (127.0.11.x), at least one query outstanding each")
+	}
 	if p.ScanSetNames < 2 || p.ScanSetQPS < 0 || p.ScanNames < 1 || p.ScanQPS < 0 || p.ScanPhase < 0 {
 		return fmt.Errorf("scan: at least 2 working-set names and 1 scan name, rates and phase > 0")
 	}

@@ -364,6 +364,23 @@ func writeScenario(b *strings.Builder, s *Scenario, res *Results) {
 		)
 		rows = append(rows, latRows("latency", n, c, load)...)
 		rows = append(rows, cpu[1], cpu[2], cpu[3])
+	case ScMiss:
+		perCore := func(r *ServerRun) float64 { return r.QPSPerCore }
+		rows = append(rows,
+			row{label: "answered qps", n: val(n, qps), c: val(c, qps), format: intf, ratio: true},
+			cpu[0],
+			row{label: "**misses forwarded per core**", n: val(n, perCore), c: val(c, perCore), format: intf, ratio: true},
+			row{label: "answers", format: intf, text: [2]string{str(n, func(r *ServerRun) string { return rcodes(r.Load) }), str(c, func(r *ServerRun) string { return rcodes(r.Load) })}},
+		)
+		rows = append(rows, latRows("latency", n, c, load)[:2]...)
+		rows = append(rows, cpu[1], cpu[2], cpu[3])
+		if u := s.Run(Unbound); usable(u) {
+			defer fmt.Fprintf(b, "\nUnbound, the same load: %s misses forwarded per core (%s qps on %.2f cores, %s, p99 %s ms); nodedns / Unbound %s, CoreDNS / Unbound %s. "+
+				"Its repetitions: %s.\n", intf(u.QPSPerCore), intf(u.Load.QPS), u.Cores, rcodes(u.Load), fmtMs(latOf(u.Load).P99),
+				ratio(val(n, perCore), u.QPSPerCore), ratio(val(c, perCore), u.QPSPerCore), joinf(u.reps(), intf))
+		} else if u != nil && u.Error != "" {
+			defer fmt.Fprintf(b, "\nUnbound failed: %s\n", u.Error)
+		}
 	case ScLatency:
 		rows = append(rows,
 			row{label: "offered qps (open loop)", n: val(n, func(r *ServerRun) float64 { return r.Load.TargetQPS }), c: val(c, func(r *ServerRun) float64 { return r.Load.TargetQPS }), format: intf},
@@ -647,7 +664,7 @@ func writeScenario(b *strings.Builder, s *Scenario, res *Results) {
 	if len(n.reps()) > 1 || len(c.reps()) > 1 {
 		f := fmtMs
 		label := "p99 (ms) of each repetition; the median run is shown"
-		if s.ID == ScHit {
+		if s.ID == ScHit || s.ID == ScMiss {
 			f, label = intf, "qps per core of each repetition; the median run is shown"
 		}
 		list := func(r *ServerRun) string {
@@ -738,4 +755,16 @@ func lookupOutcome(r *ServerRun) string {
 		return "-"
 	}
 	return fmt.Sprintf("%s / %s / %s", fmtNum(float64(l.Found), 0), fmtNum(float64(l.NotFound), 0), fmtNum(float64(l.Failed), 0))
+}
+
+// joinf formats vs with f, comma separated ("-" for none).
+func joinf(vs []float64, f func(float64) string) string {
+	if len(vs) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = f(v)
+	}
+	return strings.Join(parts, ", ")
 }

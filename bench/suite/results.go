@@ -17,6 +17,9 @@ import (
 const (
 	NodeDNS = "nodedns"
 	CoreDNS = "coredns"
+	// Unbound runs in the miss scenario as a third reference, where it is
+	// installed.
+	Unbound = "unbound"
 )
 
 // Scenario IDs, in suite order.
@@ -33,6 +36,7 @@ const (
 	ScBurst       = "burst"     // one address, N distinct misses at once, idle upstream
 	ScDeadName    = "dead-name" // one client loops on a dead domain, others resolve
 	ScScan        = "scan"      // one address asks one-off names, others a working set
+	ScMiss        = "miss"      // unique names at full rate, a fast upstream
 
 	// A hostile pod's attacks on the server's ports.
 	ScHostileIdle    = "hostile-idle"    // idle HTTP connections
@@ -42,7 +46,7 @@ const (
 
 // AllScenarios lists every scenario in the order the suite runs them.
 var AllScenarios = []string{ScHit, ScLatency, ScStorm, ScStormDrop, ScStormShared, ScFair, ScNX, ScNXBurst, ScNdots, ScBurst, ScDeadName,
-	ScScan, ScHostileIdle, ScHostileHeaders, ScHostileTCP}
+	ScScan, ScHostileIdle, ScHostileHeaders, ScHostileTCP, ScMiss}
 
 var titles = map[string]string{
 	ScHit:         "1. Cache-hit throughput",
@@ -61,6 +65,8 @@ var titles = map[string]string{
 	ScHostileIdle:    "9a. Hostile pod: idle HTTP connections on the probe port",
 	ScHostileHeaders: "9b. Hostile pod: HTTP headers streamed slowly on the probe port",
 	ScHostileTCP:     "9c. Hostile pod: busy DNS-over-TCP connections",
+
+	ScMiss: "10. Miss throughput: unique names at full rate, a fast upstream",
 }
 
 // Results is everything one suite run measured; it is written as JSON and
@@ -427,6 +433,7 @@ const (
 	TargetFairQuiet      = 99.0 // percent of the quiet client's misses answered NOERROR
 	TargetScanKept       = 95.0 // percent of the working set still cached after the scan
 	TargetAttackRSS      = 20e6 // bytes an attack may grow RSS by (20 MB)
+	TargetMissVsUnbound  = 2.0  // nodedns misses per core over Unbound's
 	// burst, dead-name (others' failures and health flaps), hit misses: 0.
 )
 
@@ -733,6 +740,21 @@ func Evaluate(res *Results) []Target {
 		}
 		add(t)
 	}
+	{
+		s := res.Scenario(ScMiss)
+		n, c, u := s.Run(NodeDNS), s.Run(CoreDNS), s.Run(Unbound)
+		t := Target{ID: "miss-vs-unbound", Scenario: ScMiss, Desc: "10 misses forwarded per core, nodedns / Unbound", Op: ">=", Threshold: TargetMissVsUnbound, Unit: "x", Value: na}
+		if usable(n) && usable(u) && u.QPSPerCore > 0 {
+			t.Value = n.QPSPerCore / u.QPSPerCore
+			t.Detail = fmt.Sprintf("%.0f vs %.0f qps/core", n.QPSPerCore, u.QPSPerCore)
+			if usable(c) {
+				t.Detail += fmt.Sprintf("; CoreDNS %.0f", c.QPSPerCore)
+			}
+		} else if usable(n) {
+			t.Detail = "Unbound did not run (not installed)"
+		}
+		add(t)
+	}
 	return ts
 }
 
@@ -825,7 +847,7 @@ func finish(res *Results) {
 			if (s.ID == ScNXBurst || s.ID == ScBurst) && len(run.Bursts) > 0 {
 				run.UpstreamPerBurst, _, _ = BurstUpstream(run.Bursts)
 			}
-			if s.ID == ScHit && run.Cores > 0 {
+			if (s.ID == ScHit || s.ID == ScMiss) && run.Cores > 0 {
 				run.QPSPerCore = run.Load.QPS / run.Cores
 			}
 		}
@@ -839,7 +861,7 @@ func repeatKey(id string, r *ServerRun) float64 {
 		return math.NaN()
 	}
 	switch id {
-	case ScHit:
+	case ScHit, ScMiss:
 		if r.Cores <= 0 {
 			return math.NaN()
 		}

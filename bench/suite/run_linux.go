@@ -24,6 +24,7 @@ import (
 
 	"github.com/nodedns/nodedns/bench"
 	"github.com/nodedns/nodedns/bench/fakeup"
+	"github.com/nodedns/nodedns/internal/echo"
 )
 
 // Zones the scenarios use. Everything is answered by the fake upstream; no
@@ -64,8 +65,12 @@ type runner struct {
 	corefile string // template text
 	ndFlags  string // nodedns --help output
 	pprofOK  bool
-	stamp    string
-	nstart   int // servers started, for log names
+	// unbound is Unbound's binary, "" when not installed; echoUp is the
+	// miss scenario's upstream, started when it first runs.
+	unbound string
+	echoUp  *echo.Server
+	stamp   string
+	nstart  int // servers started, for log names
 }
 
 // Run builds what it needs (`make build`, tools/coredns/build.sh), runs the
@@ -90,6 +95,9 @@ func Run(ctx context.Context, o Options) (*Results, []string, error) {
 	defer func() {
 		if r.up != nil {
 			r.up.Close()
+		}
+		if r.echoUp != nil {
+			r.echoUp.Close()
 		}
 	}()
 	if err := r.prepare(ctx); err != nil {
@@ -186,6 +194,24 @@ func (r *runner) prepare(ctx context.Context) error {
 		r.res.Servers = append(r.res.Servers, ServerBin{Name: CoreDNS, Path: o.CoreDNS, Version: v})
 	}
 
+	if has(o.Scenarios, ScMiss) {
+		for _, p := range []string{"unbound", "/usr/sbin/unbound"} {
+			if path, err := exec.LookPath(p); err == nil {
+				r.unbound = path
+				break
+			}
+		}
+		if r.unbound != "" {
+			v := r.output(ctx, "", r.unbound, "-V")
+			if i := strings.IndexByte(v, '\n'); i >= 0 {
+				v = v[:i]
+			}
+			r.res.Servers = append(r.res.Servers, ServerBin{Name: Unbound, Path: r.unbound, Version: strings.TrimSpace(v)})
+		} else {
+			r.note("Unbound is not installed: the miss scenario runs without it.")
+		}
+	}
+
 	if err := pinSelf(o.LoadCPU); err != nil {
 		return err
 	}
@@ -272,6 +298,12 @@ func (r *runner) start(ctx context.Context, id, server string, pprof bool) (*pro
 	if err != nil {
 		return nil, err
 	}
+	upstream := r.up.Addr()
+	if id == ScMiss {
+		if upstream, err = r.missUpstream(); err != nil {
+			return nil, err
+		}
+	}
 	r.nstart++
 	logPath := filepath.Join(r.work, fmt.Sprintf("%02d-%s.log", r.nstart, server))
 	var p *proc
@@ -285,7 +317,7 @@ func (r *runner) start(ctx context.Context, id, server string, pprof bool) (*pro
 	case NodeDNS:
 		args := []string{
 			"--listen", fmt.Sprintf("127.0.0.1:%d", dnsPort),
-			"--upstream", r.up.Addr(),
+			"--upstream", upstream,
 			"--http-listen", fmt.Sprintf("127.0.0.1:%d", httpPort),
 			"--log-level", "warn",
 		}
@@ -312,7 +344,7 @@ func (r *runner) start(ctx context.Context, id, server string, pprof bool) (*pro
 		}
 		conf := strings.NewReplacer(
 			"__LISTEN_PORT__", strconv.Itoa(dnsPort),
-			"__UPSTREAM__", r.up.Addr(),
+			"__UPSTREAM__", upstream,
 			"__HEALTH_PORT__", strconv.Itoa(healthPort),
 			"__METRICS_PORT__", strconv.Itoa(httpPort),
 		).Replace(r.corefile)
@@ -325,9 +357,19 @@ func (r *runner) start(ctx context.Context, id, server string, pprof bool) (*pro
 			return nil, err
 		}
 		p.healthAddr = fmt.Sprintf("127.0.0.1:%d", healthPort)
+	case Unbound:
+		path := filepath.Join(r.work, fmt.Sprintf("%02d-unbound.conf", r.nstart))
+		host, port, _ := strings.Cut(upstream, ":")
+		if err := os.WriteFile(path, []byte(unboundConfig(r.work, dnsPort, host, port)), 0o644); err != nil {
+			return nil, err
+		}
+		p, err = startProc(server, r.unbound, []string{"-d", "-c", path}, r.o.ServerCPU, logPath)
+		if err != nil {
+			return nil, err
+		}
 	}
 	p.dns = fmt.Sprintf("127.0.0.1:%d", dnsPort)
-	if server != Echo {
+	if server != Echo && server != Unbound {
 		p.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPort)
 	}
 	for i := range r.res.Servers {
@@ -364,8 +406,11 @@ func (r *runner) scenarios(ctx context.Context) error {
 		if (id == ScLatency || id == ScStorm) && len(r.o.EchoCommand) > 0 {
 			servers = append(slices.Clone(servers), Echo)
 		}
+		if id == ScMiss && r.unbound != "" {
+			servers = append(slices.Clone(servers), Unbound)
+		}
 		reps := 1
-		if id == ScHit || id == ScLatency {
+		if id == ScHit || id == ScLatency || id == ScMiss {
 			reps = r.o.Repeat
 		}
 		runs := map[string][]*ServerRun{}
@@ -902,6 +947,8 @@ func (r *runner) scenarioFunc(id string, sc *Scenario) scenarioFunc {
 		}
 	case ScScan:
 		return r.scanScenario(sc)
+	case ScMiss:
+		return r.missScenario(sc)
 	case ScHostileIdle, ScHostileHeaders, ScHostileTCP:
 		return r.hostileScenario(id, sc)
 	case ScNdots:

@@ -79,6 +79,8 @@ func runSuite(ctx context.Context, args []string) error {
 	fs.Float64Var(&p.ScanQPS, "scan-qps", p.ScanQPS, "scan: the scanning client's rate (open loop)")
 	fs.DurationVar(&p.ScanPhase, "scan-phase", p.ScanPhase, "scan: how long the working set is asked before the scan")
 	fs.DurationVar(&p.AttackDuration, "attack-duration", p.AttackDuration, "hostile-*: length of each attack")
+	fs.IntVar(&p.MissConcurrency, "miss-concurrency", p.MissConcurrency, "miss: unique names outstanding at once (closed loop)")
+	fs.IntVar(&p.MissClients, "miss-clients", p.MissClients, "miss: client addresses (127.0.11.x) the load comes from")
 	quiet := fs.Bool("quiet", false, "no progress lines")
 	noFloor := fs.Bool("no-floor", false, "skip the generator-floor runs (echo responder) in the latency and storm-delay scenarios")
 	if err := fs.Parse(args); err != nil {
