@@ -274,7 +274,7 @@ func TestEvaluate(t *testing.T) {
 		"hostile-idle-rss":             Pass, // +8 MB
 		"hostile-idle-bystanders":      Pass,
 		"hostile-idle-probe":           Pass,
-		"hostile-headers-rss":          NA, // did not run
+		"hostile-headers-rss":          NA,   // did not run
 		"miss-vs-unbound":              Miss, // 30k vs 20k: 1.5x
 		"storm-drop-rss":               "missing storm-drop-rss",
 		"storm-drop-bystander-loss":    "missing storm-drop-bystander-loss",
