@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/miekg/dns"
 	"go.uber.org/zap"
 
 	"github.com/nodedns/nodedns/cache"
@@ -46,6 +47,10 @@ type flight struct {
 	// unpacked message: room to wait is bounded in bytes); it is shared with
 	// the first waiter, and never modified.
 	query []byte
+	// req is query unpacked, kept only by a flight that runs at once (its
+	// slot bounds how many there are), so that run does not unpack what
+	// dispatch already did; run takes it.
+	req   *dns.Msg
 	src   netip.AddrPort
 	proto int
 	start time.Time // arrival of its first query (real time): its deadline counts from here

@@ -175,6 +175,7 @@ type miss struct {
 	waiter
 	key   []byte
 	stale *cache.Entry
+	req   *dns.Msg // pkt unpacked, when dispatch has it
 }
 
 // dispatch answers a query the fast path could not. w.cacheable, w.key and
@@ -228,6 +229,7 @@ func (s *Server) dispatch(w *worker, pkt []byte, src netip.AddrPort, proto int, 
 		s.answer(imm, ans)
 		return
 	}
+	m.req = req
 	s.forward(m, qname)
 }
 
@@ -353,6 +355,9 @@ func (s *Server) admit(m *miss) verdict {
 	default:
 		return verdict{act: vShed, reason: shedWaiters}
 	}
+	if slot && len(f.query) == len(imm.pkt) {
+		f.req = m.req // the same bytes: nothing was compacted away
+	}
 	if f.key != "" {
 		s.flights[f.key] = f
 	}
@@ -477,9 +482,13 @@ func (s *Server) run(f *flight) {
 	if f.key != "" {
 		rkey = []byte(f.key)
 	}
-	req := new(dns.Msg)
-	if err := req.Unpack(f.query); err != nil { // unpacked once already by dispatch
-		panic(fmt.Sprintf("a flight's query no longer unpacks: %v", err))
+	req := f.req
+	f.req = nil
+	if req == nil {
+		req = new(dns.Msg)
+		if err := req.Unpack(f.query); err != nil { // unpacked once already by dispatch
+			panic(fmt.Sprintf("a flight's query no longer unpacks: %v", err))
+		}
 	}
 	ans, err := s.remote.Resolve(ctx, &Request{Msg: req, Key: rkey, Client: f.src, Proto: protoNames[f.proto]})
 	if err == nil && ans.Entry == nil {
