@@ -276,8 +276,12 @@ func (r *Remote) exchangeUDP(ctx context.Context, q *dns.Msg, packed []byte, dea
 	if _, err := s.conn.Write(packed); err != nil {
 		return nil, err
 	}
-	t := time.NewTimer(time.Until(deadline))
-	defer t.Stop()
+	t := timerPool.Get().(*time.Timer)
+	t.Reset(time.Until(deadline))
+	defer func() {
+		t.Stop()
+		timerPool.Put(t)
+	}()
 	select {
 	case rep := <-w.reply:
 		return rep.msg, rep.err
@@ -287,6 +291,15 @@ func (r *Remote) exchangeUDP(ctx context.Context, q *dns.Msg, packed []byte, dea
 		return nil, &net.OpError{Op: "read", Net: "udp", Err: errUDPTimeout{}}
 	}
 }
+
+// timerPool holds stopped timers for exchanges to wait with: a timer and
+// its channel are two allocations a miss need not make. (Since Go 1.23 a
+// stopped timer's channel holds no stale value, so one is safe to reuse.)
+var timerPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
 
 // errUDPTimeout is the timeout of an exchange over a shared socket: a
 // net.Error with Timeout true, as a socket deadline's error is.
