@@ -190,7 +190,17 @@ func TestRules(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("%s: %d rules in %v", b.name, s.rules.count(), time.Since(start))
-			list := func() string { return sh(t, b.list[0], b.list[1:]...) }
+			// The rules, without iptables-save's comment lines, which
+			// carry the time to the second.
+			list := func() string {
+				var lines []string
+				for _, l := range strings.Split(sh(t, b.list[0], b.list[1:]...), "\n") {
+					if !strings.HasPrefix(l, "#") {
+						lines = append(lines, l)
+					}
+				}
+				return strings.Join(lines, "\n")
+			}
 			out := list()
 			for _, r := range ruleSet([]netip.AddrPort{dnsAddr, svcAddr}, []netip.AddrPort{probeAddr}, false) {
 				if b.name == "nftables" && r.table == "filter" {
