@@ -7,10 +7,8 @@ import "fmt"
 // fills every bound and checks the total), rounded up.
 const (
 	// slotBytes is one resolution in flight through the real forwarder:
-	// the goroutines' stacks, the unpacked query and its copy, timers
-	// (measured: 16 KiB, when each exchange had an upstream socket and a
-	// read buffer of its own; the shared sockets, 16 an upstream server
-	// with a 4 KiB buffer each, are now fewer), and a share of
+	// the goroutines' stacks, the unpacked query and its copy, an upstream
+	// socket and its read buffer, timers (measured: 16 KiB), and a share of
 	// the extra tries a lightly loaded server may get when the per-try
 	// timeout passes (at most a quarter of its cap, so a quarter of a try
 	// per slot).

@@ -14,10 +14,10 @@
 //
 // The pieces are:
 //
-//   - [Remote]: one upstream server. UDP over a few shared sockets on
-//     random ports, replaced as they age, a random ID per query and strict
-//     reply matching (anti-spoofing), falling back to TCP on truncation; or
-//     pooled persistent TCP connections when forced.
+//   - [Remote]: one upstream server. UDP with a
+//     fresh socket and random ID per query and strict reply matching
+//     (anti-spoofing), falling back to TCP on truncation; or pooled persistent
+//     TCP connections when forced.
 //   - [Group]: a set of equivalent servers for some zones, with round-robin,
 //     failover and health tracking.
 //   - [Router]: picks the group for a query name by longest zone suffix.

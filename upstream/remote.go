@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -39,12 +41,15 @@ var errTooManyDropped = errors.New("too many mismatched or malformed replies")
 // aLongTimeAgo is a deadline in the past, used to interrupt blocked I/O.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// udpReadSize is the read buffer of one shared UDP socket (udpmux.go).
-// Servers must stay within the EDNSUDPSize we advertise; the margin takes
-// servers that ignore it up to the common 4096. A datagram larger still is
-// read truncated and handled like a reply with TC set: the query is
-// retried over TCP.
+// udpReadSize is the read buffer of one UDP exchange, held while it waits
+// for the reply. Servers must stay within the EDNSUDPSize we advertise; the
+// margin takes servers that ignore it up to the common 4096. A datagram
+// larger still is read truncated and handled like a reply with TC set: the
+// query is retried over TCP. (A 64 KiB buffer per exchange would make 500
+// slow exchanges hold 32 MiB.)
 const udpReadSize = 4096
+
+var udpBufPool = sync.Pool{New: func() any { b := make([]byte, udpReadSize); return &b }}
 
 // RemoteConfig configures a [Remote].
 type RemoteConfig struct {
@@ -58,20 +63,18 @@ type RemoteConfig struct {
 // Exchange never modifies the request, which the caller may retry against
 // another server.
 //
-// Over UDP every query has a fresh random ID and goes out on one of a few
-// connected sockets on random ports the kernel picks, each replaced after
-// a few hundred queries (udpmux.go); only a reply matching the socket, the
-// ID and the question is accepted: off-path cache poisoning stays
-// impractical, which matters because our answers are cached for the whole
-// node. Truncated replies are retried over TCP. With ForceTCP, persistent
-// connections are pooled per upstream.
+// Over UDP every query uses a fresh socket (a random source port from the
+// kernel) and a fresh random ID, and only a reply matching both the ID and
+// the question is accepted: together these give the ~32 bits of entropy that
+// make off-path cache poisoning impractical, which matters because our
+// answers are cached for the whole node. Truncated replies are retried over
+// TCP. With ForceTCP, persistent connections are pooled per upstream.
 type Remote struct {
 	addr     string
 	forceTCP bool
 	timeout  time.Duration
 	m        *Metrics
 	pool     *tcpPool
-	mux      *udpMux
 }
 
 // NewRemote validates cfg and returns a Remote. m may be nil (metrics are then
@@ -91,9 +94,7 @@ func NewRemote(cfg RemoteConfig, m *Metrics) (*Remote, error) {
 		m = NewMetrics(nil)
 	}
 	m.initUpstream(addr)
-	r := &Remote{addr: addr, forceTCP: cfg.ForceTCP, timeout: cfg.Timeout, m: m, pool: newTCPPool(cfg.IdleTimeout)}
-	r.mux = newUDPMux(r)
-	return r, nil
+	return &Remote{addr: addr, forceTCP: cfg.ForceTCP, timeout: cfg.Timeout, m: m, pool: newTCPPool(cfg.IdleTimeout)}, nil
 }
 
 // Address returns the normalised host:port.
@@ -103,7 +104,6 @@ func (r *Remote) Address() string { return r.addr }
 // and close their connection afterwards.
 func (r *Remote) Close() error {
 	r.pool.close()
-	r.mux.close()
 	return nil
 }
 
@@ -232,6 +232,52 @@ func (r *Remote) dropped(v verdict) {
 	case replyMalformed:
 		r.m.errors.WithLabelValues(r.addr, ReasonMalformed).Inc()
 	}
+}
+
+func (r *Remote) exchangeUDP(ctx context.Context, q *dns.Msg, packed []byte, deadline time.Time, headerOnly bool) (*dns.Msg, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "udp", r.addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(deadline); err != nil {
+		return nil, err
+	}
+	// Set after the deadline so that an already canceled ctx wins.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(aLongTimeAgo) })
+	defer stop()
+	if _, err := conn.Write(packed); err != nil {
+		return nil, err
+	}
+	bufp := udpBufPool.Get().(*[]byte)
+	defer udpBufPool.Put(bufp)
+	buf := *bufp
+	// The socket is connected, so the kernel only delivers datagrams from
+	// the upstream's address and port; we still check ID and question.
+	uc, _ := conn.(*net.UDPConn)
+	for range maxDroppedReplies {
+		var n, flags int
+		if uc != nil {
+			n, _, flags, _, err = uc.ReadMsgUDP(buf, nil)
+		} else {
+			n, err = conn.Read(buf)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if flags&msgTrunc != 0 && n >= dnsHeaderLen {
+			// Too large for the buffer: set TC so that the caller asks
+			// again over TCP, as it would after a truncated reply.
+			buf[2] |= flagTC >> 8
+		}
+		resp, v := checkReply(bytes.Clone(buf[:n]), q, headerOnly)
+		if v == replyOK {
+			return resp, nil
+		}
+		r.dropped(v)
+	}
+	return nil, errTooManyDropped
 }
 
 func (r *Remote) exchangeTCP(ctx context.Context, q *dns.Msg, packed []byte, deadline time.Time, headerOnly bool) (*dns.Msg, error) {
