@@ -1,5 +1,5 @@
 // Package conformance is the differential conformance test of nodedns
-// against Unbound (issue 8): a Knot DNS server serves the zones of
+// against Unbound: a Knot DNS server serves the zones of
 // testdata/zones on loopback; Unbound, nodedns and (when it has been built)
 // CoreDNS forward to it; a corpus of queries expanded from
 // testdata/corpus.txt is asked of each, twice, and every answer of nodedns

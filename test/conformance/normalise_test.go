@@ -73,7 +73,7 @@ cross c.example. TYPE65280,SOA udp CH,CLASS42
 }
 
 // The corpus in the repo expands, is a few thousand queries or more and
-// covers what the issue asks for.
+// covers every query class the differential compares.
 func TestRepoCorpus(t *testing.T) {
 	f, err := os.Open("testdata/corpus.txt")
 	if err != nil {
